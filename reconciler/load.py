@@ -1,0 +1,286 @@
+"""Read a tree of YAML files into documents that remember where every value came from.
+
+Parsing is done by libyaml (PyYAML's C composer); the node tree it returns is kept beside the plain
+data so that a finding can be located lazily, only when there is one. Hostile input — invalid
+YAML or UTF-8, huge files, alias bombs, deep nesting, odd tags — becomes a Problem, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pathspec
+import yaml
+
+from reconciler.problems import FieldPath, Problem
+
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+IGNORE_FILE = ".hedgerowignore"
+SUFFIXES = (".yaml", ".yml")
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_scalars = yaml.constructor.SafeConstructor()
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One YAML document: its plain data, and the node tree that knows line and column."""
+
+    file: str
+    node: yaml.Node = field(repr=False, compare=False)
+    data: Any
+
+    @property
+    def kind(self) -> str | None:
+        kind = self.data.get("kind") if isinstance(self.data, dict) else None
+        return kind if isinstance(kind, str) else None
+
+    @property
+    def name(self) -> str | None:
+        meta = self.data.get("metadata") if isinstance(self.data, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        return name if isinstance(name, str) else None
+
+    def locate(self, path: FieldPath, *, at_key: bool = False) -> tuple[int, int]:
+        """1-based (line, column) of the deepest node on `path` that exists.
+
+        `at_key` points at the mapping key instead of its value, for "unknown field" findings.
+        """
+        node = self.node
+        mark = node.start_mark
+        for i, part in enumerate(path):
+            child: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+                for key, value in _entries(node):
+                    if isinstance(key, yaml.ScalarNode) and key.value == part:
+                        last = i == len(path) - 1
+                        mark = key.start_mark if (at_key and last) else value.start_mark
+                        child = value
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                child = node.value[part] if 0 <= part < len(node.value) else None
+                mark = child.start_mark if child is not None else mark
+            if child is None:
+                break
+            node = child
+        return mark.line + 1, mark.column + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    documents: list[Document]
+    problems: list[Problem]
+
+
+class _Refused(Exception):
+    """A document that cannot be turned into data; carries the node it is about."""
+
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+        self.message = message
+
+
+def read_tree(root: Path) -> Iterator[tuple[str, bytes | Problem]]:
+    """Yield (path relative to root, content) for every manifest file, sorted for stable output.
+
+    Hidden files and folders are skipped; `.hedgerowignore` at the root excludes paths.
+    """
+    spec = _ignore_spec(root)
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        rel_folder = Path(folder).relative_to(root)
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith(".") and not _ignored(spec, (rel_folder / d).as_posix() + "/")
+        ]
+        for name in files:
+            rel = (rel_folder / name).as_posix()
+            if name.startswith(".") or not name.endswith(SUFFIXES) or _ignored(spec, rel):
+                continue
+            found.append(rel)
+    for rel in sorted(found):
+        yield rel, _read_file(root / rel, rel)
+
+
+def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
+    try:
+        lines = (root / IGNORE_FILE).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _ignored(spec: pathspec.GitIgnoreSpec | None, rel: str) -> bool:
+    return spec is not None and spec.match_file(rel)
+
+
+def _read_file(path: Path, rel: str) -> bytes | Problem:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return _file_problem(rel, f"file is {size} bytes; manifests are limited to 1 MiB")
+        with path.open("rb") as fh:
+            return fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return _file_problem(rel, f"cannot read file: {exc.strerror or exc}")
+
+
+def _file_problem(rel: str, message: str, line: int = 0, column: int = 0) -> Problem:
+    return Problem(rel, line, column, None, None, None, message)
+
+
+def load_files(files: Iterable[tuple[str, bytes | Problem]]) -> Loaded:
+    """Parse every file; a bad file or document becomes a Problem and the rest still load."""
+    documents: list[Document] = []
+    problems: list[Problem] = []
+    for rel, content in files:
+        if isinstance(content, Problem):
+            problems.append(content)
+            continue
+        docs, probs = load_bytes(rel, content)
+        documents.extend(docs)
+        problems.extend(probs)
+    return Loaded(documents, problems)
+
+
+def load_bytes(rel: str, content: bytes) -> tuple[list[Document], list[Problem]]:
+    if len(content) > MAX_FILE_BYTES:
+        return [], [_file_problem(rel, "file is over 1 MiB; manifests are limited to 1 MiB")]
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = content.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (content.rfind(b"\n", 0, exc.start) + 1) + 1
+        return [], [_file_problem(rel, "file is not valid UTF-8", line, column)]
+    documents: list[Document] = []
+    problems: list[Problem] = []
+    may_alias = "&" in text
+    try:
+        for node in yaml.compose_all(text, Loader=_Loader):
+            if node is None:
+                continue
+            try:
+                if may_alias:
+                    _check_expansion(node)
+                data = _construct(node, 0)
+            except _Refused as exc:
+                mark = exc.node.start_mark
+                problems.append(_file_problem(rel, exc.message, mark.line + 1, mark.column + 1))
+                continue
+            documents.append(Document(rel, node, data))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        parts = [p for p in (exc.context, exc.problem) if p]
+        problems.append(_file_problem(rel, "invalid YAML: " + ", ".join(parts), line, column))
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        problems.append(_file_problem(rel, f"invalid YAML: {type(exc).__name__}"))
+    return documents, problems
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse alias bombs and recursive aliases before any expansion happens."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Refused(node, "recursive alias: an anchor cannot contain an alias to itself")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                total += size(k) + size(v)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+        active.discard(key)
+        if total > MAX_NODES:
+            raise _Refused(node, f"aliases expand to over {MAX_NODES} values; refusing to expand")
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+def _entries(node: yaml.MappingNode) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+    """Mapping entries with merge keys (`<<: *base`) flattened; explicit keys come first."""
+    merges: list[yaml.Node] = []
+    for key, value in node.value:
+        if key.tag == _MERGE:
+            merges.append(value)
+        else:
+            yield key, value
+    for merged in merges:
+        sources = merged.value if isinstance(merged, yaml.SequenceNode) else [merged]
+        for source in sources:
+            if isinstance(source, yaml.MappingNode):
+                yield from _entries(source)
+
+
+def _construct(node: yaml.Node, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise _Refused(node, f"nesting is deeper than {MAX_DEPTH} levels")
+    if isinstance(node, yaml.ScalarNode):
+        return _scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        if node.tag != "tag:yaml.org,2002:seq":
+            raise _Refused(node, f"unsupported YAML tag {node.tag!r}")
+        return [_construct(item, depth + 1) for item in node.value]
+    if isinstance(node, yaml.MappingNode):
+        if node.tag != "tag:yaml.org,2002:map":
+            raise _Refused(node, f"unsupported YAML tag {node.tag!r}")
+        return _mapping(node, depth)
+    raise _Refused(node, "unsupported YAML node")
+
+
+def _mapping(node: yaml.MappingNode, depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    seen: dict[str, yaml.Node] = {}
+    for key, value in node.value:
+        if key.tag == _MERGE:
+            sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+            if not all(isinstance(s, yaml.MappingNode) for s in sources):
+                raise _Refused(value, "a merge key (<<) needs a mapping or a list of mappings")
+            continue
+        if not isinstance(key, yaml.ScalarNode):
+            raise _Refused(key, "mapping keys must be plain strings")
+        if key.value in seen:
+            first = seen[key.value].start_mark.line + 1
+            raise _Refused(key, f"duplicate key {key.value!r} (first defined on line {first})")
+        seen[key.value] = key
+        out[key.value] = _construct(value, depth + 1)
+    merged = [e for e in _entries(node) if e[0].tag != _MERGE and e[0].value not in out]
+    for key, value in merged:
+        if isinstance(key, yaml.ScalarNode) and key.value not in out:
+            out[key.value] = _construct(value, depth + 1)
+    return out
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    tag = node.tag
+    if tag == _STR or tag == "tag:yaml.org,2002:timestamp":
+        return node.value
+    if tag == "tag:yaml.org,2002:null":
+        return None
+    if tag == "tag:yaml.org,2002:bool":
+        return _scalars.construct_yaml_bool(node)
+    if tag == "tag:yaml.org,2002:int":
+        return _scalars.construct_yaml_int(node)
+    if tag == "tag:yaml.org,2002:float":
+        return _scalars.construct_yaml_float(node)
+    raise _Refused(node, f"unsupported YAML tag {tag!r}; use plain strings, numbers and booleans")

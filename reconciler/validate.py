@@ -1,0 +1,65 @@
+"""Validate a whole repository: load every file, check every document, apply the catalog rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.catalog import Catalog, build_catalog
+from reconciler.check import Checked, check_document
+from reconciler.load import Document, load_files, read_tree
+from reconciler.model import Manifest
+from reconciler.problems import Problem, Severity
+
+
+@dataclass(frozen=True)
+class Report:
+    documents: int
+    problems: list[Problem]
+    catalog: Catalog
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.WARNING]
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+def validate_files(files: Iterable[tuple[str, bytes | Problem]]) -> Report:
+    """Every finding at once; a bad document never hides the findings of the others."""
+    loaded = load_files(files)
+    problems = list(loaded.problems)
+    checked: list[Checked[Manifest]] = []
+    broken: set[tuple[str, str]] = set()
+    for document in loaded.documents:
+        result = check_document(document)
+        if isinstance(result, Checked):
+            checked.append(result)
+        else:
+            problems.extend(result)
+            broken.update(_names(document))
+    catalog, cross = build_catalog(checked, broken)
+    problems.extend(cross)
+    problems.sort(key=Problem.sort_key)
+    return Report(len(loaded.documents), problems, catalog)
+
+
+def _names(document: Document) -> Iterator[tuple[str, str]]:
+    """What a broken document would define, so references to it add no second error."""
+    kind, name = document.kind, document.name
+    if kind and name:
+        yield kind, name
+    spec = document.data.get("spec") if isinstance(document.data, dict) else None
+    if kind == "Release" and isinstance(spec, dict):
+        yield "Release@", f"{spec.get('application')}@{spec.get('version')}"
+
+
+def validate_tree(root: Path) -> Report:
+    return validate_files(read_tree(root))
