@@ -51,6 +51,14 @@ class Catalog:
     def versions(self, application: str) -> list[str]:
         return sorted(v for a, v in self._by_version if a == application)
 
+    @cached_property
+    def _by_label(self) -> dict[tuple[str, str], set[str]]:
+        index: dict[tuple[str, str], set[str]] = {}
+        for name, device in self.devices.items():
+            for label in device.manifest.metadata.labels.items():
+                index.setdefault(label, set()).add(name)
+        return index
+
     def targets(self, deployment: Deployment) -> list[Checked[Device]]:
         """The devices a deployment binds, in name order."""
         spec = deployment.spec
@@ -59,12 +67,9 @@ class Catalog:
             return [device] if device else []
         if spec.selector is None:
             return []
-        wanted = spec.selector.match_labels.items()
-        return [
-            d
-            for name, d in sorted(self.devices.items())
-            if wanted <= d.manifest.metadata.labels.items()
-        ]
+        sets = [self._by_label.get(label, set()) for label in spec.selector.match_labels.items()]
+        names = set.intersection(*sorted(sets, key=len))
+        return [self.devices[name] for name in sorted(names)]
 
 
 def build_catalog(

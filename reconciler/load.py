@@ -1,7 +1,8 @@
 """Read a tree of YAML files into documents that remember where every value came from.
 
-Parsing is done by libyaml (PyYAML's C composer); the node tree it returns is kept beside the plain
-data so that a finding can be located lazily, only when there is one. Hostile input — invalid
+Parsing is done by libyaml (PyYAML's C composer). Only the plain data is kept: when a finding needs
+a line and column, the file's text is composed again (rarely, and cached), which keeps memory and
+garbage-collector work low on large repositories. Hostile input — invalid
 YAML or UTF-8, huge files, alias bombs, deep nesting, odd tags — becomes a Problem, never a
 traceback.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +27,46 @@ MAX_DEPTH = 64
 IGNORE_FILE = ".hedgerowignore"
 SUFFIXES = (".yaml", ".yml")
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[misc]
+    """The C loader with a lean resolver: no path resolvers, so no Python call per node for them.
+
+    Tags are resolved exactly as PyYAML's SafeLoader does (YAML 1.1 implicit types).
+    """
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in _IMPLICIT.get(value[:1], ()):
+                    if regexp.match(value):
+                        return str(tag)
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
+
+
+_IMPLICIT: dict[str, list[tuple[str, Any]]] = yaml.resolver.Resolver.yaml_implicit_resolvers
 _scalars = yaml.constructor.SafeConstructor()
 _STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
 _MERGE = "tag:yaml.org,2002:merge"
 
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One YAML document: its plain data, and the node tree that knows line and column."""
+    """One YAML document: its plain data, and the text it came from, for line and column."""
 
     file: str
-    node: yaml.Node = field(repr=False, compare=False)
+    text: str = field(repr=False, compare=False)
+    index: int
     data: Any
 
     @property
@@ -55,7 +85,7 @@ class Document:
 
         `at_key` points at the mapping key instead of its value, for "unknown field" findings.
         """
-        node = self.node
+        node = _compose(self.text)[self.index]
         mark = node.start_mark
         for i, part in enumerate(path):
             child: yaml.Node | None = None
@@ -167,7 +197,7 @@ def load_bytes(rel: str, content: bytes) -> tuple[list[Document], list[Problem]]
     problems: list[Problem] = []
     may_alias = "&" in text
     try:
-        for node in yaml.compose_all(text, Loader=_Loader):
+        for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
             if node is None:
                 continue
             try:
@@ -178,7 +208,7 @@ def load_bytes(rel: str, content: bytes) -> tuple[list[Document], list[Problem]]
                 mark = exc.node.start_mark
                 problems.append(_file_problem(rel, exc.message, mark.line + 1, mark.column + 1))
                 continue
-            documents.append(Document(rel, node, data))
+            documents.append(Document(rel, text, index, data))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -187,6 +217,11 @@ def load_bytes(rel: str, content: bytes) -> tuple[list[Document], list[Problem]]
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         problems.append(_file_problem(rel, f"invalid YAML: {type(exc).__name__}"))
     return documents, problems
+
+
+@lru_cache(maxsize=16)
+def _compose(text: str) -> list[yaml.Node]:
+    return list(yaml.compose_all(text, Loader=_Loader))
 
 
 def _check_expansion(root: yaml.Node) -> None:
@@ -250,25 +285,31 @@ def _construct(node: yaml.Node, depth: int) -> Any:
 
 def _mapping(node: yaml.MappingNode, depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    seen: dict[str, yaml.Node] = {}
+    has_merge = False
     for key, value in node.value:
         if key.tag == _MERGE:
             sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
             if not all(isinstance(s, yaml.MappingNode) for s in sources):
                 raise _Refused(value, "a merge key (<<) needs a mapping or a list of mappings")
+            has_merge = True
             continue
         if not isinstance(key, yaml.ScalarNode):
             raise _Refused(key, "mapping keys must be plain strings")
-        if key.value in seen:
-            first = seen[key.value].start_mark.line + 1
-            raise _Refused(key, f"duplicate key {key.value!r} (first defined on line {first})")
-        seen[key.value] = key
+        if key.value in out:
+            raise _Refused(key, _duplicate(node, key))
         out[key.value] = _construct(value, depth + 1)
-    merged = [e for e in _entries(node) if e[0].tag != _MERGE and e[0].value not in out]
-    for key, value in merged:
-        if isinstance(key, yaml.ScalarNode) and key.value not in out:
-            out[key.value] = _construct(value, depth + 1)
+    if has_merge:
+        for key, value in _entries(node):
+            if isinstance(key, yaml.ScalarNode) and key.value not in out:
+                out[key.value] = _construct(value, depth + 1)
     return out
+
+
+def _duplicate(node: yaml.MappingNode, key: yaml.Node) -> str:
+    first = next(
+        k for k, _ in node.value if isinstance(k, yaml.ScalarNode) and k.value == key.value
+    )
+    return f"duplicate key {key.value!r} (first defined on line {first.start_mark.line + 1})"
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,24 @@ class Report:
 
 def validate_files(files: Iterable[tuple[str, bytes | Problem]]) -> Report:
     """Every finding at once; a bad document never hides the findings of the others."""
+    with _no_gc_pauses():
+        return _validate(files)
+
+
+@contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """Loading allocates millions of long-lived objects and no cycles; the cyclic collector
+    would scan them again and again (about half the run time on 10,000 documents)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _validate(files: Iterable[tuple[str, bytes | Problem]]) -> Report:
     loaded = load_files(files)
     problems = list(loaded.problems)
     checked: list[Checked[Manifest]] = []

@@ -1,0 +1,90 @@
+"""Shared fixtures: small repositories written to a temporary folder and validated for real."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+from reconciler.validate import Report, validate_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "manifests"
+
+# A minimal valid repository: one of each kind but credentials; tests add or replace files.
+BASE: dict[str, str] = {
+    "app.yaml": """\
+        apiVersion: hedgerow.dev/v1alpha1
+        kind: Application
+        metadata: {name: web}
+        spec: {description: A web server}
+        """,
+    "release.yaml": """\
+        apiVersion: hedgerow.dev/v1alpha1
+        kind: Release
+        metadata: {name: web-1-0-0}
+        spec:
+          application: web
+          version: "1.0.0"
+          supportedSystemModels: [rpi4]
+          containers:
+            - name: server
+              image: registry.example:5000/web/server:1.0.0
+              networks: [front]
+              volumes:
+                - {volume: data, target: /data}
+        """,
+    "resources.yaml": """\
+        apiVersion: hedgerow.dev/v1alpha1
+        kind: Network
+        metadata: {name: front}
+        ---
+        apiVersion: hedgerow.dev/v1alpha1
+        kind: Volume
+        metadata: {name: data}
+        """,
+    "devices.yaml": """\
+        apiVersion: hedgerow.dev/v1alpha1
+        kind: Device
+        metadata: {name: pi-1, labels: {site: lyon}}
+        spec: {systemModel: rpi4}
+        ---
+        apiVersion: hedgerow.dev/v1alpha1
+        kind: Device
+        metadata: {name: pi-2, labels: {site: nantes}}
+        spec: {systemModel: rpi4}
+        """,
+    "deployment.yaml": """\
+        apiVersion: hedgerow.dev/v1alpha1
+        kind: Deployment
+        metadata: {name: web-lyon}
+        spec:
+          application: web
+          release: "1.0.0"
+          selector: {matchLabels: {site: lyon}}
+        """,
+}
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(dedent(content), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def validate_repo(tmp_path: Path) -> Callable[..., Report]:
+    """validate_repo({"file.yaml": text}, base=True): write the files (over BASE) and validate."""
+
+    def run(files: dict[str, str | bytes] | None = None, *, base: bool = True) -> Report:
+        merged: dict[str, str | bytes] = {**(BASE if base else {}), **(files or {})}
+        return validate_tree(write_tree(tmp_path / "repo", merged))
+
+    return run
