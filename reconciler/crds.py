@@ -125,7 +125,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     for key, value in node.items():
         if key in _DROP or (key == "additionalProperties" and value is False):
             continue
-        if key == "const":
+        if key == "additionalProperties" and value is True:
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        elif key == "const":
             out["enum"] = [value]
         elif key == "properties":
             out[key] = {k: _structural(v, defs) for k, v in value.items()}
