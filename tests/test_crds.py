@@ -10,10 +10,11 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import MANIFESTS, ROOT
 from reconciler import crds
 from reconciler.load import read_tree
 from reconciler.model import KINDS
+
+from conftest import MANIFESTS, ROOT
 
 CRDS = ROOT / "crds"
 
@@ -73,9 +74,7 @@ def test_json_schema_accepts_every_example_manifest() -> None:
 
 
 def test_json_schema_rejects_unknown_fields_and_kinds() -> None:
-    validator = jsonschema.Draft202012Validator(
-        json.loads((CRDS / crds.SCHEMA_FILE).read_text())
-    )
+    validator = jsonschema.Draft202012Validator(json.loads((CRDS / crds.SCHEMA_FILE).read_text()))
     device = {
         "apiVersion": "hedgerow.dev/v1alpha1",
         "kind": "Device",

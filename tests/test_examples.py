@@ -1,4 +1,4 @@
-"""The example repository is what new users copy: it must be valid, complete and really encrypted."""
+"""The example repository is what new users copy: valid, complete and really encrypted."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import subprocess
 
 import yaml
 
-from conftest import MANIFESTS
 from reconciler.model.credential import ENCRYPTED
 from reconciler.validate import validate_tree
+
+from conftest import MANIFESTS
 
 
 def test_example_repository_is_valid_without_warnings() -> None:

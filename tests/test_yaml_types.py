@@ -17,6 +17,7 @@ SAMPLES = [
 
 def _tag(text: str, loader: type) -> str:
     node = yaml.compose(f"k: {text}\n", Loader=loader)
+    assert isinstance(node, yaml.MappingNode)
     return str(node.value[0][1].tag)
 
 
