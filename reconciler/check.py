@@ -104,7 +104,7 @@ def check_document(document: Document) -> Checked[Manifest] | list[Problem]:
 
 
 def _to_problem(document: Document, model: type[BaseModel], error: ErrorDetails) -> Problem:
-    loc: FieldPath = tuple(error["loc"])
+    loc: FieldPath = tuple(p for p in error["loc"] if p != "[key]")
     kind = error["type"]
     at_key = False
     if kind == "extra_forbidden":

@@ -58,6 +58,7 @@ _STR = "tag:yaml.org,2002:str"
 _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
 _MERGE = "tag:yaml.org,2002:merge"
+_NULL = "tag:yaml.org,2002:null"
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +199,7 @@ def load_bytes(rel: str, content: bytes) -> tuple[list[Document], list[Problem]]
     may_alias = "&" in text
     try:
         for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
-            if node is None:
+            if node is None or _is_empty(node):
                 continue
             try:
                 if may_alias:
@@ -219,9 +220,21 @@ def load_bytes(rel: str, content: bytes) -> tuple[list[Document], list[Problem]]
     return documents, problems
 
 
+def _is_empty(node: yaml.Node) -> bool:
+    """A document with no content (`---` alone, or only comments), unlike an explicit `null`."""
+    return isinstance(node, yaml.ScalarNode) and node.tag == _NULL and node.value == ""
+
+
 @lru_cache(maxsize=16)
 def _compose(text: str) -> list[yaml.Node]:
-    return list(yaml.compose_all(text, Loader=_Loader))
+    """The documents of `text` up to the first that does not parse (later ones were refused)."""
+    nodes: list[yaml.Node] = []
+    try:
+        for node in yaml.compose_all(text, Loader=_Loader):
+            nodes.append(node)
+    except (yaml.YAMLError, RecursionError, ValueError):
+        pass
+    return nodes
 
 
 def _check_expansion(root: yaml.Node) -> None:
@@ -321,7 +334,10 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     if tag == "tag:yaml.org,2002:bool":
         return _scalars.construct_yaml_bool(node)
     if tag == "tag:yaml.org,2002:int":
-        return _scalars.construct_yaml_int(node)
+        try:
+            return _scalars.construct_yaml_int(node)
+        except ValueError:
+            raise _Refused(node, "integer is too large") from None
     if tag == "tag:yaml.org,2002:float":
         return _scalars.construct_yaml_float(node)
     raise _Refused(node, f"unsupported YAML tag {tag!r}; use plain strings, numbers and booleans")

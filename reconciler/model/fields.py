@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, localcontext
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
@@ -114,7 +114,7 @@ _SEMVER = re.compile(
 
 def check_version(value: str) -> None:
     if not _SEMVER.fullmatch(value):
-        hint = " (drop the leading 'v')" if value[:1] in "vV" else ""
+        hint = " (drop the leading 'v')" if value.startswith(("v", "V")) else ""
         raise ValueError(
             f"version {value!r} is not Semantic Versioning 2.0.0 (MAJOR.MINOR.PATCH, no leading "
             f"zeros, optional -prerelease and +build){hint}"
@@ -132,6 +132,8 @@ Registry = Annotated[str, checked(check_registry)]
 # -- quantities --------------------------------------------------------------------------------
 
 MIN_MEMORY = 6 * 1024 * 1024
+MAX_BYTES = 2**63 - 1  # Docker takes byte counts as int64
+_MAX_DIGITS = 40  # more is over MAX_BYTES or not whole; bounds the exact Decimal arithmetic
 _QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 _SUFFIX = {
     None: 1,
@@ -143,19 +145,28 @@ _SUFFIX = {
 def parse_bytes(value: object) -> int:
     """Bytes as an integer or a Kubernetes quantity (`512Mi`, `1.5Gi`, `100M`)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _at_most_max_bytes(value)
     if not isinstance(value, str):
         raise _fail("expected a number of bytes or a quantity such as '512Mi'")
     match = _QUANTITY.fullmatch(value)
     if match is None:
         raise _fail(f"{value!r} is not a quantity: use bytes or a number with Ki, Mi, Gi, k, M, G")
-    try:
-        amount = Decimal(match.group(1)) * _SUFFIX[match.group(2)]
-    except InvalidOperation:
-        raise _fail(f"{value!r} is not a quantity") from None
+    number = match.group(1)
+    if len(number) > _MAX_DIGITS:
+        raise _fail(f"quantity has {len(number)} digits; write at most {_MAX_DIGITS}")
+    with localcontext() as exact:
+        # Default precision (28 digits) would round: 40 digits times a 19-digit factor fits in 64.
+        exact.prec = 64
+        amount = Decimal(number) * _SUFFIX[match.group(2)]
     if amount != amount.to_integral_value():
         raise _fail(f"{value!r} is not a whole number of bytes")
-    return int(amount)
+    return _at_most_max_bytes(int(amount))
+
+
+def _at_most_max_bytes(value: int) -> int:
+    if value > MAX_BYTES:
+        raise _fail(f"must be at most {MAX_BYTES} bytes, the most Docker accepts")
+    return value
 
 
 def _at_least_min_memory(value: int) -> int:
@@ -245,7 +256,8 @@ def _port_range(text: str, what: str, *, allow_zero: bool = False) -> tuple[int,
     bounds = (low, high) if sep else (low, low)
     if not all(b.isdigit() and b.isascii() for b in bounds):
         raise ValueError(f"{what} {text!r} must be a port number or a range such as 8000-8010")
-    first, last = int(bounds[0]), int(bounds[1])
+    # A longer number is out of range anyway, and int() refuses over 4300 digits.
+    first, last = (int(b) if len(b.lstrip("0")) <= 5 else 65536 for b in bounds)
     floor = 0 if allow_zero else 1
     if not (floor <= first <= 65535 and floor <= last <= 65535):
         raise ValueError(f"{what} {text!r} is out of range 1-65535")
@@ -304,8 +316,9 @@ def check_extra_host(value: str) -> None:
     if not sep or not host or not ip:
         raise ValueError(f"extra host {value!r} must be 'hostname:ip'")
     if ip != "host-gateway":
+        bare = ip[1:-1] if ip.startswith("[") and ip.endswith("]") else ip
         try:
-            ipaddress.ip_address(ip.strip("[]"))
+            ipaddress.ip_address(bare)
         except ValueError:
             raise ValueError(f"extra host {value!r}: {ip!r} is not an IP address") from None
 

@@ -24,6 +24,7 @@ from reconciler.model.fields import (
     PortBinding,
     Version,
 )
+from reconciler.problems import render_path
 
 
 class VolumeMount(Model):
@@ -139,7 +140,7 @@ def _unique_mounts(container: Container) -> Iterator[Finding]:
     mounts += [(("binds", i), b.split(":")[1]) for i, b in enumerate(container.binds)]
     mounts += [(("tmpfs", i, "path"), t.path) for i, t in enumerate(container.tmpfs)]
     for path, target in mounts:
-        where = ".".join(str(p) for p in path[:2])
+        where = render_path(path[:2])
         key = target.rstrip("/") or "/"
         if key in seen:
             yield path, f"mount target {target!r} is already used by {seen[key]}"
