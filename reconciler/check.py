@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -60,7 +61,7 @@ def problem_at(
 
 def suggest(word: str, options: Iterable[str]) -> str:
     """` (did you mean 'x'?)` when a close match exists, else ``."""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.65)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -136,6 +137,14 @@ _EXPECTED = {
 
 
 def _message(error: ErrorDetails) -> str:
+    if error["type"] == "literal_error":
+        options = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        got = error.get("input")
+        hint = suggest(got, options) if isinstance(got, str) else ""
+        shown = repr(got) if isinstance(got, str) else _type_name(got)
+        return f"must be one of {', '.join(options)}; got {shown}{hint}"
+    if error["type"] == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
+        return "must not be empty"
     expected = _EXPECTED.get(error["type"])
     if expected is None:
         return error["msg"]
