@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from reconciler import crds as crd_files
-from reconciler.problems import Problem
-from reconciler.validate import Report, validate_tree
+from reconciler.review import Format, render, review
+from reconciler.source import SourceError, open_repo, resolve, tree_files
+from reconciler.validate import Report, validate_files, validate_tree
 
 app = typer.Typer(
     help="Hedgerow: GitOps for containers on fleets of edge devices.",
@@ -49,7 +50,7 @@ def validate(
     else:
         console = Console(highlight=False, soft_wrap=True)
         for problem in report.problems:
-            console.print(_problem_line(problem), markup=False)
+            console.print(problem.render(), markup=False)
         _print_verdict(console, report)
         if summary and report.valid:
             _print_summary(console, report)
@@ -63,14 +64,6 @@ def _report_json(report: Report) -> dict[str, object]:
         "errors": [p.to_json() for p in report.errors],
         "warnings": [p.to_json() for p in report.warnings],
     }
-
-
-def _problem_line(problem: Problem) -> str:
-    """`file:line:column: error: Kind/name: field: message`, like a compiler, for editors."""
-    where = f"{problem.file}:{problem.line}:{problem.column}" if problem.line else problem.file
-    subject = "/".join(p for p in (problem.kind, problem.name) if p)
-    parts = [where, problem.severity.value, subject, problem.field, problem.message]
-    return ": ".join(p for p in parts if p)
 
 
 def _print_verdict(console: Console, report: Report) -> None:
@@ -131,6 +124,39 @@ def crds(
         return
     for name in crd_files.write(folder):
         typer.echo(f"wrote {folder / name}")
+
+
+@app.command()
+def plan(
+    base: Annotated[
+        str, typer.Option("--base", help="The revision the change is merged into (origin/main).")
+    ],
+    head: Annotated[str, typer.Option("--head", help="The revision to review.")] = "HEAD",
+    repo: Annotated[str, typer.Option("--repo", help="Path of the git repository.")] = ".",
+    path: Annotated[
+        str, typer.Option("--path", help="Folder of the manifests inside the repository.")
+    ] = "",
+    output: Annotated[
+        Format, typer.Option("--output", "-o", help="text, markdown or json.")
+    ] = Format.text,
+) -> None:
+    """Show what merging HEAD into BASE would do on each device, from git alone.
+
+    Both revisions are read from their commits, never from the working tree.
+
+    Exit 0 when HEAD would be accepted, 1 when it would be rejected, 2 on usage errors.
+    """
+    try:
+        repository = open_repo(repo)
+        base_sha, head_sha = resolve(repository, base), resolve(repository, head)
+        before = validate_files(tree_files(repository, base_sha, path))
+        after = validate_files(tree_files(repository, head_sha, path))
+    except SourceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    result = review(before, after)
+    typer.echo(render(result, output), nl=False)
+    raise typer.Exit(0 if result.valid else 1)
 
 
 def main() -> None:

@@ -130,18 +130,35 @@ def read_tree(root: Path) -> Iterator[tuple[str, bytes | Problem]]:
     found: list[str] = []
     for folder, dirs, files in os.walk(root):
         rel_folder = Path(folder).relative_to(root)
-        dirs[:] = [
-            d
-            for d in dirs
-            if not d.startswith(".") and not _ignored(spec, (rel_folder / d).as_posix() + "/")
-        ]
+        dirs[:] = [d for d in dirs if not skip_folder((rel_folder / d).as_posix(), spec)]
         for name in files:
             rel = (rel_folder / name).as_posix()
-            if name.startswith(".") or not name.endswith(SUFFIXES) or _ignored(spec, rel):
-                continue
-            found.append(rel)
+            if is_manifest_path(rel, spec):
+                found.append(rel)
     for rel in sorted(found):
         yield rel, _read_file(root / rel, rel)
+
+
+def ignore_spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    """`.hedgerowignore` lines, with gitignore semantics (negation, anchoring, `**`)."""
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def skip_folder(rel: str, spec: pathspec.GitIgnoreSpec | None) -> bool:
+    """Whether a folder (posix path relative to the root) is left out with everything in it.
+
+    Like git, a file inside an excluded folder cannot be re-included by a `!pattern`.
+    """
+    return rel.rpartition("/")[2].startswith(".") or _ignored(spec, rel + "/")
+
+
+def is_manifest_path(rel: str, spec: pathspec.GitIgnoreSpec | None) -> bool:
+    """The one rule for which files are manifests, for a folder on disk and a git tree alike."""
+    folder, _, name = rel.rpartition("/")
+    if name.startswith(".") or not name.endswith(SUFFIXES) or _ignored(spec, rel):
+        return False
+    parts = folder.split("/") if folder else []
+    return not any(skip_folder("/".join(parts[: i + 1]), spec) for i in range(len(parts)))
 
 
 def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
@@ -149,7 +166,7 @@ def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
         lines = (root / IGNORE_FILE).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    return ignore_spec(lines)
 
 
 def _ignored(spec: pathspec.GitIgnoreSpec | None, rel: str) -> bool:

@@ -32,6 +32,13 @@ class Problem:
         del data["severity"]
         return data
 
+    def render(self) -> str:
+        """`file:line:column: error: Kind/name: field: message`, like a compiler, for editors."""
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        subject = "/".join(p for p in (self.kind, self.name) if p)
+        parts = [where, self.severity.value, subject, self.field, self.message]
+        return ": ".join(p for p in parts if p)
+
     def sort_key(self) -> tuple[str, int, int, str]:
         return (self.file, self.line, self.column, self.message)
 
