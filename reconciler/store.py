@@ -1,0 +1,523 @@
+"""The controller's state store: SQLite by default, PostgreSQL by URL.
+
+The pure core computes (validation, desired state, plans, statuses); this module only persists
+what the controller must remember across restarts and what an API shows: revisions tried and
+applied, what each device reported, deployment statuses, events, fingerprints and device token
+hashes. No business logic lives here, and no secret is ever stored: credentials are kept as keyed
+fingerprints and device tokens as hashes, both computed by the caller.
+
+The schema is owned by the Alembic migrations in `reconciler/migrations/`; `Store.open` migrates
+to the latest revision, so a new version of the controller upgrades its database on start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self, get_args
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, CursorResult, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+JSONObject = dict[str, Any]
+FingerprintKind = Literal["credential", "release"]
+FINGERPRINT_KINDS: tuple[str, ...] = get_args(FingerprintKind)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+DATABASE_FILE = "hedgerow.db"
+# Serialises migrations of one PostgreSQL database when several controllers start at once.
+_MIGRATION_LOCK = 0x6865_6467_6572  # "hedger"
+
+
+def sqlite_url(data_dir: Path | str) -> str:
+    """The default database: one SQLite file in the controller's data directory."""
+    return f"sqlite:///{Path(data_dir) / DATABASE_FILE}"
+
+
+# --- records: what the store hands back, immutable -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionRecord:
+    """One git revision the controller tried: valid or not, with its findings."""
+
+    sha: str
+    valid: bool
+    at: datetime  # of the last attempt
+    errors: list[JSONObject]
+    applied_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecord:
+    """The status of one deployment on one device, as the core computed it."""
+
+    deployment: str
+    device: str
+    status: JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    """An event to append; the store gives it an id."""
+
+    at: datetime
+    device: str
+    kind: str  # deploy, rejected, started, error, ...
+    message: str
+    deployment: str | None = None
+    revision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A stored event; `agent_seq` is set for events a device's agent reported."""
+
+    id: int
+    at: datetime
+    device: str
+    kind: str
+    message: str
+    deployment: str | None
+    revision: str | None
+    agent_seq: int | None
+
+
+# --- the schema, as models: the migrations are its history ------------------------------------
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on both sides: SQLite keeps no offset, PostgreSQL answers in its zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "pk": "pk_%(table_name)s",
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+        }
+    )
+
+
+class Revision(Base):
+    __tablename__ = "revisions"
+
+    sha: Mapped[str] = mapped_column(String, primary_key=True)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    errors: Mapped[list[JSONObject]] = mapped_column(JSON)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Observed(Base):
+    __tablename__ = "observed"
+
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    document: Mapped[JSONObject] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Status(Base):
+    __tablename__ = "statuses"
+
+    deployment: Mapped[str] = mapped_column(String, primary_key=True)
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    status: Mapped[JSONObject] = mapped_column(JSON)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("device", "agent_seq"),  # NULLs are distinct: controller events
+        Index(None, "device", "id"),
+        Index(None, "deployment", "id"),
+    )
+
+    # BIGINT on PostgreSQL; SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    device: Mapped[str] = mapped_column(String)
+    deployment: Mapped[str | None] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    message: Mapped[str] = mapped_column(Text)
+    revision: Mapped[str | None] = mapped_column(String)
+    agent_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Fingerprint(Base):
+    __tablename__ = "fingerprints"
+    __table_args__ = (CheckConstraint("kind IN ('credential', 'release')", name="kind"),)
+
+    kind: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the latest schema; a no-op when it is there already."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class Store:
+    """Synchronous persistence for the controller; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str | URL) -> Self:
+        """Connect and migrate. `postgresql://` means psycopg 3; SQLite files get their folder."""
+        parsed = make_url(url)
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(parsed)
+            _sqlite_transactions(engine)
+        elif backend == "postgresql":
+            engine = create_engine(parsed, pool_pre_ping=True)
+        else:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite:// or postgresql://")
+        try:
+            migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        """Close every pooled connection (PostgreSQL cannot drop a database still in use)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # revisions
+
+    def record_attempt(
+        self, sha: str, valid: bool, errors: Sequence[JSONObject], at: datetime
+    ) -> None:
+        """Remember that `sha` was validated; a new attempt of the same sha replaces the last."""
+        values = {"sha": sha, "valid": valid, "errors": list(errors), "attempted_at": _utc(at)}
+        with self._sessions.begin() as session:
+            session.execute(self._upsert(Revision, values, ["sha"]))
+
+    def mark_applied(self, sha: str, at: datetime) -> None:
+        """Record that the fleet now follows `sha`; it must have been recorded as an attempt."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(Revision).where(Revision.sha == sha).values(applied_at=_utc(at))
+            )
+            if _rowcount(result) == 0:
+                raise LookupError(f"revision {sha} was never recorded: record_attempt first")
+
+    def applied_revision(self) -> str | None:
+        """The revision applied last (a revert to an older sha counts as its latest apply)."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(Revision.sha)
+                .where(Revision.applied_at.is_not(None))
+                .order_by(Revision.applied_at.desc(), Revision.sha)
+                .limit(1)
+            )
+
+    def last_attempt(self) -> RevisionRecord | None:
+        with self._sessions() as session:
+            row = session.scalar(
+                select(Revision).order_by(Revision.attempted_at.desc(), Revision.sha).limit(1)
+            )
+            return None if row is None else _revision(row)
+
+    def rejected(self, limit: int = 20) -> list[RevisionRecord]:
+        """The invalid revisions, newest first, with their findings."""
+        _check_limit(limit)
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(Revision)
+                .where(Revision.valid.is_(False))
+                .order_by(Revision.attempted_at.desc(), Revision.sha)
+                .limit(limit)
+            )
+            return [_revision(row) for row in rows]
+
+    # observed state
+
+    def put_observed(self, device: str, document: JSONObject, at: datetime) -> None:
+        """Replace what `device` last reported."""
+        values = {"device": device, "document": document, "at": _utc(at)}
+        with self._sessions.begin() as session:
+            session.execute(self._upsert(Observed, values, ["device"]))
+
+    def get_observed(self, device: str) -> tuple[JSONObject, datetime] | None:
+        with self._sessions() as session:
+            row = session.get(Observed, device)
+            return None if row is None else (row.document, row.at)
+
+    def observed_all(self) -> dict[str, JSONObject]:
+        with self._sessions() as session:
+            rows = session.scalars(select(Observed).order_by(Observed.device))
+            return {row.device: row.document for row in rows}
+
+    # deployment statuses
+
+    def put_status(self, deployment: str, device: str, status: JSONObject) -> None:
+        """Replace the status of `deployment` on `device` (conditions, releases, state)."""
+        values = {"deployment": deployment, "device": device, "status": status}
+        with self._sessions.begin() as session:
+            session.execute(self._upsert(Status, values, ["deployment", "device"]))
+
+    def statuses(self) -> list[StatusRecord]:
+        with self._sessions() as session:
+            rows = session.scalars(select(Status).order_by(Status.deployment, Status.device))
+            return [StatusRecord(row.deployment, row.device, row.status) for row in rows]
+
+    # events
+
+    def append_events(self, events: Sequence[EventIn]) -> list[int]:
+        """Append events in order; returns their ids, increasing."""
+        if not events:
+            return []
+        with self._sessions.begin() as session:
+            ids = session.scalars(
+                insert(Event).returning(Event.id, sort_by_parameter_order=True),
+                [_event_values(e, None) for e in events],
+            )
+            return list(ids)
+
+    def append_device_events(
+        self, device: str, events: Iterable[tuple[int, EventIn]]
+    ) -> int | None:
+        """Append an agent's events, ignoring sequence numbers already stored: a retried report
+        is not counted twice. Returns the highest sequence number stored for the device."""
+        rows = []
+        # in sequence order: ids follow it, and racing retries take row locks in the same order
+        for seq, item in sorted(events, key=lambda pair: pair[0]):
+            if item.device != device:
+                raise ValueError(f"event of device {item.device!r} reported by {device!r}")
+            rows.append(_event_values(item, seq))
+        with self._sessions.begin() as session:
+            if rows:
+                statement = self._insert(Event).on_conflict_do_nothing(
+                    index_elements=["device", "agent_seq"]
+                )
+                session.execute(statement, rows)
+            return session.scalar(select(func.max(Event.agent_seq)).where(Event.device == device))
+
+    def events(
+        self,
+        device: str | None = None,
+        deployment: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        """One page of events, oldest first: pass the last id seen as `after_id` for the next."""
+        _check_limit(limit)
+        query = select(Event).order_by(Event.id).limit(limit)
+        if device is not None:
+            query = query.where(Event.device == device)
+        if deployment is not None:
+            query = query.where(Event.deployment == deployment)
+        if after_id is not None:
+            query = query.where(Event.id > after_id)
+        with self._sessions() as session:
+            return [
+                EventRecord(
+                    e.id, e.at, e.device, e.kind, e.message, e.deployment, e.revision, e.agent_seq
+                )
+                for e in session.scalars(query)
+            ]
+
+    # fingerprints
+
+    def put_fingerprints(self, kind: FingerprintKind, fingerprints: Mapping[str, str]) -> None:
+        """Replace every fingerprint of `kind`: a name missing from `fingerprints` is forgotten.
+        Credential fingerprints are keyed HMACs computed by the caller, never plaintext."""
+        _check_kind(kind)
+        with self._sessions.begin() as session:
+            session.execute(delete(Fingerprint).where(Fingerprint.kind == kind))
+            if fingerprints:
+                session.execute(
+                    insert(Fingerprint),
+                    [
+                        {"kind": kind, "name": name, "fingerprint": value}
+                        for name, value in sorted(fingerprints.items())
+                    ],
+                )
+
+    def fingerprints(self, kind: FingerprintKind) -> dict[str, str]:
+        _check_kind(kind)
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Fingerprint.name, Fingerprint.fingerprint)
+                .where(Fingerprint.kind == kind)
+                .order_by(Fingerprint.name)
+            )
+            return {name: value for name, value in rows}
+
+    # device tokens: hashes only
+
+    def put_token(self, device: str, token_hash: str, at: datetime) -> None:
+        """Set the hash of `device`'s token, replacing any previous one."""
+        values = {"device": device, "token_hash": token_hash, "issued_at": _utc(at)}
+        with self._sessions.begin() as session:
+            session.execute(self._upsert(Token, values, ["device"]))
+
+    def revoke_token(self, device: str) -> bool:
+        """Forget `device`'s token; False when it had none."""
+        with self._sessions.begin() as session:
+            return _rowcount(session.execute(delete(Token).where(Token.device == device))) > 0
+
+    def token_hash(self, device: str) -> str | None:
+        with self._sessions() as session:
+            return session.scalar(select(Token.token_hash).where(Token.device == device))
+
+    # helpers
+
+    def _insert(self, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+        """INSERT with ON CONFLICT: both dialects spell it the same, from different modules."""
+        if self._engine.dialect.name == "postgresql":
+            return postgresql.insert(model)
+        return sqlite.insert(model)
+
+    def _upsert(
+        self, model: type[Base], values: Mapping[str, Any], keys: Sequence[str]
+    ) -> postgresql.Insert | sqlite.Insert:
+        """One atomic statement, so two writers never race between a read and a write."""
+        statement = self._insert(model).values(dict(values))
+        return statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: statement.excluded[name] for name in values if name not in keys},
+        )
+
+
+def _utc(at: datetime) -> datetime:
+    """Refuse naive datetimes: a time without a zone is ambiguous once stored."""
+    if at.tzinfo is None or at.tzinfo.utcoffset(at) is None:
+        raise ValueError(f"naive datetime {at.isoformat()}: pass a timezone-aware one")
+    return at.astimezone(UTC)
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in FINGERPRINT_KINDS:
+        raise ValueError(f"unknown fingerprint kind {kind!r}; expected one of {FINGERPRINT_KINDS}")
+
+
+def _rowcount(result: object) -> int:
+    """Rows touched by an UPDATE or DELETE (the ORM types its result as a plain Result)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+def _revision(row: Revision) -> RevisionRecord:
+    return RevisionRecord(row.sha, row.valid, row.attempted_at, row.errors, row.applied_at)
+
+
+def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
+    return {
+        "at": _utc(item.at),
+        "device": item.device,
+        "deployment": item.deployment,
+        "kind": item.kind,
+        "message": item.message,
+        "revision": item.revision,
+        "agent_seq": seq,
+    }
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Real transactions on SQLite: pysqlite otherwise commits before DDL and begins lazily, so a
+    failed migration would leave half a schema. WAL lets readers and one writer work at once."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")

@@ -1,0 +1,433 @@
+"""The state store on both backends it supports: a real SQLite file and a real PostgreSQL server.
+
+Every test runs twice (ids `sqlite` and `postgresql`), each time on a fresh database, so a
+difference between the backends (time zones, JSON, conflicts, autoincrement) shows as a failure.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from reconciler.store import (
+    MIGRATIONS,
+    Base,
+    EventIn,
+    EventRecord,
+    RevisionRecord,
+    StatusRecord,
+    Store,
+    migrate,
+    sqlite_url,
+)
+
+from postgres import PostgresServer, postgresql_server  # noqa: F401  (registers the fixture)
+
+T0 = datetime(2025, 3, 30, 0, 30, 15, 123456, tzinfo=UTC)
+TABLES = {"revisions", "observed", "statuses", "events", "fingerprints", "tokens"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to a fresh, empty database (PostgreSQL starts once, on first use)."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    server: PostgresServer = request.getfixturevalue("postgresql_server")
+    name = server.create_database()
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    with Store.open(database_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    """A plain engine on the same database, to look at the schema from outside the store."""
+    created = sa.create_engine(database_url)
+    try:
+        yield created
+    finally:
+        created.dispose()
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def event(device: str = "pi-1", kind: str = "deploy", **fields: Any) -> EventIn:
+    fields.setdefault("at", T0)
+    fields.setdefault("message", f"{kind} on {device}")
+    return EventIn(device=device, kind=kind, **fields)
+
+
+def head() -> str | None:
+    script = ScriptDirectory(str(MIGRATIONS))
+    return script.get_current_head()
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+# --- migrations ----------------------------------------------------------------------------------
+
+
+def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) -> None:
+    assert sa.inspect(engine).get_table_names() == []
+    assert current_revision(engine) is None
+    migrate(engine)
+    inspector = sa.inspect(engine)
+    assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
+    assert current_revision(engine) == head() == "0001"
+    indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
+    assert indexes["ix_events_device_id"] == ["device", "id"]
+    assert indexes["ix_events_deployment_id"] == ["deployment", "id"]
+    uniques = {uq["name"]: uq["column_names"] for uq in inspector.get_unique_constraints("events")}
+    assert uniques["uq_events_device_agent_seq"] == ["device", "agent_seq"]
+
+
+def test_migrating_again_is_a_no_op_and_keeps_data(database_url: str, engine: sa.Engine) -> None:
+    with Store.open(database_url) as first:
+        first.put_token("pi-1", "hash-1", T0)
+    migrate(engine)
+    with Store.open(database_url) as second:
+        assert second.token_hash("pi-1") == "hash-1"
+    with engine.connect() as connection:
+        versions = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    assert [tuple(row) for row in versions] == [("0001",)]
+
+
+def test_the_migrated_schema_matches_the_models(store: Store, engine: sa.Engine) -> None:
+    """A model changed without a migration (or the reverse) shows up here as a difference."""
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_open_refuses_other_databases() -> None:
+    with pytest.raises(ValueError, match="unsupported database 'mysql'"):
+        Store.open("mysql://localhost/hedgerow")
+
+
+def test_open_makes_the_sqlite_folder_and_takes_plain_postgresql_urls(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A first start has no data directory yet; `postgresql://` would mean psycopg2 to
+    SQLAlchemy, while the store means psycopg 3."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql")
+    else:
+        url = sa.make_url(sqlite_url(tmp_path / "new" / "data"))
+    with Store.open(url) as opened:
+        assert opened.applied_revision() is None
+    assert url.get_backend_name() == "postgresql" or (tmp_path / "new/data/hedgerow.db").is_file()
+
+
+# --- revisions -----------------------------------------------------------------------------------
+
+
+def test_attempts_and_the_applied_revision(store: Store) -> None:
+    assert store.last_attempt() is None
+    assert store.applied_revision() is None
+    store.record_attempt("aaa", True, [], at(0))
+    store.mark_applied("aaa", at(1))
+    store.record_attempt("bbb", False, [{"file": "x.yaml", "message": "bad"}], at(2))
+    assert store.applied_revision() == "aaa"  # a rejected revision is not applied
+    assert store.last_attempt() == RevisionRecord(
+        "bbb", False, at(2), [{"file": "x.yaml", "message": "bad"}], None
+    )
+    store.record_attempt("ccc", True, [], at(3))
+    store.mark_applied("ccc", at(4))
+    assert store.applied_revision() == "ccc"
+    record = store.last_attempt()
+    assert record is not None and record.sha == "ccc" and record.applied_at == at(4)
+
+
+def test_reapplying_an_older_revision_makes_it_the_applied_one(store: Store) -> None:
+    for minute, sha in enumerate(["aaa", "bbb"]):
+        store.record_attempt(sha, True, [], at(minute))
+        store.mark_applied(sha, at(minute))
+    store.record_attempt("aaa", True, [], at(5))  # history rewritten back to aaa
+    store.mark_applied("aaa", at(5))
+    assert store.applied_revision() == "aaa"
+    assert store.last_attempt() == RevisionRecord("aaa", True, at(5), [], at(5))
+
+
+def test_marking_an_unknown_revision_applied_is_an_error(store: Store) -> None:
+    with pytest.raises(LookupError, match="never recorded"):
+        store.mark_applied("nope", T0)
+
+
+def test_rejected_lists_invalid_revisions_newest_first(store: Store) -> None:
+    for minute in range(5):
+        valid = minute % 2 == 0
+        store.record_attempt(f"sha{minute}", valid, [] if valid else [{"n": minute}], at(minute))
+    assert [(r.sha, r.at, r.errors) for r in store.rejected(10)] == [
+        ("sha3", at(3), [{"n": 3}]),
+        ("sha1", at(1), [{"n": 1}]),
+    ]
+    assert [r.sha for r in store.rejected(1)] == ["sha3"]
+    store.record_attempt("sha3", True, [], at(6))  # fixed by a later attempt (e.g. a key added)
+    assert [r.sha for r in store.rejected(10)] == ["sha1"]
+    with pytest.raises(ValueError, match="limit"):
+        store.rejected(0)
+
+
+# --- observed state and statuses -----------------------------------------------------------------
+
+
+def test_observed_state_per_device(store: Store) -> None:
+    assert store.get_observed("pi-1") is None
+    assert store.observed_all() == {}
+    store.put_observed("pi-1", {"web": [{"release": "1.0.0", "running": True}]}, at(0))
+    store.put_observed("pi-2", {}, at(1))
+    store.put_observed("pi-1", {"web": [{"release": "1.1.0", "running": True}]}, at(2))
+    assert store.get_observed("pi-1") == ({"web": [{"release": "1.1.0", "running": True}]}, at(2))
+    assert store.observed_all() == {
+        "pi-1": {"web": [{"release": "1.1.0", "running": True}]},
+        "pi-2": {},
+    }
+
+
+def test_statuses_are_replaced_per_deployment_and_device(store: Store) -> None:
+    def status(reason: str) -> dict[str, Any]:
+        return {
+            "conditions": {
+                "Synced": {"status": True, "reason": reason, "message": "", "revision": "aaa"},
+                "Ready": {"status": False, "reason": "Starting", "message": "", "revision": "aaa"},
+            },
+            "desired": {"release": "1.1.0", "state": "Running"},
+            "observed": {"release": "1.0.0", "state": "Running"},
+        }
+
+    assert store.statuses() == []
+    store.put_status("web-lyon", "pi-2", status("A"))
+    store.put_status("web-lyon", "pi-1", status("B"))
+    store.put_status("db", "pi-1", status("C"))
+    store.put_status("web-lyon", "pi-2", status("D"))
+    assert store.statuses() == [
+        StatusRecord("db", "pi-1", status("C")),
+        StatusRecord("web-lyon", "pi-1", status("B")),
+        StatusRecord("web-lyon", "pi-2", status("D")),
+    ]
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+def test_appended_events_come_back_in_order_with_their_ids(store: Store) -> None:
+    assert store.append_events([]) == []
+    ids = store.append_events(
+        [
+            event(kind="deploy", deployment="web-lyon", revision="aaa", at=at(1)),
+            event(kind="error", at=at(2)),
+            event("pi-2", kind="rejected", revision="bbb", at=at(3)),
+        ]
+    )
+    assert len(ids) == 3 and ids == sorted(ids)
+    assert store.append_events([event(kind="started")])[0] > ids[-1]
+    assert store.events(limit=3) == [
+        EventRecord(ids[0], at(1), "pi-1", "deploy", "deploy on pi-1", "web-lyon", "aaa", None),
+        EventRecord(ids[1], at(2), "pi-1", "error", "error on pi-1", None, None, None),
+        EventRecord(ids[2], at(3), "pi-2", "rejected", "rejected on pi-2", None, "bbb", None),
+    ]
+
+
+def test_event_pages_by_id_with_filters(store: Store) -> None:
+    items = [
+        event(f"pi-{n % 2}", deployment=f"dep-{n % 3}", message=f"m{n}", at=at(n))
+        for n in range(25)
+    ]
+    ids = store.append_events(items)
+
+    def pages(**filters: Any) -> list[list[int]]:
+        out: list[list[int]] = []
+        after: int | None = None
+        while page := store.events(after_id=after, limit=4, **filters):
+            out.append([e.id for e in page])
+            after = page[-1].id
+        return out
+
+    everything = pages()
+    assert [len(page) for page in everything] == [4, 4, 4, 4, 4, 4, 1]
+    assert [i for page in everything for i in page] == ids
+    assert [i for page in pages(device="pi-1") for i in page] == ids[1::2]
+    assert [i for page in pages(deployment="dep-2") for i in page] == ids[2::3]
+    both = [i for page in pages(device="pi-0", deployment="dep-0") for i in page]
+    assert both == ids[0::6]
+    assert [e.id for e in store.events(after_id=ids[20])] == ids[21:]
+    assert store.events(after_id=ids[-1]) == []
+    assert store.events(device="nobody") == []
+    with pytest.raises(ValueError, match="limit"):
+        store.events(limit=0)
+
+
+def test_agent_events_are_stored_once_per_sequence_number(store: Store) -> None:
+    assert store.append_device_events("pi-1", []) is None
+    first = [(1, event(kind="deploy")), (2, event(kind="started"))]
+    assert store.append_device_events("pi-1", first) == 2
+    retried = [(2, event(kind="started")), (3, event(kind="error")), (3, event(kind="error"))]
+    assert store.append_device_events("pi-1", retried) == 3
+    assert store.append_device_events("pi-1", first) == 3  # a whole report sent again
+    assert store.append_device_events("pi-2", [(1, event("pi-2"))]) == 1  # per device
+    assert store.append_device_events("pi-1", []) == 3
+    stored = store.events(device="pi-1")
+    assert [(e.agent_seq, e.kind) for e in stored] == [(1, "deploy"), (2, "started"), (3, "error")]
+    # the controller's own events carry no sequence number and never collide
+    store.append_events([event(kind="rejected"), event(kind="rejected")])
+    assert len(store.events(device="pi-1")) == 5
+
+
+def test_agent_events_in_a_report_are_stored_in_sequence_order(store: Store) -> None:
+    store.append_device_events("pi-1", [(7, event(kind="b")), (5, event(kind="a"))])
+    assert [(e.agent_seq, e.kind) for e in store.events()] == [(5, "a"), (7, "b")]
+
+
+def test_an_agent_cannot_report_events_of_another_device(store: Store) -> None:
+    with pytest.raises(ValueError, match="pi-2"):
+        store.append_device_events("pi-1", [(1, event("pi-2"))])
+    assert store.events() == []
+
+
+def test_concurrent_retries_store_each_sequence_number_once(database_url: str) -> None:
+    """Agents retry while their first report is still being written: threads race on the same
+    sequence numbers through separate connections."""
+    with Store.open(database_url) as shared:
+        errors: list[BaseException] = []
+
+        def report(offset: int) -> None:
+            try:
+                for start in range(0, 20, 5):
+                    batch = [(seq, event(kind=f"k{seq}")) for seq in range(start, start + 5)]
+                    # any order in a report: the store sorts, so racing writers never deadlock
+                    shared.append_device_events("pi-1", batch[offset:] + batch[:offset])
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=report, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert [e.agent_seq for e in shared.events()] == list(range(20))
+
+
+# --- fingerprints and tokens ---------------------------------------------------------------------
+
+
+def test_fingerprints_are_replaced_per_kind(store: Store) -> None:
+    assert store.fingerprints("credential") == {}
+    store.put_fingerprints("credential", {"registry": "hmac-sha256:aa", "mirror": "hmac-sha256:bb"})
+    store.put_fingerprints("release", {"web-1-0-0": "sha256:11"})
+    store.put_fingerprints("credential", {"registry": "hmac-sha256:cc"})
+    assert store.fingerprints("credential") == {"registry": "hmac-sha256:cc"}
+    assert store.fingerprints("release") == {"web-1-0-0": "sha256:11"}
+    store.put_fingerprints("release", {})
+    assert store.fingerprints("release") == {}
+    with pytest.raises(ValueError, match="unknown fingerprint kind"):
+        store.put_fingerprints("password", {})  # type: ignore[arg-type]
+
+
+def test_device_tokens_are_hashes_that_can_be_revoked(store: Store) -> None:
+    assert store.token_hash("pi-1") is None
+    store.put_token("pi-1", "argon2:first", at(0))
+    store.put_token("pi-2", "argon2:other", at(0))
+    store.put_token("pi-1", "argon2:rotated", at(1))
+    assert store.token_hash("pi-1") == "argon2:rotated"
+    assert store.revoke_token("pi-1") is True
+    assert store.revoke_token("pi-1") is False
+    assert store.token_hash("pi-1") is None
+    assert store.token_hash("pi-2") == "argon2:other"
+
+
+def test_the_schema_has_no_place_for_a_secret(store: Store) -> None:
+    columns = {c.name for table in Base.metadata.tables.values() for c in table.columns}
+    assert not {name for name in columns if "password" in name or "secret" in name}
+    assert {name for name in columns if "token" in name} == {"token_hash"}
+
+
+# --- round trips ---------------------------------------------------------------------------------
+
+
+def test_times_come_back_as_the_same_instant_in_utc(store: Store) -> None:
+    paris = timezone(timedelta(hours=2))
+    local = datetime(2025, 3, 30, 3, 59, 59, 999999, tzinfo=paris)
+    store.record_attempt("aaa", True, [], local)
+    store.mark_applied("aaa", local)
+    store.put_observed("pi-1", {}, local)
+    store.put_token("pi-1", "h", local)
+    store.append_events([event(at=local)])
+    store.append_device_events("pi-1", [(1, event(at=local))])
+    attempt = store.last_attempt()
+    observed = store.get_observed("pi-1")
+    assert attempt is not None and observed is not None
+    times = [attempt.at, attempt.applied_at, observed[1], *(e.at for e in store.events())]
+    for value in times:
+        assert value == local
+        assert value is not None and value.tzinfo is UTC
+        assert value.isoformat() == "2025-03-30T01:59:59.999999+00:00"
+
+
+def test_naive_times_are_refused(store: Store) -> None:
+    naive = datetime(2025, 1, 1, 12, 0)
+    with pytest.raises(ValueError, match="naive"):
+        store.record_attempt("aaa", True, [], naive)
+    with pytest.raises(ValueError, match="naive"):
+        store.append_events([event(at=naive)])
+    assert store.last_attempt() is None and store.events() == []
+
+
+def test_json_documents_round_trip(store: Store) -> None:
+    document: dict[str, Any] = {
+        "text": 'héllo 🌱 "quoted" \\ back\nslash',
+        "nested": {"list": [1, 2.5, -0.0, True, False, None, [], {}], "empty": ""},
+        "big": 2**62,
+        "negative": -(2**53) - 1,
+        "float": 1e-300,
+        "keys with.dots": {"$and'quotes\"": 1},
+        "unicode-key-ü": ["ß"],
+    }
+    store.put_observed("pi-1", document, T0)
+    store.put_status("dep", "pi-1", document)
+    store.record_attempt("aaa", False, [document, {}], T0)
+    assert store.get_observed("pi-1") == (document, T0)
+    assert store.statuses() == [StatusRecord("dep", "pi-1", document)]
+    assert store.rejected(1)[0].errors == [document, {}]
+
+
+# --- two stores, one database --------------------------------------------------------------------
+
+
+def test_two_stores_on_one_database_see_each_others_writes(store: Store, database_url: str) -> None:
+    with Store.open(database_url) as other:
+        store.put_observed("pi-1", {"from": "first"}, T0)
+        assert other.get_observed("pi-1") == ({"from": "first"}, T0)
+        other.put_observed("pi-1", {"from": "second"}, at(1))
+        assert store.observed_all() == {"pi-1": {"from": "second"}}
+        mine = store.append_events([event(kind="a")])
+        theirs = other.append_events([event(kind="b")])
+        assert theirs[0] > mine[0]
+        assert [e.kind for e in store.events()] == [e.kind for e in other.events()] == ["a", "b"]
+        other.put_token("pi-1", "h", T0)
+        assert store.token_hash("pi-1") == "h"
+        store.revoke_token("pi-1")
+        assert other.token_hash("pi-1") is None
