@@ -61,9 +61,7 @@ def resolve(repo: git.Repo, rev: str) -> str:
     return str(sha).strip()
 
 
-def tree_files(
-    repo: git.Repo, sha: str, path: str = ""
-) -> Iterator[tuple[str, bytes | Problem]]:
+def tree_files(repo: git.Repo, sha: str, path: str = "") -> Iterator[tuple[str, bytes | Problem]]:
     """(path, content) of every manifest in the commit's tree, sorted like `read_tree`.
 
     `path` is the folder of the manifests inside the repository ("" for its root); paths are
