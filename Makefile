@@ -29,13 +29,13 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) system-deps
 	$(BIN)/hedgerow crds --check
-	$(BIN)/hedgerow validate manifests
+	SOPS_AGE_KEY_FILE=manifests/DEMO-ONLY-age-key.txt $(BIN)/hedgerow validate manifests
 	$(BIN)/pytest
 
 test: lint typecheck unit
 
 demo: $(STAMP)
-	$(BIN)/hedgerow validate manifests --summary
+	SOPS_AGE_KEY_FILE=manifests/DEMO-ONLY-age-key.txt $(BIN)/hedgerow validate manifests --summary
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +16,17 @@ from rich.console import Console
 from rich.table import Table
 
 from reconciler import crds as crd_files
+from reconciler.credentials import (
+    CreationError,
+    creation_rule,
+    fingerprints,
+    render_credential,
+)
+from reconciler.model.fields import check_dns_label
+from reconciler.model.imageref import check_registry
 from reconciler.review import Format, render, review
+from reconciler.secret import Secret
+from reconciler.sops import Identity, SopsError, find_identities
 from reconciler.source import SourceError, open_repo, resolve, tree_files
 from reconciler.validate import Report, validate_files, validate_tree
 
@@ -22,6 +36,32 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+AgeKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--age-key-file",
+        dir_okay=False,
+        help="age identities; default: SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, ~/.config/sops/age.",
+    ),
+]
+
+
+def _identities(key_file: Path | None) -> list[Identity]:
+    """Age keys found as sops finds them; a key file that cannot be read is a usage error."""
+    try:
+        return find_identities(
+            key_file=str(key_file) if key_file else None, environ=os.environ, home=Path.home()
+        )
+    except SopsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _console() -> Console:
+    """Wide when piped, so that names in tables are never folded for grep and CI logs."""
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 class Output(StrEnum):
@@ -39,16 +79,20 @@ def validate(
     summary: Annotated[
         bool, typer.Option(help="After a valid run, show what each device would run.")
     ] = False,
+    age_key_file: AgeKeyFile = None,
 ) -> None:
     """Check every manifest under PATH; report every error and warning at once.
 
+    Credentials are decrypted and their MACs verified when an age key is found (as sops finds
+    it); without one only their structure is checked, and a warning says so.
+
     Exit 0 when there is no error (warnings allowed), 1 with errors, 2 on usage errors.
     """
-    report = validate_tree(path)
+    report = validate_tree(path, _identities(age_key_file))
     if output is Output.json:
         typer.echo(json.dumps(_report_json(report), indent=2))
     else:
-        console = Console(highlight=False, soft_wrap=True)
+        console = _console()
         for problem in report.problems:
             console.print(problem.render(), markup=False)
         _print_verdict(console, report)
@@ -139,6 +183,7 @@ def plan(
     output: Annotated[
         Format, typer.Option("--output", "-o", help="text, markdown or json.")
     ] = Format.text,
+    age_key_file: AgeKeyFile = None,
 ) -> None:
     """Show what merging HEAD into BASE would do on each device, from git alone.
 
@@ -149,14 +194,95 @@ def plan(
     try:
         repository = open_repo(repo)
         base_sha, head_sha = resolve(repository, base), resolve(repository, head)
-        before = validate_files(tree_files(repository, base_sha, path))
-        after = validate_files(tree_files(repository, head_sha, path))
+        identities = _identities(age_key_file) or None
+        before = validate_files(tree_files(repository, base_sha, path), identities)
+        after = validate_files(tree_files(repository, head_sha, path), identities)
     except SourceError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    result = review(before, after)
+    compared = None
+    if identities:
+        key = secrets.token_bytes(32)  # fingerprints are compared within this run only
+        compared = (fingerprints(before.credentials, key), fingerprints(after.credentials, key))
+    result = review(before, after, compared)
     typer.echo(render(result, output), nl=False)
     raise typer.Exit(0 if result.valid else 1)
+
+
+credential_app = typer.Typer(help="Registry credentials, encrypted with sops and age.")
+app.add_typer(credential_app, name="credential")
+
+
+@credential_app.command("create")
+def credential_create(
+    name: Annotated[str, typer.Argument(help="The credential's name (a DNS label).")],
+    username: Annotated[str, typer.Option("--username", help="Registry user name.")],
+    registry: Annotated[
+        str | None, typer.Option("--registry", help="Registry host[:port] it is for.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, help="File to write; default: stdout."),
+    ] = None,
+    age: Annotated[
+        list[str] | None,
+        typer.Option("--age", help="age recipient (repeatable); default: .sops.yaml rules."),
+    ] = None,
+) -> None:
+    """Write an encrypted ImageCredential manifest.
+
+    The password is read from standard input, or asked for without echo on a terminal; it is
+    never taken from the command line, where it would land in shell history and process lists.
+    Credentials are immutable: an existing file is never overwritten.
+    """
+    try:
+        check_dns_label(name)
+        if registry is not None:
+            check_registry(registry)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if output is not None and output.exists():
+        typer.echo(
+            f"error: {output} exists; credentials are immutable: create one under a new name",
+            err=True,
+        )
+        raise typer.Exit(2)
+    target = output or Path.cwd() / f"{name}.yaml"
+    try:
+        rule = creation_rule(target, age or [])
+    except CreationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    password = _read_password()
+    text = render_credential(
+        name,
+        Secret(username),
+        password,
+        registry,
+        rule,
+        now=datetime.now(UTC),
+        file=str(output or "<stdout>"),
+    )
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("x", encoding="utf-8") as fh:  # never replace a credential
+        fh.write(text)
+    typer.echo(f"wrote {output} (recipients from {rule.source})", err=True)
+
+
+def _read_password() -> Secret:
+    if sys.stdin.isatty():
+        first = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        password = str(first)
+    else:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    if not password:
+        typer.echo("error: the password is empty", err=True)
+        raise typer.Exit(2)
+    return Secret(password)
 
 
 def main() -> None:

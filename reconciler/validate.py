@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from reconciler.catalog import Catalog, build_catalog
 from reconciler.check import Checked, check_document
+from reconciler.credentials import Credential, decrypt_credentials, structure_only
 from reconciler.load import Document, load_files, read_tree
 from reconciler.model import Manifest
 from reconciler.problems import Problem, Severity
+from reconciler.sops import Identity
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class Report:
     documents: int
     problems: list[Problem]
     catalog: Catalog
+    credentials: Mapping[str, Credential] = field(default_factory=dict, repr=False)
 
     @property
     def errors(self) -> list[Problem]:
@@ -34,10 +37,26 @@ class Report:
         return not self.errors
 
 
-def validate_files(files: Iterable[tuple[str, bytes | Problem]]) -> Report:
-    """Every finding at once; a bad document never hides the findings of the others."""
+def validate_files(
+    files: Iterable[tuple[str, bytes | Problem]], identities: Sequence[Identity] | None = None
+) -> Report:
+    """Every finding at once; a bad document never hides the findings of the others.
+
+    `identities` are age keys for the credentials: None leaves them encrypted (structure only,
+    silently); an empty list says so with a warning per credential; keys decrypt them, and a
+    credential that fails to decrypt or verify is an error at its file.
+    """
     with _no_gc_pauses():
-        return _validate(files)
+        report = _validate(files)
+    if identities is None or not report.catalog.credentials:
+        return report
+    credentials: dict[str, Credential] = {}
+    if not identities:
+        extra = structure_only(report.catalog)
+    else:
+        credentials, extra = decrypt_credentials(report.catalog, identities)
+    problems = sorted([*report.problems, *extra], key=Problem.sort_key)
+    return replace(report, problems=problems, credentials=credentials)
 
 
 @contextmanager
@@ -81,5 +100,5 @@ def _names(document: Document) -> Iterator[tuple[str, str]]:
         yield "Release@", f"{spec.get('application')}@{spec.get('version')}"
 
 
-def validate_tree(root: Path) -> Report:
-    return validate_files(read_tree(root))
+def validate_tree(root: Path, identities: Sequence[Identity] | None = None) -> Report:
+    return validate_files(read_tree(root), identities)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -59,8 +60,14 @@ def _repo(tmp_path: Path, *extra: Mapping[str, str]) -> Path:
     return write_tree(tmp_path / "repo", files)
 
 
+DEMO_KEY = str(MANIFESTS / "DEMO-ONLY-age-key.txt")
+
+
 def _run(*args: str, columns: int = 200) -> Result:
-    return runner.invoke(app, list(args), env={"COLUMNS": str(columns)})
+    """With the demo key, so credentials are decrypted and verified, not only shaped."""
+    return runner.invoke(
+        app, list(args), env={"COLUMNS": str(columns), "SOPS_AGE_KEY_FILE": DEMO_KEY}
+    )
 
 
 def _json(result: Result) -> dict[str, Any]:
@@ -325,7 +332,11 @@ def test_installed_console_script_validates_the_example() -> None:
     script = Path(sys.executable).with_name("hedgerow")
     assert script.is_file(), "install the project (pip install -e .) to get the hedgerow command"
     result = subprocess.run(
-        [str(script), "validate", str(MANIFESTS)], capture_output=True, text=True, check=False
+        [str(script), "validate", str(MANIFESTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SOPS_AGE_KEY_FILE": DEMO_KEY},
     )
     assert (result.returncode, result.stdout) == (0, "valid: 20 documents, 0 errors, 0 warnings\n")
     assert result.stderr == ""
