@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from textwrap import dedent
 
@@ -68,7 +68,7 @@ BASE: dict[str, str] = {
 }
 
 
-def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
+def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
     for rel, content in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,3 +88,31 @@ def validate_repo(tmp_path: Path) -> Callable[..., Report]:
         return validate_tree(write_tree(tmp_path / "repo", merged))
 
     return run
+
+
+# -- secrets never leak ------------------------------------------------------------------------
+# Plaintext secrets the suite uses. Every test's captured stdout, stderr, log records and failure
+# text is scanned for them; a single occurrence fails the run.
+PLAINTEXT_SECRETS = (
+    "pl41n-Secret-do-not-leak",
+    "an0ther-Secret-do-not-leak",
+    "demo-password-change-me",
+)
+_LEAKS: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    texts = [content for _, content in report.sections]
+    texts.append(str(report.longrepr or ""))
+    for text in texts:
+        for secret in PLAINTEXT_SECRETS:
+            if secret in text:
+                _LEAKS.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _LEAKS:
+        print(
+            "\nplaintext secrets appeared in the output of:\n  " + "\n  ".join(sorted(set(_LEAKS)))
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
