@@ -92,7 +92,7 @@ class EventIn:
     """An event to append; the store gives it an id."""
 
     at: datetime
-    device: str
+    device: str | None  # None for events of a revision as a whole (a rejected commit)
     kind: str  # deploy, rejected, started, error, ...
     message: str
     deployment: str | None = None
@@ -105,7 +105,7 @@ class EventRecord:
 
     id: int
     at: datetime
-    device: str
+    device: str | None
     kind: str
     message: str
     deployment: str | None
@@ -183,7 +183,7 @@ class Event(Base):
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
     )
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    device: Mapped[str] = mapped_column(String)
+    device: Mapped[str | None] = mapped_column(String)
     deployment: Mapped[str | None] = mapped_column(String)
     kind: Mapped[str] = mapped_column(String)
     message: Mapped[str] = mapped_column(Text)
@@ -342,6 +342,15 @@ class Store:
         values = {"deployment": deployment, "device": device, "status": status}
         with self._sessions.begin() as session:
             session.execute(self._upsert(Status, values, ["deployment", "device"]))
+
+    def prune_statuses(self, device: str, keep: Iterable[str]) -> None:
+        """Forget statuses of deployments that no longer target `device`."""
+        kept = list(keep)
+        with self._sessions.begin() as session:
+            query = delete(Status).where(Status.device == device)
+            if kept:
+                query = query.where(Status.deployment.not_in(kept))
+            session.execute(query)
 
     def statuses(self) -> list[StatusRecord]:
         with self._sessions() as session:

@@ -54,7 +54,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("device", sa.String(), nullable=False),
+        sa.Column("device", sa.String(), nullable=True),
         sa.Column("deployment", sa.String(), nullable=True),
         sa.Column("kind", sa.String(), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),

@@ -1,0 +1,222 @@
+"""The controller: follow a branch, apply each valid commit whole, and reconcile every device.
+
+Level-triggered: `sync` turns the branch tip into the desired state (or a rejection that keeps
+the last good revision in force) and queues the devices whose desired state changed;
+`reconcile(device)` recomputes that device's plan and statuses from scratch. The blocking
+parts (git, the database) are plain methods; `run` in `reconciler.serve` drives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from reconciler.credentials import changed, fingerprints
+from reconciler.desired import DesiredDeployment, desired_fleet, release_digest
+from reconciler.plan import Action, ObservedRelease, plan_device
+from reconciler.problems import Problem
+from reconciler.sops import Identity
+from reconciler.status import deployment_status
+from reconciler.store import EventIn, Store
+from reconciler.validate import Report, validate_files
+
+Fleet = Mapping[str, Mapping[str, DesiredDeployment]]
+
+
+class Source(Protocol):
+    """Where revisions come from: the tip of a branch, and the manifests of a commit."""
+
+    def fetch(self) -> str: ...
+
+    def files(self, sha: str) -> Iterable[tuple[str, bytes | Problem]]: ...
+
+
+@dataclass(frozen=True)
+class Applied:
+    sha: str
+    report: Report
+    fleet: Fleet
+
+
+@dataclass(frozen=True)
+class Outcome:
+    sha: str
+    applied: bool
+    errors: list[Problem]
+    devices: list[str]  # queued for reconciliation
+
+
+def observed_releases(
+    document: Mapping[str, Any],
+) -> tuple[dict[str, list[ObservedRelease]], dict[str, str]]:
+    """An agent's report → observed releases by application, and errors by deployment."""
+    releases: dict[str, list[ObservedRelease]] = {}
+    errors: dict[str, str] = {}
+    for item in document.get("releases", []):
+        release = ObservedRelease(
+            application=str(item["application"]),
+            release=str(item["release"]),
+            deployment=str(item.get("deployment", "")),
+            running=bool(item.get("running")),
+            complete=bool(item.get("complete", True)),
+            redeploy=item.get("redeploy"),
+            digest=item.get("digest"),
+        )
+        releases.setdefault(release.application, []).append(release)
+        if item.get("error"):
+            errors[release.deployment] = str(item["error"])
+    return releases, errors
+
+
+class Controller:
+    def __init__(
+        self,
+        source: Source,
+        store: Store,
+        *,
+        identities: Sequence[Identity],
+        fingerprint_key: bytes,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.identities = list(identities)
+        self.key = fingerprint_key
+        self.now = now
+        self.applied: Applied | None = None
+        self._actions: dict[str, list[Action]] = {}
+
+    # -- revisions -----------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """After a restart, rebuild the applied state from the revision the store recorded."""
+        sha = self.store.applied_revision()
+        if sha is not None:
+            report = self._validate(sha)
+            if report.valid:
+                self.applied = Applied(sha, report, desired_fleet(report.catalog))
+
+    def sync(self) -> Outcome | None:
+        """Fetch the branch and consider its tip; None when it was already considered."""
+        sha = self.source.fetch()
+        last = self.store.last_attempt()
+        if last is not None and last.sha == sha and (self.applied or not last.valid):
+            return None
+        return self.consider(sha)
+
+    def consider(self, sha: str) -> Outcome:
+        """Validate one commit as a whole; apply it, or reject it and keep the last good one."""
+        report = self._validate(sha)
+        errors = [*report.errors, *self._immutability(report)]
+        at = self.now()
+        if errors:
+            self.store.record_attempt(sha, False, [p.to_json() for p in errors], at)
+            summary = "; ".join(p.render() for p in errors[:3])
+            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+            message = f"commit {sha[:12]} rejected: {summary}{more}"
+            self.store.append_events([EventIn(at, None, "rejected", message, revision=sha)])
+            return Outcome(sha, False, errors, self._devices_with_status())
+        self.store.record_attempt(sha, True, [], at)
+        self.store.mark_applied(sha, at)
+        self._remember(report)
+        fleet = desired_fleet(report.catalog)
+        before: Fleet = self.applied.fleet if self.applied else {}
+        self.applied = Applied(sha, report, fleet)
+        message = f"revision {sha[:12]} applied"
+        self.store.append_events([EventIn(at, None, "applied", message, revision=sha)])
+        return Outcome(sha, True, [], _changed_devices(before, fleet))
+
+    def _remember(self, report: Report) -> None:
+        """Keep fingerprints of everything ever applied, so a name can never be reused."""
+        releases = {**self.store.fingerprints("release"), **_release_digests(report)}
+        self.store.put_fingerprints("release", releases)
+        credentials = fingerprints(report.credentials, self.key)
+        self.store.put_fingerprints(
+            "credential", {**self.store.fingerprints("credential"), **credentials}
+        )
+
+    def _validate(self, sha: str) -> Report:
+        return validate_files(self.source.files(sha), self.identities)
+
+    def _immutability(self, report: Report) -> list[Problem]:
+        """Releases and credentials once applied never change under the same name."""
+        problems: list[Problem] = []
+        applied = self.store.fingerprints("release")
+        for key, digest in _release_digests(report).items():
+            if applied.get(key, digest) != digest:
+                application, version = key.split("@", 1)
+                entry = report.catalog.release(application, version)
+                assert entry is not None
+                problems.append(
+                    entry.problem(
+                        ("spec", "version"),
+                        f"release {application} {version} was changed in place; releases are "
+                        "immutable once applied: publish a new version instead",
+                    )
+                )
+        credentials = fingerprints(report.credentials, self.key)
+        for name in changed(self.store.fingerprints("credential"), credentials):
+            problems.append(
+                report.catalog.credentials[name].problem(
+                    ("spec",),
+                    f"ImageCredential {name} changed: credentials are immutable; create a new "
+                    "credential and switch releases to it",
+                )
+            )
+        return problems
+
+    def _devices_with_status(self) -> list[str]:
+        """After a rejection every status must say so: all known devices are re-queued."""
+        return sorted(self.applied.fleet) if self.applied else []
+
+    # -- devices -------------------------------------------------------------------------------
+
+    def devices(self) -> list[str]:
+        return sorted(self.applied.fleet) if self.applied else []
+
+    def reconcile(self, device: str) -> list[Action]:
+        """Plan one device from its desired and observed state; record statuses and events."""
+        if self.applied is None:
+            return []
+        desired = self.applied.fleet.get(device, {})
+        reported = self.store.get_observed(device)
+        observed, errors = observed_releases(reported[0]) if reported else ({}, {})
+        actions = plan_device(desired, observed)
+        last = self.store.last_attempt()
+        rejected = last.sha if last is not None and not last.valid else None
+        for application, want in desired.items():
+            status = deployment_status(
+                device,
+                want,
+                observed.get(application, []) if reported else None,
+                actions,
+                self.applied.sha,
+                rejected=rejected,
+                error=errors.get(want.deployment),
+            )
+            self.store.put_status(want.deployment, device, status)
+        self.store.prune_statuses(device, [want.deployment for want in desired.values()])
+        if actions != self._actions.get(device):
+            at = self.now()
+            self.store.append_events(
+                [
+                    EventIn(at, device, a.action, a.reason, a.deployment, self.applied.sha)
+                    for a in actions
+                ]
+            )
+            self._actions[device] = actions
+        return actions
+
+
+def _release_digests(report: Report) -> dict[str, str]:
+    return {
+        f"{r.manifest.spec.application}@{r.manifest.spec.version}": release_digest(r.manifest)
+        for r in report.catalog.releases.values()
+    }
+
+
+def _changed_devices(before: Fleet, after: Fleet) -> list[str]:
+    """Devices whose desired state differs: only they are queued after a new revision."""
+    return sorted(d for d in before.keys() | after.keys() if before.get(d) != after.get(d))

@@ -1,0 +1,177 @@
+"""The controller on real git repositories and a real store: apply, reject, recover, reconcile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from textwrap import dedent
+
+import git
+import pytest
+
+from reconciler.controller import Controller
+from reconciler.problems import Problem
+from reconciler.source import open_repo, resolve, tree_files
+from reconciler.store import Store
+
+from conftest import BASE, write_tree
+
+
+class BranchSource:
+    """The tip of a branch of a local repository."""
+
+    def __init__(self, path: Path, branch: str = "main") -> None:
+        self.repo = open_repo(str(path))
+        self.branch = branch
+
+    def fetch(self) -> str:
+        return resolve(self.repo, self.branch)
+
+    def files(self, sha: str) -> Iterable[tuple[str, bytes | Problem]]:
+        return tree_files(self.repo, sha)
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> git.Repo:
+    for name, value in (("NAME", "T"), ("EMAIL", "t@example.com")):
+        monkeypatch.setenv(f"GIT_AUTHOR_{name}", value)
+        monkeypatch.setenv(f"GIT_COMMITTER_{name}", value)
+    repo = git.Repo.init(write_tree(tmp_path / "upstream", BASE), initial_branch="main")
+    commit(repo, "initial")
+    return repo
+
+
+def commit(repo: git.Repo, message: str, files: dict[str, str] | None = None) -> str:
+    write_tree(Path(repo.working_dir), files or {})
+    repo.git.add(A=True)
+    repo.git.commit(m=message, allow_empty=True)
+    return repo.head.commit.hexsha
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(f"sqlite:///{tmp_path / 'hedgerow.db'}") as opened:
+        yield opened
+
+
+def controller(upstream: git.Repo, store: Store) -> Controller:
+    clock = iter(datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in range(60))
+    return Controller(
+        BranchSource(Path(upstream.working_dir)),
+        store,
+        identities=[],
+        fingerprint_key=b"k" * 32,
+        now=lambda: next(clock),
+    )
+
+
+RELEASE_110 = """\
+    apiVersion: hedgerow.dev/v1alpha1
+    kind: Release
+    metadata: {name: web-1-1-0}
+    spec:
+      application: web
+      version: "1.1.0"
+      containers:
+        - {name: server, image: registry.example:5000/web/server:1.1.0}
+    """
+
+
+def test_a_valid_commit_is_applied_and_queues_its_devices(upstream: git.Repo, store: Store) -> None:
+    ctl = controller(upstream, store)
+    outcome = ctl.sync()
+    assert outcome is not None and outcome.applied
+    assert outcome.devices == ["pi-1", "pi-2"]
+    assert store.applied_revision() == upstream.head.commit.hexsha
+    assert ctl.sync() is None  # the same tip is not considered twice
+    actions = ctl.reconcile("pi-1")
+    assert [(a.action, a.to_release) for a in actions] == [("deploy", "1.0.0"), ("start", "1.0.0")]
+    (status,) = [s.status for s in store.statuses()]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Synced"]["status"] == "True"
+    assert conditions["Ready"]["reason"] == "NotReported"
+    assert conditions["Progressing"]["reason"] == "Deploy+Start"
+    kinds = [e.kind for e in store.events(device="pi-1")]
+    assert kinds == ["deploy", "start"]
+    ctl.reconcile("pi-1")  # a resync with nothing new adds no event
+    assert len(store.events(device="pi-1")) == 2
+
+
+def test_an_invalid_commit_is_rejected_whole_and_the_last_good_stays(
+    upstream: git.Repo, store: Store
+) -> None:
+    ctl = controller(upstream, store)
+    ctl.sync()
+    good = store.applied_revision()
+    bad = commit(upstream, "typo", {"release-110.yaml": RELEASE_110.replace('"1.1.0"', '"v1.1.0"')})
+    outcome = ctl.sync()
+    assert outcome is not None and not outcome.applied
+    assert [p.field for p in outcome.errors] == ["spec.version"]
+    assert store.applied_revision() == good
+    (rejected,) = store.rejected()
+    assert rejected.sha == bad and rejected.errors[0]["file"] == "release-110.yaml"
+    (event,) = [e for e in store.events() if e.kind == "rejected"]
+    assert event.device is None and "release-110.yaml:6" in event.message
+    ctl.reconcile("pi-1")
+    synced = store.statuses()[0].status["conditions"][0]
+    assert synced["status"] == "False" and bad[:12] in synced["message"]
+    assert synced["revision"] == good
+    fixed = commit(upstream, "fix", {"release-110.yaml": RELEASE_110})
+    recovered = ctl.sync()
+    assert recovered is not None and recovered.applied and store.applied_revision() == fixed
+
+
+def test_a_release_changed_in_place_is_rejected(upstream: git.Repo, store: Store) -> None:
+    ctl = controller(upstream, store)
+    ctl.sync()
+    release = dedent(BASE["release.yaml"]).replace("server:1.0.0", "server:1.0.1")
+    commit(upstream, "sneaky", {"release.yaml": release})
+    outcome = ctl.sync()
+    assert outcome is not None and not outcome.applied
+    (error,) = outcome.errors
+    assert error.file == "release.yaml" and error.field == "spec.version"
+    assert "publish a new version" in error.message
+
+
+def test_an_upgrade_queues_only_the_devices_it_touches(upstream: git.Repo, store: Store) -> None:
+    ctl = controller(upstream, store)
+    ctl.sync()
+    deployment = dedent(BASE["deployment.yaml"]).replace('"1.0.0"', '"1.1.0"')
+    commit(upstream, "upgrade", {"release-110.yaml": RELEASE_110, "deployment.yaml": deployment})
+    outcome = ctl.sync()
+    assert outcome is not None and outcome.devices == ["pi-1"]
+    store.put_observed(
+        "pi-1",
+        {"releases": [{"application": "web", "release": "1.0.0", "deployment": "web-lyon",
+                       "running": True}]},
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    (action,) = ctl.reconcile("pi-1")
+    assert (action.action, action.from_release, action.to_release) == ("upgrade", "1.0.0", "1.1.0")
+
+
+def test_a_restarted_controller_resumes_the_applied_revision(
+    upstream: git.Repo, store: Store
+) -> None:
+    controller(upstream, store).sync()
+    commit(upstream, "bad", {"broken.yaml": "kind: [\n"})
+    fresh = controller(upstream, store)
+    fresh.resume()
+    assert fresh.applied is not None and fresh.applied.sha == store.applied_revision()
+    outcome = fresh.sync()
+    assert outcome is not None and not outcome.applied
+    assert fresh.devices() == ["pi-1", "pi-2"]
+
+
+def test_a_removed_deployment_clears_its_status(upstream: git.Repo, store: Store) -> None:
+    ctl = controller(upstream, store)
+    ctl.sync()
+    ctl.reconcile("pi-1")
+    assert [s.deployment for s in store.statuses()] == ["web-lyon"]
+    Path(upstream.working_dir, "deployment.yaml").unlink()
+    commit(upstream, "remove")
+    outcome = ctl.sync()
+    assert outcome is not None and outcome.devices == ["pi-1"]
+    ctl.reconcile("pi-1")
+    assert store.statuses() == []
