@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reconciler import crds as crd_files
+from reconciler import operate
 from reconciler.credentials import (
     CreationError,
     creation_rule,
@@ -283,6 +284,9 @@ def _read_password() -> Secret:
         typer.echo("error: the password is empty", err=True)
         raise typer.Exit(2)
     return Secret(password)
+
+
+operate.register(app)
 
 
 def main() -> None:

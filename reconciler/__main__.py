@@ -1,0 +1,5 @@
+"""`python -m reconciler` is the `hedgerow` command."""
+
+from reconciler.cli import main
+
+main()
