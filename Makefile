@@ -39,6 +39,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/plan.py
 
 crds: $(STAMP)
 	$(BIN)/hedgerow crds

@@ -52,6 +52,50 @@ class Catalog:
         return sorted(v for a, v in self._by_version if a == application)
 
     @cached_property
+    def _by_file(self) -> dict[str, list[Checked[Manifest]]]:
+        index: dict[str, list[Checked[Manifest]]] = {}
+        for kind in (self.deployments, self.devices):
+            for entry in kind.values():
+                index.setdefault(entry.document.file, []).append(entry)
+        return index
+
+    def texts(self) -> dict[str, str]:
+        """The text of every file that defines a deployment or a device."""
+        return {file: entries[0].document.text for file, entries in self._by_file.items()}
+
+    def in_files(self, files: Iterable[str]) -> list[Checked[Manifest]]:
+        """Deployments and devices defined in `files`: what a commit touching them may change."""
+        return [entry for file in files for entry in self._by_file.get(file, ())]
+
+    @cached_property
+    def _by_target(self) -> tuple[dict[str, list[str]], list[str]]:
+        by_device: dict[str, list[str]] = {}
+        selectors: list[str] = []
+        for name, entry in self.deployments.items():
+            device = entry.manifest.spec.device
+            if device is not None:
+                by_device.setdefault(device, []).append(name)
+            else:
+                selectors.append(name)
+        return by_device, selectors
+
+    def deployments_of(self, device: str) -> list[Checked[Deployment]]:
+        """The deployments that target one device, in name order."""
+        by_device, selectors = self._by_target
+        labels = self.devices[device].manifest.metadata.labels.items()
+        names = list(by_device.get(device, ()))
+        for name in selectors:
+            selector = self.deployments[name].manifest.spec.selector
+            if selector is not None and selector.match_labels.items() <= labels:
+                names.append(name)
+        return [self.deployments[name] for name in sorted(names)]
+
+    def index(self) -> None:
+        """Build the lookup indexes now, while the catalog is built, not during planning."""
+        for name in ("_by_version", "_by_file", "_by_target", "_by_label"):
+            getattr(self, name)
+
+    @cached_property
     def _by_label(self) -> dict[tuple[str, str], set[str]]:
         index: dict[tuple[str, str], set[str]] = {}
         for name, device in self.devices.items():
@@ -108,6 +152,7 @@ def build_catalog(
         devices=kind("Device", Device),
         deployments=kind("Deployment", Deployment),
     )
+    catalog.index()
     problems.extend(_release_problems(catalog, broken))
     problems.extend(_deployment_problems(catalog, broken))
     return catalog, problems

@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from reconciler.credentials import changed, fingerprints
-from reconciler.desired import DesiredDeployment, desired_fleet, release_digest
+from reconciler.desired import (
+    DesiredDeployment,
+    affected_devices,
+    changed_files,
+    desired_fleet,
+    refresh_fleet,
+    release_digest,
+)
 from reconciler.plan import Action, ObservedRelease, plan_device
 from reconciler.problems import Problem
 from reconciler.sops import Identity
@@ -121,12 +128,22 @@ class Controller:
         self.store.record_attempt(sha, True, [], at)
         self.store.mark_applied(sha, at)
         self._remember(report)
-        fleet = desired_fleet(report.catalog)
-        before: Fleet = self.applied.fleet if self.applied else {}
+        fleet, devices = self._desired(report)
         self.applied = Applied(sha, report, fleet)
         message = f"revision {sha[:12]} applied"
         self.store.append_events([EventIn(at, None, "applied", message, revision=sha)])
-        return Outcome(sha, True, [], _changed_devices(before, fleet))
+        return Outcome(sha, True, [], devices)
+
+    def _desired(self, report: Report) -> tuple[Fleet, list[str]]:
+        """The new desired fleet, and the devices it changes: recomputed only where the
+        commit touched deployments or devices, so a small commit to a large fleet is cheap."""
+        if self.applied is None:
+            full = desired_fleet(report.catalog)
+            return full, sorted(full)
+        old, before = self.applied.report.catalog, self.applied.fleet
+        scope = affected_devices(old, report.catalog, changed_files(old, report.catalog))
+        fleet = refresh_fleet(before, report.catalog, scope)
+        return fleet, sorted(d for d in scope if before.get(d) != fleet.get(d))
 
     def _remember(self, report: Report) -> None:
         """Keep fingerprints of everything ever applied, so a name can never be reused."""
@@ -215,8 +232,3 @@ def _release_digests(report: Report) -> dict[str, str]:
         f"{r.manifest.spec.application}@{r.manifest.spec.version}": release_digest(r.manifest)
         for r in report.catalog.releases.values()
     }
-
-
-def _changed_devices(before: Fleet, after: Fleet) -> list[str]:
-    """Devices whose desired state differs: only they are queued after a new revision."""
-    return sorted(d for d in before.keys() | after.keys() if before.get(d) != after.get(d))

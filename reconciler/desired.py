@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from reconciler.catalog import Catalog
-from reconciler.model import Release
+from reconciler.check import Checked
+from reconciler.model import Deployment, Release
 
 State = Literal["Running", "Stopped"]
 
@@ -42,17 +43,69 @@ def desired_fleet(catalog: Catalog) -> dict[str, dict[str, DesiredDeployment]]:
     """Every device of the catalog, with the deployments that target it (possibly none)."""
     fleet: dict[str, dict[str, DesiredDeployment]] = {name: {} for name in catalog.devices}
     digests: dict[str, str] = {}
-    for name, entry in sorted(catalog.deployments.items()):
-        spec = entry.manifest.spec
-        release = catalog.release(spec.application, spec.release)
-        if release is None:
+    for _, entry in sorted(catalog.deployments.items()):
+        desired = _desired(catalog, entry, digests)
+        if desired is None:
             continue
-        digest = digests.get(release.name)
-        if digest is None:
-            digest = digests[release.name] = release_digest(release.manifest)
-        desired = DesiredDeployment(
-            name, spec.application, spec.release, spec.state, spec.redeploy, digest
-        )
         for device in catalog.targets(entry.manifest):
-            fleet[device.name].setdefault(spec.application, desired)
+            fleet[device.name].setdefault(desired.application, desired)
     return fleet
+
+
+def _desired(
+    catalog: Catalog, entry: Checked[Deployment], digests: dict[str, str]
+) -> DesiredDeployment | None:
+    spec = entry.manifest.spec
+    release = catalog.release(spec.application, spec.release)
+    if release is None:
+        return None
+    digest = digests.get(release.name)
+    if digest is None:
+        digest = digests[release.name] = release_digest(release.manifest)
+    return DesiredDeployment(
+        entry.name, spec.application, spec.release, spec.state, spec.redeploy, digest
+    )
+
+
+def changed_files(old: Catalog, new: Catalog) -> set[str]:
+    """Files of deployments and devices whose text differs between two revisions."""
+    before, after = old.texts(), new.texts()
+    return {f for f in before.keys() | after.keys() if before.get(f) != after.get(f)}
+
+
+def affected_devices(old: Catalog, new: Catalog, changed_files: Iterable[str]) -> set[str]:
+    """Devices whose desired state may differ after a commit that changed `changed_files`.
+
+    Only deployments and devices defined in those files can change what a device runs
+    (releases are immutable once applied), so a re-plan costs what the commit touched.
+    """
+    files = set(changed_files)
+    affected: set[str] = set()
+    for catalog in (old, new):
+        for entry in catalog.in_files(files):
+            manifest = entry.manifest
+            if isinstance(manifest, Deployment):
+                affected.update(device.name for device in catalog.targets(manifest))
+            else:
+                affected.add(entry.name)
+    return affected
+
+
+def refresh_fleet(
+    fleet: DesiredFleet, catalog: Catalog, devices: Iterable[str]
+) -> dict[str, DesiredDevice]:
+    """`fleet` with the desired state of `devices` recomputed from `catalog`; equal to
+    `desired_fleet(catalog)` whenever `devices` covers every device that changed."""
+    updated = dict(fleet)
+    digests: dict[str, str] = {}
+    for device in devices:
+        if device not in catalog.devices:
+            updated.pop(device, None)
+            continue
+        wanted: dict[str, DesiredDeployment] = {}
+        for entry in catalog.deployments_of(device):
+            desired = _desired(catalog, entry, digests)
+            if desired is not None:
+                wanted.setdefault(desired.application, desired)
+        updated[device] = wanted
+    return updated

@@ -60,6 +60,23 @@ class Action:
         }
 
 
+def converged(desired: DesiredDevice) -> dict[str, list[ObservedRelease]]:
+    """What a device reports once it runs `desired` exactly (the preview's starting point)."""
+    return {
+        app: [
+            ObservedRelease(
+                want.application,
+                want.release,
+                want.deployment,
+                running=want.state == "Running",
+                redeploy=want.redeploy,
+                digest=want.digest,
+            )
+        ]
+        for app, want in desired.items()
+    }
+
+
 def plan_device(desired: DesiredDevice, observed: ObservedDevice) -> list[Action]:
     """The actions that take one device from `observed` to `desired`, in the order to run them."""
     actions: list[Action] = []

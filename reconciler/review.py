@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from reconciler.catalog import Catalog
 from reconciler.check import Checked
-from reconciler.desired import DesiredDeployment, desired_fleet, release_digest
+from reconciler.desired import desired_fleet, release_digest
 from reconciler.model import ImageCredential, Release
-from reconciler.plan import Action, ObservedRelease, plan_device
+from reconciler.plan import Action, converged, plan_device
 from reconciler.problems import Problem
 from reconciler.validate import Report
 
@@ -115,23 +115,11 @@ def _devices(base: Report, head: Report) -> dict[str, list[Action]]:
     after = desired_fleet(head.catalog)
     devices: dict[str, list[Action]] = {}
     for device in sorted(set(before) | set(after)):
-        observed = {app: [_observed(d)] for app, d in before.get(device, {}).items()}
+        observed = converged(before.get(device, {}))
         actions = plan_device(after.get(device, {}), observed)
         if actions:
             devices[device] = actions
     return devices
-
-
-def _observed(desired: DesiredDeployment) -> ObservedRelease:
-    return ObservedRelease(
-        desired.application,
-        desired.release,
-        desired.deployment,
-        running=desired.state == "Running",
-        complete=True,
-        redeploy=desired.redeploy,
-        digest=desired.digest,
-    )
 
 
 # -- releases --------------------------------------------------------------------------------------
