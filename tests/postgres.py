@@ -29,6 +29,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from reconciler.store import sqlite_url
+
 ROLE = "hedgerow"  # the superuser initdb creates; trusted, so no password anywhere
 SYSTEM_USER = "hedgerow-pg"  # runs the server when the tests run as root
 INSTALL_HINT = (
@@ -236,3 +238,17 @@ def start_server(request: pytest.FixtureRequest) -> PostgresServer:
 def postgresql_server(request: pytest.FixtureRequest) -> PostgresServer:
     """One PostgreSQL server for the whole session, stopped at its end."""
     return start_server(request)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to a fresh, empty database (PostgreSQL starts once, on first use)."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    server: PostgresServer = request.getfixturevalue("postgresql_server")
+    name = server.create_database()
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)

@@ -50,8 +50,9 @@ def commit(repo: git.Repo, message: str, files: dict[str, str] | None = None) ->
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(f"sqlite:///{tmp_path / 'hedgerow.db'}") as opened:
+def store(database_url: str) -> Iterator[Store]:
+    """Every controller test runs on SQLite and on PostgreSQL."""
+    with Store.open(database_url) as opened:
         yield opened
 
 

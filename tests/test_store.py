@@ -30,24 +30,8 @@ from reconciler.store import (
     sqlite_url,
 )
 
-from postgres import PostgresServer, postgresql_server  # noqa: F401  (registers the fixture)
-
 T0 = datetime(2025, 3, 30, 0, 30, 15, 123456, tzinfo=UTC)
 TABLES = {"revisions", "observed", "statuses", "events", "fingerprints", "tokens"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL to a fresh, empty database (PostgreSQL starts once, on first use)."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    server: PostgresServer = request.getfixturevalue("postgresql_server")
-    name = server.create_database()
-    try:
-        yield server.url(name)
-    finally:
-        server.drop_database(name)
 
 
 @pytest.fixture
