@@ -224,14 +224,27 @@ def load_bytes(rel: str, content: bytes) -> tuple[list[Document], list[Problem]]
                 data = _construct(node, 0)
             except _Refused as exc:
                 mark = exc.node.start_mark
-                problems.append(_file_problem(rel, exc.message, mark.line + 1, mark.column + 1))
+                kind, name = _identity(node)
+                problems.append(
+                    Problem(rel, mark.line + 1, mark.column + 1, kind, name, None, exc.message)
+                )
                 continue
             documents.append(Document(rel, text, index, data))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         parts = [p for p in (exc.context, exc.problem) if p]
+        lines = text.splitlines()
+        if mark and mark.line < len(lines) and "\t" in lines[mark.line]:
+            parts.append("YAML does not allow tabs for indentation: use spaces")
         problems.append(_file_problem(rel, "invalid YAML: " + ", ".join(parts), line, column))
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        char = exc.character
+        code = ord(char) if isinstance(char, str) else int(char)
+        message = f"invalid YAML: control character U+{code:04X} is not allowed"
+        problems.append(_file_problem(rel, message, line, column))
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         problems.append(_file_problem(rel, f"invalid YAML: {type(exc).__name__}"))
     return documents, problems
@@ -240,6 +253,20 @@ def load_bytes(rel: str, content: bytes) -> tuple[list[Document], list[Problem]]
 def _is_empty(node: yaml.Node) -> bool:
     """A document with no content (`---` alone, or only comments), unlike an explicit `null`."""
     return isinstance(node, yaml.ScalarNode) and node.tag == _NULL and node.value == ""
+
+
+def _identity(node: yaml.Node) -> tuple[str | None, str | None]:
+    """Kind and name of a document that could not be loaded, when they can still be read."""
+    kind = name = None
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "kind" and isinstance(value, yaml.ScalarNode):
+                kind = value.value
+            elif key.value == "metadata" and isinstance(value, yaml.MappingNode):
+                for k, v in value.value:
+                    if k.value == "name" and isinstance(v, yaml.ScalarNode):
+                        name = v.value
+    return kind, name
 
 
 @lru_cache(maxsize=16)

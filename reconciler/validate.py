@@ -76,7 +76,7 @@ def _validate(files: Iterable[tuple[str, bytes | Problem]]) -> Report:
     loaded = load_files(files)
     problems = list(loaded.problems)
     checked: list[Checked[Manifest]] = []
-    broken: set[tuple[str, str]] = set()
+    broken = {(p.kind, p.name) for p in loaded.problems if p.kind and p.name}
     for document in loaded.documents:
         result = check_document(document)
         if isinstance(result, Checked):

@@ -363,11 +363,6 @@ def test_broken_resources_do_not_make_the_release_fail(validate_repo: Validate) 
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a document refused by the loader (here a duplicate key) is not known to be broken, "
-    "so its name is also reported as not defined",
-)
 def test_device_refused_by_the_loader_does_not_make_its_deployment_fail(
     validate_repo: Validate,
 ) -> None:
@@ -375,4 +370,6 @@ def test_device_refused_by_the_loader_does_not_make_its_deployment_fail(
     report = validate_repo(
         {"orin.yaml": orin, "d.yaml": _deployment("web-orin-1", "device: orin-1")}
     )
-    assert [p.file for p in report.problems] == ["orin.yaml"]
+    assert [(p.file, p.kind, p.name) for p in report.problems] == [
+        ("orin.yaml", "Device", "orin-1")
+    ]

@@ -373,3 +373,14 @@ def test_locate_points_at_the_value_or_the_key(
     path: tuple[str | int, ...], at_key: bool, where: tuple[int, int]
 ) -> None:
     assert _one(NESTED).locate(path, at_key=at_key) == where
+
+
+def test_tabs_and_control_characters_get_a_located_explanation() -> None:
+    _, problems = load_bytes("t.yaml", b"a:\n\tb: 1\n")
+    (tab,) = problems
+    assert (tab.line, tab.column) == (2, 1)
+    assert tab.message.endswith("YAML does not allow tabs for indentation: use spaces")
+    _, problems = load_bytes("n.yaml", b"a: ok\nb: x\x00y\n")
+    (nul,) = problems
+    assert (nul.line, nul.column) == (2, 5)
+    assert nul.message == "invalid YAML: control character U+0000 is not allowed"
