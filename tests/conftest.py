@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from textwrap import dedent
 
+import git
 import pytest
 
 from reconciler.validate import Report, validate_tree
@@ -80,6 +82,32 @@ def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
         else:
             path.write_text(dedent(content), encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits work on a fresh machine: an identity, and no user or system git config."""
+    for who in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{who}_NAME", "Hedgerow Test")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "test@hedgerow.invalid")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+def commit(repo: git.Repo, message: str, files: Mapping[str, str | bytes] | None = None) -> str:
+    """Write `files` into the working tree, stage everything and commit; the new sha."""
+    write_tree(Path(repo.working_dir), files or {})
+    repo.git.add(A=True)
+    repo.git.commit(m=message, allow_empty=True)
+    return repo.head.commit.hexsha
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, git_identity: None) -> git.Repo:
+    """A repository holding BASE on branch main, as operators push to."""
+    repo = git.Repo.init(write_tree(tmp_path / "upstream", BASE), initial_branch="main")
+    commit(repo, "initial")
+    return repo
 
 
 @pytest.fixture

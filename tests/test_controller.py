@@ -15,7 +15,7 @@ from reconciler.problems import Problem
 from reconciler.source import open_repo, resolve, tree_files
 from reconciler.store import Store
 
-from conftest import BASE, write_tree
+from conftest import BASE, commit
 
 
 class BranchSource:
@@ -30,23 +30,6 @@ class BranchSource:
 
     def files(self, sha: str) -> Iterable[tuple[str, bytes | Problem]]:
         return tree_files(self.repo, sha)
-
-
-@pytest.fixture
-def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> git.Repo:
-    for name, value in (("NAME", "T"), ("EMAIL", "t@example.com")):
-        monkeypatch.setenv(f"GIT_AUTHOR_{name}", value)
-        monkeypatch.setenv(f"GIT_COMMITTER_{name}", value)
-    repo = git.Repo.init(write_tree(tmp_path / "upstream", BASE), initial_branch="main")
-    commit(repo, "initial")
-    return repo
-
-
-def commit(repo: git.Repo, message: str, files: dict[str, str] | None = None) -> str:
-    write_tree(Path(repo.working_dir), files or {})
-    repo.git.add(A=True)
-    repo.git.commit(m=message, allow_empty=True)
-    return repo.head.commit.hexsha
 
 
 @pytest.fixture

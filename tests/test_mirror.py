@@ -8,7 +8,6 @@ import base64
 import datetime
 import hashlib
 import ipaddress
-import os
 import ssl
 import threading
 import time
@@ -31,14 +30,7 @@ SPLIT = "s3c%40r3t"  # a password with an `@`, percent-encoded: shown neither wa
 UNREACHABLE = f"https://user:{SECRET}@127.0.0.1:9/x.git"  # loopback port 9: refused at once
 
 
-@pytest.fixture(autouse=True)
-def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Commits work on a fresh machine: an identity, and no user or system git config."""
-    for who in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{who}_NAME", "Hedgerow Test")
-        monkeypatch.setenv(f"GIT_{who}_EMAIL", "test@hedgerow.invalid")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+pytestmark = pytest.mark.usefixtures("git_identity")
 
 
 def commit(repo: git.Repo, files: dict[str, str], message: str = "change") -> str:

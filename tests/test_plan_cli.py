@@ -4,7 +4,6 @@ every output format exactly, and the exit status that passes or fails the check.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -28,14 +27,7 @@ PI_3 = """\
     """
 
 
-@pytest.fixture(autouse=True)
-def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Commits work on a fresh machine: an identity, and no user or system git config."""
-    for who in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{who}_NAME", "Hedgerow Test")
-        monkeypatch.setenv(f"GIT_{who}_EMAIL", "test@hedgerow.invalid")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+pytestmark = pytest.mark.usefixtures("git_identity")
 
 
 def commit(repo: git.Repo, files: dict[str, str | bytes]) -> None:

@@ -24,26 +24,9 @@ from reconciler.serve import Runner, create_app
 from reconciler.store import Store
 from reconciler.webhook import sign
 
-from conftest import BASE, write_tree
+from conftest import commit
 
 SECRET = b"webhook-secret-for-tests"
-
-
-@pytest.fixture
-def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> git.Repo:
-    for name, value in (("NAME", "T"), ("EMAIL", "t@example.com")):
-        monkeypatch.setenv(f"GIT_AUTHOR_{name}", value)
-        monkeypatch.setenv(f"GIT_COMMITTER_{name}", value)
-    repo = git.Repo.init(write_tree(tmp_path / "upstream", BASE), initial_branch="main")
-    _commit(repo, "initial")
-    return repo
-
-
-def _commit(repo: git.Repo, message: str, files: dict[str, str] | None = None) -> str:
-    write_tree(Path(repo.working_dir), files or {})
-    repo.git.add(A=True)
-    repo.git.commit(m=message, allow_empty=True)
-    return repo.head.commit.hexsha
 
 
 class _Nothing:
@@ -140,7 +123,7 @@ def test_a_pushed_commit_is_applied_within_a_second_through_the_webhook(
 ) -> None:
     url, data = start(upstream, "--interval", "3600")
     _wait(lambda: _revision(url) == upstream.head.commit.hexsha, 20, "first revision")
-    sha = _commit(upstream, "scale out", {"devices-3.yaml": DEVICE_3})
+    sha = commit(upstream, "scale out", {"devices-3.yaml": DEVICE_3})
     body = json.dumps({"ref": "refs/heads/main", "after": sha}).encode()
     sent = time.monotonic()
     response = httpx.post(
@@ -160,9 +143,9 @@ def test_watch_sees_a_local_commit_within_a_second_and_rejections_show_in_status
     url, data = start(upstream, "--interval", "3600", "--watch")
     good = upstream.head.commit.hexsha
     _wait(lambda: _revision(url) == good, 20, "first revision")
-    sha = _commit(upstream, "scale out", {"devices-3.yaml": DEVICE_3})
+    sha = commit(upstream, "scale out", {"devices-3.yaml": DEVICE_3})
     _wait(lambda: _revision(url) == sha, 1.0, "revision applied within 1 s of the commit")
-    bad = _commit(upstream, "broken", {"broken.yaml": "kind: [\n"})
+    bad = commit(upstream, "broken", {"broken.yaml": "kind: [\n"})
     _wait(lambda: _status(data)["rejected"] != [], 5, "the rejection recorded")
     status = _status(data)
     assert status["revision"] == sha

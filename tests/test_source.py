@@ -3,7 +3,6 @@ with exactly the folder rule of `read_tree`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import git
@@ -18,14 +17,7 @@ from conftest import write_tree
 VOLUME = "kind: Volume\n"
 
 
-@pytest.fixture(autouse=True)
-def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Commits work on a fresh machine: an identity, and no user or system git config."""
-    for who in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{who}_NAME", "Hedgerow Test")
-        monkeypatch.setenv(f"GIT_{who}_EMAIL", "test@hedgerow.invalid")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+pytestmark = pytest.mark.usefixtures("git_identity")
 
 
 def init(root: Path) -> git.Repo:
