@@ -167,8 +167,11 @@ def crds(
             raise typer.Exit(1)
         typer.echo(f"{folder}: up to date")
         return
-    for name in crd_files.write(folder):
+    written = crd_files.write(folder)
+    for name in written:
         typer.echo(f"wrote {folder / name}")
+    if not written:
+        typer.echo(f"{folder}: up to date")
 
 
 @app.command()
