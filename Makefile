@@ -29,6 +29,7 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) system-deps
 	$(BIN)/hedgerow crds --check
+	$(BIN)/hedgerow openapi --check
 	SOPS_AGE_KEY_FILE=manifests/DEMO-ONLY-age-key.txt $(BIN)/hedgerow validate manifests
 	$(BIN)/pytest
 

@@ -6,10 +6,14 @@ import json
 import os
 import secrets
 import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,14 +21,17 @@ from rich.table import Table
 
 from reconciler import crds as crd_files
 from reconciler import operate
+from reconciler.controller import observed_releases
 from reconciler.credentials import (
     CreationError,
     creation_rule,
     fingerprints,
     render_credential,
 )
+from reconciler.desired import desired_fleet
 from reconciler.model.fields import check_dns_label
 from reconciler.model.imageref import check_registry
+from reconciler.plan import Action, converged, plan_device
 from reconciler.review import Format, render, review
 from reconciler.secret import Secret
 from reconciler.sops import Identity, SopsError, find_identities
@@ -188,13 +195,27 @@ def plan(
         Format, typer.Option("--output", "-o", help="text, markdown or json.")
     ] = Format.text,
     age_key_file: AgeKeyFile = None,
+    controller: Annotated[
+        str | None,
+        typer.Option(
+            "--controller",
+            help="Controller URL: plan from what devices last reported, not from BASE.",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", dir_okay=False, help="The operator token, for --controller."),
+    ] = None,
 ) -> None:
     """Show what merging HEAD into BASE would do on each device, from git alone.
 
-    Both revisions are read from their commits, never from the working tree.
+    Both revisions are read from their commits, never from the working tree. Devices are
+    assumed to run BASE; with --controller, each runs what it last reported to the controller
+    (BASE for a device that never reported).
 
     Exit 0 when HEAD would be accepted, 1 when it would be rejected, 2 on usage errors.
     """
+    observed = _fetch_observed(controller, token_file) if controller is not None else None
     try:
         repository = open_repo(repo)
         base_sha, head_sha = resolve(repository, base), resolve(repository, head)
@@ -209,8 +230,62 @@ def plan(
         key = secrets.token_bytes(32)  # fingerprints are compared within this run only
         compared = (fingerprints(before.credentials, key), fingerprints(after.credentials, key))
     result = review(before, after, compared)
+    if observed is not None:
+        result = replace(result, devices=_plan_observed(before, after, observed))
     typer.echo(render(result, output), nl=False)
     raise typer.Exit(0 if result.valid else 1)
+
+
+def _fetch_observed(url: str, token_file: Path | None) -> dict[str, dict[str, Any]]:
+    """Each device's last report, from the controller's operator API (GET /v1/observed)."""
+    if token_file is None:
+        typer.echo("error: --controller needs --token-file (the operator token)", err=True)
+        raise typer.Exit(2)
+    if not url.startswith(("http://", "https://")):
+        typer.echo(f"error: --controller {url!r} is not an http:// or https:// URL", err=True)
+        raise typer.Exit(2)
+    try:
+        token = token_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"error: cannot read {token_file}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    endpoint = f"{url.rstrip('/')}/v1/observed"
+    request = urllib.request.Request(
+        endpoint, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            loaded = json.load(response)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # its socket would otherwise stay open until collected
+        typer.echo(f"error: {endpoint} answered {exc.code} {exc.reason}", err=True)
+        raise typer.Exit(2) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        typer.echo(f"error: cannot read {endpoint}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not isinstance(loaded, dict):
+        typer.echo(f"error: {endpoint} did not answer a JSON object", err=True)
+        raise typer.Exit(2)
+    return loaded
+
+
+def _plan_observed(
+    before: Report, after: Report, observed: Mapping[str, Mapping[str, Any]]
+) -> dict[str, list[Action]]:
+    """Per device, HEAD planned from the device's last report (BASE converged without one)."""
+    old, new = desired_fleet(before.catalog), desired_fleet(after.catalog)
+    devices: dict[str, list[Action]] = {}
+    for device in sorted(set(old) | set(new)):
+        document = observed.get(device)
+        state = (
+            observed_releases(document)[0]
+            if document is not None
+            else converged(old.get(device, {}))
+        )
+        actions = plan_device(new.get(device, {}), state)
+        if actions:
+            devices[device] = actions
+    return devices
 
 
 credential_app = typer.Typer(help="Registry credentials, encrypted with sops and age.")

@@ -8,12 +8,14 @@ parts (git, the database) are plain methods; `run` in `reconciler.serve` drives 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from reconciler.credentials import changed, fingerprints
+from reconciler import wire
+from reconciler.catalog import Catalog
+from reconciler.credentials import Credential, changed, fingerprints
 from reconciler.desired import (
     DesiredDeployment,
     affected_devices,
@@ -22,6 +24,8 @@ from reconciler.desired import (
     refresh_fleet,
     release_digest,
 )
+from reconciler.model import Release
+from reconciler.model.imageref import parse_image
 from reconciler.plan import Action, ObservedRelease, plan_device
 from reconciler.problems import Problem
 from reconciler.sops import Identity
@@ -30,6 +34,9 @@ from reconciler.store import EventIn, Store
 from reconciler.validate import Report, validate_files
 
 Fleet = Mapping[str, Mapping[str, DesiredDeployment]]
+# Told which devices' desired documents may have changed (None: every device); may be called
+# from the controller's worker thread, so listeners must be thread-safe.
+Listener = Callable[[Sequence[str] | None], None]
 
 
 class Source(Protocol):
@@ -94,6 +101,7 @@ class Controller:
         self.now = now
         self.applied: Applied | None = None
         self._actions: dict[str, list[Action]] = {}
+        self.listeners: list[Listener] = []
 
     # -- revisions -----------------------------------------------------------------------------
 
@@ -104,6 +112,7 @@ class Controller:
             report = self._validate(sha)
             if report.valid:
                 self.applied = Applied(sha, report, desired_fleet(report.catalog))
+                self._notify(None)
 
     def sync(self) -> Outcome | None:
         """Fetch the branch and consider its tip; None when it was already considered."""
@@ -132,6 +141,7 @@ class Controller:
         self.applied = Applied(sha, report, fleet)
         message = f"revision {sha[:12]} applied"
         self.store.append_events([EventIn(at, None, "applied", message, revision=sha)])
+        self._notify(None)  # every document names the revision, so every one changed
         return Outcome(sha, True, [], devices)
 
     def _desired(self, report: Report) -> tuple[Fleet, list[str]]:
@@ -225,6 +235,132 @@ class Controller:
             )
             self._actions[device] = actions
         return actions
+
+    # -- the device API ------------------------------------------------------------------------
+
+    def desired_document(self, device: str) -> wire.DesiredDocument | None:
+        """What `device` should run, with pull credentials only for images it has not reported;
+        None when the applied revision has no such device."""
+        applied = self.applied
+        if applied is None or device not in applied.fleet:
+            return None
+        return desired_document(applied, device, self._images_present(device))
+
+    def ingest(self, report: wire.StatusReport) -> int:
+        """Store an agent's report: its observed state replaces the last, its events are stored
+        once per sequence number (a retried report adds nothing). Returns the highest sequence
+        number stored for the device, 0 before any. Raises ValueError, storing nothing, for an
+        event time without a UTC offset."""
+        device = report.device
+        events = [
+            (
+                e.seq,
+                EventIn(_timestamp(e.at), device, e.kind, e.message, e.deployment, report.revision),
+            )
+            for e in report.events
+        ]
+        before = self._pending_auth(device)
+        observed = report.model_dump(mode="json", exclude={"events"})
+        self.store.put_observed(device, observed, self.now())
+        last = self.store.append_device_events(device, events)
+        if self._pending_auth(device) != before:
+            self._notify([device])  # its document gains or loses registry credentials
+        return last or 0
+
+    def _images_present(self, device: str) -> set[str]:
+        reported = self.store.get_observed(device)
+        return set(reported[0].get("images", [])) if reported else set()
+
+    def _pending_auth(self, device: str) -> set[str]:
+        """The images whose credentials the device's document carries now."""
+        if self.applied is None:
+            return set()
+        return set(pull_credentials(self.applied, device)) - self._images_present(device)
+
+    def _notify(self, devices: Sequence[str] | None) -> None:
+        for listener in self.listeners:
+            listener(devices)
+
+
+def desired_document(applied: Applied, device: str, present: Set[str]) -> wire.DesiredDocument:
+    """The wire document of one device at the applied revision (pure); `present` are the images
+    the device reported, which need no credentials."""
+    catalog = applied.report.catalog
+    deployments = []
+    for want in sorted(applied.fleet.get(device, {}).values(), key=lambda d: d.deployment):
+        release = catalog.release(want.application, want.release)
+        assert release is not None  # an applied revision resolves every deployment's release
+        deployments.append(_wire_deployment(catalog, want, release.manifest))
+    auth = [
+        wire.RegistryAuth(
+            image=image,
+            serveraddress=credential.registry or parse_image(image).domain or "docker.io",
+            username=credential.username.reveal(),
+            password=credential.password.reveal(),
+        )
+        for image, credential in sorted(pull_credentials(applied, device).items())
+        if image not in present
+    ]
+    return wire.DesiredDocument(
+        device=device, revision=applied.sha, deployments=deployments, registry_auth=auth
+    )
+
+
+def pull_credentials(applied: Applied, device: str) -> dict[str, Credential]:
+    """Image → decrypted credential for the device's containers that name one. Without an age
+    key the controller has no decrypted credential, and the image is pulled anonymously."""
+    found: dict[str, Credential] = {}
+    catalog, credentials = applied.report.catalog, applied.report.credentials
+    for want in sorted(applied.fleet.get(device, {}).values(), key=lambda d: d.deployment):
+        release = catalog.release(want.application, want.release)
+        for container in release.manifest.spec.containers if release else ():
+            name = container.image_credential
+            credential = credentials.get(name) if name is not None else None
+            if credential is not None:
+                found.setdefault(container.image, credential)
+    return found
+
+
+def _wire_deployment(
+    catalog: Catalog, want: DesiredDeployment, release: Release
+) -> wire.Deployment:
+    containers = release.spec.containers
+    volumes = sorted({mount.volume for c in containers for mount in c.volumes})
+    networks = sorted({network for c in containers for network in c.networks})
+    return wire.Deployment(
+        deployment=want.deployment,
+        application=want.application,
+        release=want.release,
+        state=want.state,
+        redeploy=want.redeploy,
+        digest=want.digest,
+        containers=[
+            wire.Container.model_validate(
+                c.model_dump(mode="json", by_alias=True, exclude={"image_credential"})
+            )
+            for c in containers
+        ],
+        volumes=[
+            wire.Volume.model_validate(
+                {"name": name, **catalog.volumes[name].manifest.spec.model_dump(by_alias=True)}
+            )
+            for name in volumes
+        ],
+        networks=[
+            wire.Network.model_validate(
+                {"name": name, **catalog.networks[name].manifest.spec.model_dump(by_alias=True)}
+            )
+            for name in networks
+        ],
+    )
+
+
+def _timestamp(value: str) -> datetime:
+    """An agent's RFC 3339 time; one without an offset would be ambiguous once stored."""
+    at = datetime.fromisoformat(value)
+    if at.tzinfo is None:
+        raise ValueError(f"event time {value!r} has no UTC offset")
+    return at
 
 
 def _release_digests(report: Report) -> dict[str, str]:

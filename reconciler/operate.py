@@ -1,4 +1,5 @@
-"""Commands to run the controller and to look at what it did: controller, status, events."""
+"""Commands to run the controller and to look at what it did: controller, status, events;
+device tokens, and the committed OpenAPI document."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from reconciler import tokens
+from reconciler.model.fields import check_dns_label
 from reconciler.sops import SopsError, find_identities
 from reconciler.store import EventRecord, Store, sqlite_url
 
@@ -33,6 +37,10 @@ def register(app: typer.Typer) -> None:
     app.command()(controller)
     app.command()(status)
     app.command()(events)
+    app.command()(openapi)
+    device_app = typer.Typer(help="Device credentials for the device API.")
+    device_app.command("token")(device_token)
+    app.add_typer(device_app, name="device")
 
 
 def _store(db: str | None, data_dir: Path) -> Store:
@@ -56,6 +64,14 @@ def controller(
     age_key_file: Annotated[
         Path | None, typer.Option("--age-key-file", help="age identities for credentials.")
     ] = None,
+    operator_token_file: Annotated[
+        Path | None,
+        typer.Option("--operator-token-file", help="Enables the operator API (/v1/status...)."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (chain): serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
 ) -> None:
     """Follow a branch, apply each valid commit whole, and reconcile every device."""
     import uvicorn
@@ -65,6 +81,12 @@ def controller(
     from reconciler.source import Mirror, SourceError, watch_refs
 
     host, _, port = listen.rpartition(":")
+    if (tls_cert is None) != (tls_key is None):
+        typer.echo("error: --tls-cert and --tls-key go together", err=True)
+        raise typer.Exit(2)
+    operator_token = None
+    if operator_token_file is not None:
+        operator_token = _read_token(operator_token_file)
     try:
         identities = find_identities(
             key_file=str(age_key_file) if age_key_file else None,
@@ -92,8 +114,11 @@ def controller(
         interval=interval,
     )
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runner, secret), host=host or "127.0.0.1", port=int(port),
-                       log_level="warning")
+        uvicorn.Config(create_app(runner, secret, operator_token=operator_token),
+                       host=host or "127.0.0.1", port=int(port), log_level="warning",
+                       ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+                       # long polls would otherwise hold a stop for up to a minute
+                       timeout_graceful_shutdown=3)
     )  # fmt: skip
 
     async def main() -> None:
@@ -106,7 +131,8 @@ def controller(
         finally:
             stop.set()
 
-    typer.echo(f"hedgerow controller: following {mirror.display_url} {branch}; http://{listen}")
+    scheme = "https" if tls_cert else "http"
+    typer.echo(f"hedgerow controller: following {mirror.display_url} {branch}; {scheme}://{listen}")
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
@@ -210,6 +236,71 @@ def _event_json(event: EventRecord) -> dict[str, Any]:
         "message": event.message,
         "revision": event.revision,
     }
+
+
+def _read_token(path: Path) -> str:
+    """The operator token: the file's content without surrounding whitespace, not empty."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"error: cannot read {path}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not token:
+        typer.echo(f"error: {path} is empty", err=True)
+        raise typer.Exit(2)
+    return token
+
+
+def device_token(
+    name: Annotated[str, typer.Argument(help="The Device's metadata.name.")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Remove the device's token.")] = False,
+    db: Db = None,
+    data_dir: DataDir = Path(".hedgerow"),
+) -> None:
+    """Issue a device's token (replacing any previous one) and print it once, or revoke it.
+
+    Only its hash is stored: a lost token cannot be shown again, issue a new one.
+    """
+    try:
+        check_dns_label(name)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    with _store(db, data_dir) as store:
+        if revoke:
+            if not store.revoke_token(name):
+                typer.echo(f"error: device {name} has no token", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"revoked the token of device {name}", err=True)
+            return
+        token = tokens.issue()
+        store.put_token(name, tokens.hash_token(token), datetime.now(UTC))
+    typer.echo(token)  # stdout holds the token alone, for `> token-file`
+    typer.echo(f"issued a token for device {name}; it is not shown again", err=True)
+
+
+def openapi(
+    output: Annotated[Path, typer.Option("--output", help="Where the document lives.")] = Path(
+        "docs/openapi.json"
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 when the file is stale; write nothing.")
+    ] = False,
+) -> None:
+    """Write the controller's OpenAPI document, generated from the app."""
+    from reconciler.api import render_openapi
+
+    text = render_openapi()
+    if check:
+        current = output.read_text(encoding="utf-8") if output.exists() else None
+        if current != text:
+            typer.echo(f"{output} is stale: run `hedgerow openapi`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {output}")
 
 
 def _console() -> Console:

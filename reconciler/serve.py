@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from reconciler import api
 from reconciler.controller import Controller
 from reconciler.queue import WorkQueue, resync_delay, run_workers
 from reconciler.webhook import verify_signature
@@ -47,6 +49,7 @@ class Runner:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedgerow")
         self._wake = asyncio.Event()
         self.synced = asyncio.Event()  # set after each completed sync, for tests and health
+        self.reconciled: list[Callable[[float], None]] = []  # told each reconcile's seconds
 
     def wake(self) -> None:
         self._wake.set()
@@ -89,7 +92,12 @@ class Runner:
             self.queue.add(device)
 
         async def reconcile(device: str) -> None:
-            await self.call(self.controller.reconcile, device)
+            started = time.perf_counter()
+            try:
+                await self.call(self.controller.reconcile, device)
+            finally:
+                for observe in self.reconciled:
+                    observe(time.perf_counter() - started)
 
         def failed(device: str, exc: Exception) -> None:
             log.warning("reconcile failed", device=device, error=str(exc))
@@ -106,7 +114,10 @@ class Runner:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def create_app(runner: Runner, webhook_secret: bytes | None) -> FastAPI:
+def create_app(
+    runner: Runner, webhook_secret: bytes | None, *, operator_token: str | None = None
+) -> FastAPI:
+    """The controller's HTTP API; the operator endpoints answer 401 without `operator_token`."""
     app = FastAPI(title="Hedgerow controller", version="v1")
 
     @app.get("/healthz")
@@ -125,6 +136,7 @@ def create_app(runner: Runner, webhook_secret: bytes | None) -> FastAPI:
         runner.wake()
         return JSONResponse({"status": "fetching"}, status_code=202)
 
+    api.install(app, runner, operator_token=operator_token)
     return app
 
 

@@ -457,6 +457,12 @@ class Store:
         with self._sessions() as session:
             return session.scalar(select(Token.token_hash).where(Token.device == device))
 
+    def token_owner(self, token_hash: str) -> str | None:
+        """The device a token hash belongs to: tells an unknown token from another device's."""
+        with self._sessions() as session:
+            query = select(Token.device).where(Token.token_hash == token_hash).limit(1)
+            return session.scalar(query)
+
     # helpers
 
     def _insert(self, model: type[Base]) -> postgresql.Insert | sqlite.Insert:

@@ -415,3 +415,11 @@ def test_two_stores_on_one_database_see_each_others_writes(store: Store, databas
         assert store.token_hash("pi-1") == "h"
         store.revoke_token("pi-1")
         assert other.token_hash("pi-1") is None
+
+
+def test_a_token_hash_finds_its_device(store: Store) -> None:
+    store.put_token("pi-1", "hash-1", T0)
+    assert store.token_owner("hash-1") == "pi-1"
+    assert store.token_owner("hash-2") is None
+    store.revoke_token("pi-1")
+    assert store.token_owner("hash-1") is None

@@ -1,0 +1,471 @@
+"""The device API and the operator API, versioned under /v1, and the metrics.
+
+Devices poll `GET /v1/devices/{name}/desired` (with an ETag and an optional long poll) and
+report with `PUT /v1/devices/{name}/status`, each with its own bearer token; operators read the
+controller's state with the operator token. Tokens and registry passwords are never logged and
+never returned, except a device's own pull credentials in its desired document.
+
+Reads run in threads of their own so that a slow git fetch in the controller's worker never
+stalls a poll; the one write (a status report) goes through the worker, the store's one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections import Counter as Tally
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import structlog
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field
+from sqlalchemy import create_engine
+
+from reconciler import tokens, wire
+from reconciler.controller import Controller
+from reconciler.problems import Problem
+from reconciler.store import EventRecord, Store
+
+if TYPE_CHECKING:
+    from reconciler.serve import Runner
+
+log = structlog.get_logger("hedgerow.api")
+
+MAX_WAIT = 60.0
+DeviceName = Annotated[str, Path(description="The Device's metadata.name.")]
+Credentials = HTTPAuthorizationCredentials | None
+device_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="deviceToken",
+    description="The device's own token, from `hedgerow device token NAME`.",
+)
+operator_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="operatorToken",
+    description="The controller's `--operator-token-file`.",
+)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No token, or an unknown one."},
+}
+_DEVICE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    403: {"description": "The token belongs to another device."},
+}
+
+
+# -- response bodies of the operator API ------------------------------------------------------
+
+
+class Accepted(wire.Wire):
+    accepted: bool
+    last_seq: int = Field(description="The highest event sequence number stored for the device.")
+
+
+class Rejected(wire.Wire):
+    revision: str
+    at: datetime
+    errors: list[dict[str, Any]]
+
+
+class ControllerStatus(wire.Wire):
+    revision: str | None = Field(description="The applied revision; None before the first.")
+    rejected: list[Rejected] = Field(description="The last rejected commits, newest first.")
+    deployments: list[dict[str, Any]] = Field(description="Status of each deployment on a device.")
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    device: str | None
+    deployment: str | None
+    event: str
+    message: str
+    revision: str | None
+
+
+class DesiredOut(wire.Wire):
+    deployment: str
+    application: str
+    release: str
+    state: Literal["Running", "Stopped"]
+    redeploy: str | None
+    digest: str
+
+
+class Deployments(wire.Wire):
+    revision: str | None
+    devices: dict[str, list[DesiredOut]] = Field(description="What each device should run.")
+
+
+# -- long polls and metrics -------------------------------------------------------------------
+
+
+class Changes:
+    """Wakes the long polls of devices whose desired document may have changed.
+
+    Notified from the controller's worker thread (a revision applied) or from the event loop (a
+    report that changes a device's pull credentials). Each waiter has an asyncio.Event set
+    through its own loop's `call_soon_threadsafe`, so any thread may notify.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def notify(self, devices: Sequence[str] | None) -> None:
+        """Wake the waiters of `devices`, or every waiter for None."""
+        with self._lock:
+            if devices is None:
+                waiters = [w for group in self._waiters.values() for w in group]
+            else:
+                waiters = [w for device in devices for w in self._waiters.get(device, ())]
+        for loop, event in waiters:
+            with suppress(RuntimeError):  # that loop is closed: nobody waits on it any more
+                loop.call_soon_threadsafe(event.set)
+
+    @contextmanager
+    def watch(self, device: str) -> Iterator[asyncio.Event]:
+        """An event set on each change of `device` while the block runs; enter it before
+        reading the document, so that no change between the read and the wait is missed."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.setdefault(device, set()).add(waiter)
+        try:
+            yield waiter[1]
+        finally:
+            with self._lock:
+                group = self._waiters.get(device, set())
+                group.discard(waiter)
+                if not group:
+                    self._waiters.pop(device, None)
+
+
+class Metrics:
+    """One registry per app, so that several apps in one process (tests) never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.reconcile_seconds = Histogram(
+            "hedgerow_reconcile_seconds", "Time to reconcile one device.", registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "hedgerow_queue_depth",
+            "Devices ready and waiting for a worker.",
+            registry=self.registry,
+        )
+        self.deployments = Gauge(
+            "hedgerow_deployments",
+            "Deployments on devices, by condition type and status.",
+            ["condition", "status"],
+            registry=self.registry,
+        )
+        self.polls = Counter(
+            "hedgerow_polls_total",
+            "Desired-state polls by HTTP status code.",
+            ["code"],
+            registry=self.registry,
+        )
+
+
+# -- the routes ------------------------------------------------------------------------------
+
+
+def install(app: FastAPI, runner: Runner, *, operator_token: str | None) -> None:
+    """Add the device, operator and metrics routes for `runner`'s controller to `app`."""
+    controller = runner.controller
+    store = controller.store
+    changes = Changes()
+    controller.listeners.append(changes.notify)
+    metrics = Metrics()
+    runner.reconciled.append(metrics.reconcile_seconds.observe)
+    operator_hash = tokens.hash_token(operator_token) if operator_token else None
+
+    def device_access(counted: bool) -> Callable[..., Awaitable[None]]:
+        """The device-token check; `counted` failures show in hedgerow_polls_total."""
+
+        async def check(
+            name: DeviceName, credentials: Annotated[Credentials, Security(device_scheme)]
+        ) -> None:
+            try:
+                await _authorize_device(store, name, credentials)
+            except HTTPException as exc:
+                if counted:
+                    metrics.polls.labels(code=str(exc.status_code)).inc()
+                raise
+
+        return check
+
+    async def operator_access(
+        credentials: Annotated[Credentials, Security(operator_scheme)],
+    ) -> None:
+        if operator_hash is None:
+            raise _unauthorized(
+                "the operator API is disabled: start the controller with --operator-token-file"
+            )
+        if credentials is None or not tokens.check(credentials.credentials, operator_hash):
+            raise _unauthorized("the operator token is required")
+
+    @app.get(
+        "/v1/devices/{name}/desired",
+        operation_id="getDesired",
+        tags=["device"],
+        response_model=wire.DesiredDocument,
+        dependencies=[Depends(device_access(counted=True))],
+        responses={
+            **_DEVICE_ERRORS,
+            200: {"headers": {"ETag": {"description": "Quoted SHA-256 of the body."}}},
+            304: {"description": "Unchanged: the ETag matches If-None-Match (after `wait`)."},
+            404: {"description": "The applied revision has no such device."},
+        },
+    )
+    async def desired(
+        name: DeviceName,
+        wait: Annotated[
+            float,
+            Query(ge=0, le=MAX_WAIT, description="Seconds to hold the request until it changes."),
+        ] = 0,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """What the device should run. With If-None-Match and `wait`, a long poll: answered as
+        soon as the document changes (a new revision, new pull credentials), else 304."""
+        try:
+            response = await _long_poll(controller, changes, name, wait, if_none_match)
+        except HTTPException as exc:
+            metrics.polls.labels(code=str(exc.status_code)).inc()
+            raise
+        metrics.polls.labels(code=str(response.status_code)).inc()
+        return response
+
+    @app.put(
+        "/v1/devices/{name}/status",
+        operation_id="putStatus",
+        tags=["device"],
+        response_model=Accepted,
+        dependencies=[Depends(device_access(counted=False))],
+        responses={**_DEVICE_ERRORS, 422: {"description": "Invalid, or for another device."}},
+    )
+    async def status_report(name: DeviceName, report: wire.StatusReport) -> Accepted:
+        """Store what the device runs and its events (once per sequence number), then re-plan
+        the device."""
+        if report.device != name:
+            raise HTTPException(422, f"the report is for device {report.device!r}, not {name!r}")
+        try:
+            last = await runner.call(controller.ingest, report)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        runner.queue.add(name)
+        return Accepted(accepted=True, last_seq=last)
+
+    operator = [Depends(operator_access)]
+
+    @app.get(
+        "/v1/status",
+        operation_id="getStatus",
+        tags=["operator"],
+        response_model=ControllerStatus,
+        dependencies=operator,
+        responses=_ERRORS,
+    )
+    async def status() -> ControllerStatus:
+        """The applied revision, the last rejected commits with their findings, and every
+        deployment's status on every device."""
+
+        def read() -> ControllerStatus:
+            return ControllerStatus(
+                revision=store.applied_revision(),
+                rejected=[
+                    Rejected(revision=r.sha, at=r.at, errors=r.errors)
+                    for r in store.rejected(limit=10)
+                ],
+                deployments=[s.status for s in store.statuses()],
+            )
+
+        return await asyncio.to_thread(read)
+
+    @app.get(
+        "/v1/events",
+        operation_id="listEvents",
+        tags=["operator"],
+        response_model=list[EventOut],
+        dependencies=operator,
+        responses=_ERRORS,
+    )
+    async def events(
+        device: str | None = None,
+        deployment: str | None = None,
+        after: Annotated[int | None, Query(ge=0, description="Events after this id.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[EventOut]:
+        """The event history, oldest first; page with `after` set to the last id seen."""
+        found = await asyncio.to_thread(store.events, device, deployment, after, limit)
+        return [_event(e) for e in found]
+
+    @app.get(
+        "/v1/deployments",
+        operation_id="getDeployments",
+        tags=["operator"],
+        response_model=Deployments,
+        dependencies=operator,
+        responses=_ERRORS,
+    )
+    async def deployments() -> Deployments:
+        """What each device should run at the applied revision."""
+        applied = controller.applied
+        if applied is None:
+            return Deployments(revision=None, devices={})
+        return Deployments(
+            revision=applied.sha,
+            devices={
+                device: [
+                    DesiredOut.model_validate(want, from_attributes=True)
+                    for want in sorted(wanted.values(), key=lambda w: w.deployment)
+                ]
+                for device, wanted in sorted(applied.fleet.items())
+            },
+        )
+
+    @app.get(
+        "/v1/observed",
+        operation_id="getObserved",
+        tags=["operator"],
+        response_model=dict[str, dict[str, Any]],
+        dependencies=operator,
+        responses=_ERRORS,
+    )
+    async def observed() -> dict[str, dict[str, Any]]:
+        """Each device's last status report (without its events), by device."""
+        return await asyncio.to_thread(store.observed_all)
+
+    @app.get(
+        "/metrics",
+        operation_id="getMetrics",
+        tags=["metrics"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
+    async def prometheus() -> Response:
+        """Prometheus text format: reconcile time, queue depth, conditions, polls."""
+        statuses = await asyncio.to_thread(store.statuses)
+        counts = Tally(
+            (str(c["type"]), str(c["status"]))
+            for record in statuses
+            for c in record.status.get("conditions", [])
+        )
+        metrics.deployments.clear()
+        for (condition, value), n in sorted(counts.items()):
+            metrics.deployments.labels(condition=condition, status=value).set(n)
+        metrics.queue_depth.set(runner.queue.depth())
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _authorize_device(store: Store, name: str, credentials: Credentials) -> None:
+    """401 without a token or with an unknown one, 403 with another device's token."""
+    if credentials is None:
+        raise _unauthorized("a device token is required")
+    token = credentials.credentials
+    stored = await asyncio.to_thread(store.token_hash, name)
+    if stored is not None and tokens.check(token, stored):
+        return
+    other = await asyncio.to_thread(tokens.owner, store, tokens.hash_token(token))
+    if other is None:
+        raise _unauthorized("unknown device token")
+    log.warning("device token used for another device", device=name, owner=other)
+    raise HTTPException(403, "this token belongs to another device")
+
+
+async def _long_poll(
+    controller: Controller, changes: Changes, name: str, wait: float, if_none_match: str | None
+) -> Response:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    with changes.watch(name) as changed:
+        while True:
+            document = await asyncio.to_thread(controller.desired_document, name)
+            if document is None:
+                raise HTTPException(404, f"device {name!r} is not in the applied revision")
+            body = canonical_json(document)
+            headers = {"ETag": etag(body), "Cache-Control": "no-store"}
+            if not _matches(if_none_match, headers["ETag"]):
+                return Response(body, media_type="application/json", headers=headers)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return Response(status_code=304, headers=headers)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+            changed.clear()  # before reading again: a change during the read wakes us anew
+
+
+def canonical_json(document: wire.DesiredDocument) -> bytes:
+    """Sorted keys, no spaces: equal documents are equal bytes, so the ETag is stable."""
+    data = document.model_dump(mode="json")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def etag(body: bytes) -> str:
+    return f'"{hashlib.sha256(body).hexdigest()}"'
+
+
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/ prefixes are ignored."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == tag for t in if_none_match.split(","))
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _event(record: EventRecord) -> EventOut:
+    return EventOut(
+        id=record.id,
+        at=record.at,
+        device=record.device,
+        deployment=record.deployment,
+        event=record.kind,
+        message=record.message,
+        revision=record.revision,
+    )
+
+
+# -- the OpenAPI document ---------------------------------------------------------------------
+
+
+class _NoSource:
+    """A source for an app that is only described, never run."""
+
+    def fetch(self) -> str:
+        raise RuntimeError("not a running controller")
+
+    def files(self, sha: str) -> list[tuple[str, bytes | Problem]]:
+        return []
+
+
+def openapi_document() -> dict[str, Any]:
+    """The controller's OpenAPI document, from an app that never connects to anything."""
+    from reconciler.serve import Runner, create_app
+
+    store = Store(create_engine("sqlite://"))  # never connected: nothing runs
+    controller = Controller(_NoSource(), store, identities=[], fingerprint_key=b"openapi")
+    return create_app(Runner(controller), None, operator_token=None).openapi()
+
+
+def render_openapi() -> str:
+    """`docs/openapi.json` as committed: two-space indents, a final newline."""
+    return json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n"
