@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests run as real parts, when they are missing.
+# Install the Debian packages the tests run as real parts, when they are missing: PostgreSQL for
+# the store, and dockerd, a registry, htpasswd and a static busybox for the agent's engine tests.
 # Services are never started by the packages (policy-rc.d): tests start their own, on loopback.
 set -euo pipefail
 
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+# the images' only binary: it must be the static build (an image has no libc)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
+    || need+=(busybox-static)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""
@@ -24,4 +31,4 @@ cleanup() { if [ -n "$created" ]; then $sudo rm -f "$policy"; fi; }
 trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq </dev/null
-$sudo -E apt-get install -y -qq --no-install-recommends "${need[@]}" </dev/null >/dev/null
+${sudo:+$sudo -E} apt-get install -y -qq --no-install-recommends "${need[@]}" </dev/null >/dev/null

@@ -1,0 +1,127 @@
+"""One pass of the agent: read the engine, plan, run the steps, switch back what failed.
+
+Failures are contained per application. A failed pull, network or volume blocks only the
+applications that need it (nothing of theirs has been switched yet: downloads come first). A
+failed step of an application skips the rest of its steps and puts its containers back as they
+ran before the pass — after a failed upgrade the old release runs again — while other
+applications carry on. Nothing here talks to Docker: `engine` is anything with `read` and `run`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent.errors import EngineError
+from agent.steps import (
+    CreateContainer,
+    CreateNetwork,
+    CreateVolume,
+    EngineState,
+    PullImage,
+    Step,
+    normalise_image,
+    plan_steps,
+    rollback_steps,
+)
+from reconciler.wire import DesiredDocument
+
+
+class EngineLike(Protocol):
+    def read(self) -> EngineState: ...
+
+    def run(self, step: Step) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A step that failed, for the status report's events (`message` holds no secret)."""
+
+    step: Step | None  # None: reading the engine failed
+    message: str
+    application: str | None = None
+    deployment: str | None = None
+
+
+@dataclass
+class Outcome:
+    planned: list[Step] = field(default_factory=list)
+    done: list[Step] = field(default_factory=list)
+    skipped: list[Step] = field(default_factory=list)  # not tried: their application failed
+    failures: list[Failure] = field(default_factory=list)
+    rolled_back: dict[str, list[Step]] = field(default_factory=dict)  # by application
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def converge(engine: EngineLike, desired: DesiredDocument) -> Outcome:
+    """Run one pass; never raises `EngineError`: every failure is in the outcome."""
+    outcome = Outcome()
+    try:
+        before = engine.read()
+    except EngineError as error:
+        outcome.failures.append(Failure(None, str(error)))
+        return outcome
+    deployments = {d.application: d.deployment for d in desired.deployments}
+    steps = plan_steps(desired, before)
+    outcome.planned = steps
+    blocked: set[str] = set()
+    for step in steps:
+        app = step.application
+        if app is not None and app in blocked:
+            outcome.skipped.append(step)
+            continue
+        try:
+            engine.run(step)
+        except EngineError as error:
+            outcome.failures.append(Failure(step, str(error), app, deployments.get(app or "")))
+            if app is None:
+                blocked |= _needing(step, steps)
+            else:
+                blocked.add(app)
+                if app in deployments:  # a removal that failed is retried, never undone
+                    _roll_back(engine, before, app, deployments[app], outcome)
+            continue
+        outcome.done.append(step)
+    return outcome
+
+
+def _needing(failed: Step, steps: list[Step]) -> set[str]:
+    """The applications whose new containers need what a failed shared step was to provide."""
+    needing: set[str] = set()
+    for step in steps:
+        if not isinstance(step, CreateContainer):
+            continue
+        spec = step.container
+        if (
+            (
+                isinstance(failed, PullImage)
+                and normalise_image(spec.image) == normalise_image(failed.image)
+            )
+            or (isinstance(failed, CreateNetwork) and failed.network.name in spec.networks)
+            or (
+                isinstance(failed, CreateVolume)
+                and failed.volume.name in {m.volume for m in spec.volumes}
+            )
+        ):
+            needing.add(step.application)
+    return needing
+
+
+def _roll_back(
+    engine: EngineLike, before: EngineState, app: str, deployment: str, outcome: Outcome
+) -> None:
+    try:
+        steps = rollback_steps(before, engine.read(), app)
+    except EngineError as error:
+        outcome.failures.append(Failure(None, f"rolling back: {error}", app, deployment))
+        return
+    outcome.rolled_back[app] = steps
+    for step in steps:
+        try:
+            engine.run(step)
+        except EngineError as error:
+            failure = Failure(step, f"rolling back: {error}", app, deployment)
+            outcome.failures.append(failure)

@@ -1,0 +1,453 @@
+"""The Docker engine, seen through the agent's steps. The only module that imports `docker`.
+
+`Engine.read()` finds what Hedgerow owns by its labels (so nothing else on the device is ever
+touched) and `Engine.run(step)` performs one step of `agent.steps`, idempotently: stopping or
+removing what is already gone is not an error, because a pass may be interrupted at any point and
+the next one plans from what is really there. Every failure is an `EngineError` whose message is
+safe to report: registry passwords never appear in it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+
+from agent.errors import ContainerFailed, DiskSpaceError, EngineError, PullError
+from agent.steps import (
+    APPLICATION,
+    CONTAINER,
+    DELETION_POLICY,
+    DEPLOYMENT,
+    DIGEST,
+    MANAGED,
+    ORDER,
+    REDEPLOY,
+    RELEASE,
+    ContainerState,
+    CreateContainer,
+    CreateNetwork,
+    CreateVolume,
+    EngineState,
+    PullImage,
+    RemoveContainer,
+    RemoveNetwork,
+    StartContainer,
+    Step,
+    StopContainer,
+)
+from reconciler.wire import Container, RegistryAuth
+
+MANAGED_FILTER = {"label": f"{MANAGED}=true"}
+MiB = 1024 * 1024
+__all__ = [
+    "ContainerFailed",
+    "DiskSpaceError",
+    "Engine",
+    "EngineError",
+    "PullError",
+]
+
+
+class Engine:
+    """Steps on one Docker engine.
+
+    `min_free_bytes` guards pulls; `start_grace` is how long a started container must keep
+    running to count as started (a crash at start is reported at once so the caller can switch
+    back); `pull_timeout` bounds a pull, checked at every progress message the engine sends,
+    while a silent connection is cut by the client's own read timeout.
+    """
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        pull_timeout: float = 900.0,
+        min_free_bytes: int = 256 * MiB,
+        start_grace: float = 1.0,
+        stop_timeout: int = 10,
+    ) -> None:
+        self.client = client
+        self.api = client.api
+        self.pull_timeout = pull_timeout
+        self.min_free_bytes = min_free_bytes
+        self.start_grace = start_grace
+        self.stop_timeout = stop_timeout
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def read(self) -> EngineState:
+        """Every container, network and volume labelled `hedgerow.managed=true`, and all images."""
+        try:
+            listed: list[dict[str, Any]] = self.api.containers(all=True, filters=MANAGED_FILTER)
+            networks: list[dict[str, Any]] = self.api.networks(filters=MANAGED_FILTER)
+            volumes = self.api.volumes(filters=MANAGED_FILTER).get("Volumes") or []
+            images: list[dict[str, Any]] = self.api.images()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise EngineError(f"reading the engine: {_explain(error)}") from error
+        return EngineState(
+            containers=tuple(_container_state(c) for c in listed),
+            networks=frozenset(n["Name"] for n in networks),
+            volumes={
+                v["Name"]: (v.get("Labels") or {}).get(DELETION_POLICY, "Retain") for v in volumes
+            },
+            images=frozenset(
+                ref
+                for image in images
+                for ref in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]
+                if "<none>" not in ref
+            ),
+        )
+
+    def free_bytes(self) -> tuple[str, int] | None:
+        """Free space for the engine's data root, or None when it is not visible from here."""
+        root = str(self.client.info().get("DockerRootDir", ""))
+        try:
+            stat = os.statvfs(root)
+        except OSError:
+            return None
+        return root, stat.f_bavail * stat.f_frsize
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def run(self, step: Step) -> None:
+        """Perform one step; raises `EngineError` (or a subclass) when it fails."""
+        try:
+            self._run(step)
+        except EngineError:
+            raise
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise EngineError(f"{step.describe()}: {_explain(error)}") from error
+
+    def _run(self, step: Step) -> None:
+        if isinstance(step, CreateNetwork):
+            self._create_network(step)
+        elif isinstance(step, CreateVolume):
+            self._create_volume(step)
+        elif isinstance(step, PullImage):
+            self.pull(step.image, step.auth)
+        elif isinstance(step, CreateContainer):
+            self._create_container(step)
+        elif isinstance(step, StartContainer):
+            self._start(step.name)
+        elif isinstance(step, StopContainer):
+            self._stop(step.name)
+        elif isinstance(step, RemoveContainer):
+            self._stop(step.name)
+            _ignore_missing(lambda: self.api.remove_container(step.name, v=True, force=True))
+        elif isinstance(step, RemoveNetwork):
+            _ignore_missing(lambda: self.api.remove_network(step.name))
+        else:
+            _ignore_missing(lambda: self.api.remove_volume(step.name))
+
+    def _create_network(self, step: CreateNetwork) -> None:
+        network = step.network
+        if self._exists_unmanaged(lambda: self.api.inspect_network(network.name), "network"):
+            return
+        self.api.create_network(
+            network.name,
+            driver=network.driver,
+            options=dict(network.options) or None,
+            internal=network.internal,
+            enable_ipv6=network.enable_ipv6,
+            labels={MANAGED: "true"},
+            check_duplicate=True,
+        )
+
+    def _create_volume(self, step: CreateVolume) -> None:
+        volume = step.volume
+        if self._exists_unmanaged(lambda: self.api.inspect_volume(volume.name), "volume"):
+            return
+        labels = {MANAGED: "true", DELETION_POLICY: volume.deletion_policy}
+        self.api.create_volume(
+            volume.name, driver=volume.driver, driver_opts=dict(volume.options), labels=labels
+        )
+
+    @staticmethod
+    def _exists_unmanaged(inspect: Callable[[], dict[str, Any]], what: str) -> bool:
+        """True when ours already exists; refuses to adopt one Hedgerow did not create."""
+        try:
+            found: dict[str, Any] = inspect()
+        except docker.errors.NotFound:
+            return False
+        if (found.get("Labels") or {}).get(MANAGED) == "true":
+            return True
+        raise EngineError(
+            f"a {what} named {found.get('Name')!r} already exists and was not created by "
+            f"Hedgerow: remove or rename it on the device, or name the {what} differently"
+        )
+
+    def pull(self, image: str, auth: RegistryAuth | None = None) -> None:
+        """Download one image, failing on the first error message of the engine's stream."""
+        self._check_disk(image)
+        repository, tag = split_reference(image)
+        config = (
+            {
+                "username": auth.username,
+                "password": auth.password,
+                "serveraddress": auth.serveraddress,
+            }
+            if auth is not None
+            else None
+        )
+        secret = auth.password if auth is not None else ""
+        deadline = time.monotonic() + self.pull_timeout
+        try:
+            stream: Iterator[dict[str, Any]] = self.api.pull(
+                repository, tag=tag, stream=True, decode=True, auth_config=config
+            )
+            try:
+                for chunk in stream:
+                    problem = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
+                    if problem:
+                        raise PullError(_scrub(f"pulling {image}: {problem}", secret))
+                    if time.monotonic() > deadline:
+                        raise PullError(
+                            f"pulling {image}: not done after {self.pull_timeout:.0f} s; "
+                            "will try again on the next pass"
+                        )
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()  # on a deadline, dropping the connection cancels the engine's pull
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound as error:
+            raise PullError(f"pulling {image}: the engine reports success but lacks it") from error
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise PullError(_scrub(f"pulling {image}: {_explain(error)}", secret)) from error
+
+    def _check_disk(self, image: str) -> None:
+        space = self.free_bytes()
+        if space is None:
+            return
+        root, free = space
+        if free < self.min_free_bytes:
+            raise DiskSpaceError(
+                f"not pulling {image}: only {free // MiB} MiB free in {root}, below the "
+                f"{self.min_free_bytes // MiB} MiB kept free; remove unused images or data"
+            )
+
+    def _create_container(self, step: CreateContainer) -> None:
+        spec = step.container
+        exposed, bindings = port_bindings(spec.port_bindings)
+        mode, later = network_plan(spec)
+        host_config = self.api.create_host_config(**host_config_options(spec, mode))
+        if bindings:
+            host_config["PortBindings"] = bindings
+        networking = (
+            {"EndpointsConfig": {mode: {"Aliases": [spec.name]}}} if mode in spec.networks else None
+        )
+        self.api.create_container(
+            spec.image,
+            name=step.name,
+            hostname=spec.hostname,
+            environment=dict(spec.env),
+            labels=step.labels(),
+            ports=exposed or None,
+            host_config=host_config,
+            networking_config=networking,
+            detach=True,
+        )
+        try:
+            for network in later:
+                self.api.connect_container_to_network(step.name, network, aliases=[spec.name])
+        except BaseException:
+            # half made, it would carry the labels of a complete one: never leave it behind
+            _ignore_missing(lambda: self.api.remove_container(step.name, force=True))
+            raise
+
+    def _start(self, name: str) -> None:
+        """Start, then watch it for `start_grace`: exiting or restarting meanwhile is failing."""
+        known = int(self.api.inspect_container(name).get("RestartCount") or 0)
+        self.api.start(name)
+        time.sleep(self.start_grace)
+        info: dict[str, Any] = self.api.inspect_container(name)
+        state = info.get("State") or {}
+        restarts = int(info.get("RestartCount") or 0) > known
+        exited = state.get("Status") in ("exited", "dead") or state.get("Restarting")
+        if not exited and not restarts:
+            return
+        code = state.get("ExitCode")
+        logs = self.api.logs(name, tail=5).decode("utf-8", "replace").strip()
+        self._stop(name)  # or its restart policy keeps it flapping while the old release waits
+        detail = f"; last output: {logs[-500:]}" if logs else ""
+        raise ContainerFailed(
+            name,
+            code,
+            f"container {name} exited with code {code} within {self.start_grace:g} s of its "
+            f"start{' and was restarted' if restarts else ''}{detail}",
+        )
+
+    def _stop(self, name: str) -> None:
+        _ignore_missing(lambda: self.api.stop(name, timeout=self.stop_timeout))
+
+
+# -- translation of the wire contract (pure, tested without an engine) ---------------------------
+
+
+def split_reference(image: str) -> tuple[str, str]:
+    """Repository and tag (or digest) as the pull endpoint wants them; `latest` by default."""
+    name, at, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = name.rsplit(":", 1)
+    else:
+        repository, tag = name, "latest"
+    return (repository, digest) if at else (repository, tag)
+
+
+def port_bindings(
+    specs: list[str],
+) -> tuple[list[tuple[int, str]], dict[str, list[dict[str, str]]]]:
+    """`[ip:][hostPort:]containerPort[/proto]` (ranges, `[IPv6]`) → exposed ports and bindings.
+
+    A range of container ports maps one to one onto a host range of the same size; a single
+    container port with a host range lets Docker pick a free port from that range.
+    """
+    exposed: list[tuple[int, str]] = []
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for spec in specs:
+        rest, _, proto = spec.partition("/")
+        proto = proto or "tcp"
+        if rest.startswith("["):
+            end = rest.index("]")
+            ip, rest = rest[1:end], rest[end + 2 :]
+            host, _, container = rest.partition(":")
+        else:
+            parts = rest.split(":")
+            container = parts[-1]
+            host = parts[-2] if len(parts) >= 2 else ""
+            ip = parts[0] if len(parts) == 3 else ""
+        first, last = _port_range(container)
+        for offset, port in enumerate(range(first, last + 1)):
+            ranged = host and first != last
+            host_port = str(_port_range(host)[0] + offset) if ranged else host
+            if (port, proto) not in exposed:
+                exposed.append((port, proto))
+            binding = {"HostIp": ip, "HostPort": "" if host_port == "0" else host_port}
+            bindings.setdefault(f"{port}/{proto}", []).append(binding)
+    return exposed, bindings
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
+
+
+def network_plan(spec: Container) -> tuple[str, list[str]]:
+    """The network mode to create with, and the networks to connect to afterwards.
+
+    With networks listed and the default mode, the container joins those networks only (as
+    `docker run --network`), not the default bridge, so applications are isolated from each
+    other by default; on each it is reachable by its short name (`db`) within the release.
+    """
+    if spec.networks and spec.network_mode in ("bridge", "default"):
+        return spec.networks[0], spec.networks[1:]
+    return spec.network_mode, list(spec.networks)
+
+
+def host_config_options(spec: Container, network_mode: str) -> dict[str, Any]:
+    """Keyword arguments of docker-py's `create_host_config` for one wire container."""
+    cpu = spec.cpu
+    policy: dict[str, str | int] = {"Name": spec.restart_policy}
+    if spec.restart_policy == "on-failure":
+        policy["MaximumRetryCount"] = 0
+    return {
+        "binds": list(spec.binds) or None,
+        "mounts": [
+            docker.types.Mount(target=m.target, source=m.volume, type="volume")
+            for m in spec.volumes
+        ]
+        or None,
+        "restart_policy": policy,
+        "network_mode": network_mode,
+        "extra_hosts": [_extra_host(h) for h in spec.extra_hosts] or None,
+        "privileged": spec.privileged,
+        "cap_add": list(spec.cap_add) or None,
+        "cap_drop": list(spec.cap_drop) or None,
+        "cpu_period": cpu.period if cpu else None,
+        "cpu_quota": cpu.quota if cpu else None,
+        "cpu_rt_period": cpu.realtime_period if cpu else None,
+        "cpu_rt_runtime": cpu.realtime_runtime if cpu else None,
+        "mem_limit": spec.memory,
+        "mem_reservation": spec.memory_reservation,
+        "memswap_limit": spec.memory_swap,
+        "mem_swappiness": spec.memory_swappiness,
+        "devices": [
+            f"{d.path_on_host}:{d.path_in_container}:{d.cgroup_permissions}"
+            for d in spec.device_mappings
+        ]
+        or None,
+        "device_requests": [
+            docker.types.DeviceRequest(
+                driver=r.driver,
+                count=r.count or 0,
+                device_ids=list(r.device_ids),
+                capabilities=[list(c) for c in r.capabilities],
+                options=dict(r.options),
+            )
+            for r in spec.device_requests
+        ]
+        or None,
+        "read_only": spec.read_only_rootfs or None,
+        "tmpfs": {t.path: t.options for t in spec.tmpfs} or None,
+        "storage_opt": dict(spec.storage_opt) or None,
+    }
+
+
+def _extra_host(value: str) -> str:
+    """`host:[::1]` → `host:::1`: the engine writes the address into /etc/hosts as given."""
+    host, _, ip = value.partition(":")
+    return f"{host}:{ip[1:-1]}" if ip.startswith("[") and ip.endswith("]") else value
+
+
+def _container_state(listed: Mapping[str, Any]) -> ContainerState:
+    labels: dict[str, str] = listed.get("Labels") or {}
+    names: list[str] = listed.get("Names") or []
+    name = next((n[1:] for n in names if n.count("/") == 1), names[0].lstrip("/") if names else "")
+    settings = listed.get("NetworkSettings") or {}
+    mounts: list[dict[str, Any]] = listed.get("Mounts") or []
+    return ContainerState(
+        name=name,
+        application=labels.get(APPLICATION, ""),
+        release=labels.get(RELEASE, ""),
+        container=labels.get(CONTAINER, ""),
+        deployment=labels.get(DEPLOYMENT, ""),
+        state=str(listed.get("State", "")),
+        digest=labels.get(DIGEST),
+        redeploy=labels.get(REDEPLOY),
+        image=str(listed.get("Image", "")),
+        networks=frozenset(settings.get("Networks") or {}),
+        volumes=frozenset(m["Name"] for m in mounts if m.get("Type") == "volume" and m.get("Name")),
+        id=str(listed.get("Id", "")),
+        order=int(order) if (order := labels.get(ORDER, "0")).isdigit() else 0,
+    )
+
+
+def _ignore_missing(action: Callable[[], object]) -> None:
+    """Run `action`; something already gone is the goal reached, not an error."""
+    try:
+        action()
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as error:
+        if error.status_code == 304:  # not modified: already stopped
+            return
+        raise
+
+
+def _explain(error: BaseException) -> str:
+    if isinstance(error, docker.errors.APIError) and error.explanation:
+        return str(error.explanation)
+    return str(error) or type(error).__name__
+
+
+def _scrub(text: str, secret: str) -> str:
+    """Belt and braces: a registry or proxy echoing the password must not carry it further."""
+    return text.replace(secret, "********") if secret else text

@@ -1,0 +1,63 @@
+"""The last desired document, kept on the device so the agent works offline and after a reboot.
+
+Registry credentials are dropped before writing: they are only needed for a pull, the controller
+sends them again while an image is missing, and a device's disk is the least safe place for them.
+Writes are atomic (temporary file, fsync, rename, fsync of the folder), so a power cut leaves the
+previous document or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from reconciler.wire import DesiredDocument
+
+FILE_NAME = "desired.json"
+
+
+def save_desired(folder: Path, document: DesiredDocument) -> Path:
+    """Write `document` without its registry credentials; returns the file written."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = folder / FILE_NAME
+    data = document.model_copy(update={"registry_auth": []}).model_dump_json(indent=1)
+    fd, temporary = tempfile.mkstemp(prefix=f".{FILE_NAME}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # makes the rename itself durable
+    finally:
+        os.close(directory)
+    return target
+
+
+def load_desired(folder: Path) -> DesiredDocument | None:
+    """The document last saved, or None when there is none yet.
+
+    A file that no longer parses (written by another version, or damaged on disk) is moved
+    aside to `desired.json.invalid` and None returned: the agent then waits for the controller
+    rather than refusing to start.
+    """
+    target = folder / FILE_NAME
+    try:
+        text = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        return DesiredDocument.model_validate_json(text)
+    except (ValidationError, ValueError):
+        os.replace(target, target.with_name(f"{FILE_NAME}.invalid"))
+        return None

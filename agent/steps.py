@@ -1,0 +1,586 @@
+"""Desired document + what the engine runs → the ordered steps between them. Pure, no I/O.
+
+The agent is level-triggered: every pass reads the engine afresh (`EngineState`, containers found
+by their `hedgerow.*` labels) and plans from scratch, so a crash, a reboot or a container removed
+by hand is just another starting point. The semantics follow `reconciler/plan.py`, which the
+controller uses to preview a change; here they are spelled out as engine operations:
+
+1. networks and volumes that are missing are created;
+2. every image a new container needs and the engine lacks is pulled — *download, then switch*:
+   nothing is stopped or removed before the downloads are done, so a failed pull leaves the
+   device running as it was;
+3. applications no longer desired: every container of theirs is removed;
+4. per deployment, by application: an upgrade creates the new release's containers, stops the
+   old release's (they stay, stopped, to switch back to) and starts the new ones in dependency
+   order; a redeploy (new token, new digest, or drift: a container or network missing) removes
+   and recreates the release's containers; otherwise start or stop to reach the desired state;
+5. networks and volumes no container uses any more and no deployment declares are removed — a
+   volume only when its deletion policy is `Delete`, so data is kept by default.
+
+`apply` is the model of a successful run: planning again from `apply(engine, plan_steps(...))`
+yields no step (tested with hypothesis from random engine states).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from reconciler.wire import (
+    Container,
+    ContainerReport,
+    Deployment,
+    DesiredDocument,
+    Network,
+    RegistryAuth,
+    ReleaseReport,
+    Volume,
+)
+
+MANAGED = "hedgerow.managed"
+DEPLOYMENT = "hedgerow.deployment"
+APPLICATION = "hedgerow.application"
+RELEASE = "hedgerow.release"
+CONTAINER = "hedgerow.container"
+DIGEST = "hedgerow.digest"
+REDEPLOY = "hedgerow.redeploy"
+ORDER = "hedgerow.order"  # position in the release's dependency order, to stop and start it again
+DELETION_POLICY = "hedgerow.deletion-policy"
+
+# Docker's states in which a container holds its resources (ports, aliases) and must be stopped.
+UP_STATES = frozenset({"running", "restarting", "paused"})
+NAME_LIMIT = 63  # container names become DNS names on user networks: one DNS label
+
+
+# -- what the engine runs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    """One container carrying `hedgerow.managed=true`; its identity is in the other labels."""
+
+    name: str  # Docker's name, without the leading '/'
+    application: str
+    release: str
+    container: str  # the container's name in the release
+    deployment: str
+    state: str  # Docker's: created, running, exited, restarting, paused, dead, ...
+    digest: str | None = None
+    redeploy: str | None = None
+    image: str = ""
+    networks: frozenset[str] = frozenset()
+    volumes: frozenset[str] = frozenset()  # named volumes mounted (volumes and named binds)
+    id: str = ""  # Docker's id: tells a recreated container from the one it replaced
+    order: int = 0  # position in its release's dependency order (label hedgerow.order)
+
+    @property
+    def up(self) -> bool:
+        return self.state in UP_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    """What the engine runs that Hedgerow manages, plus the image references it has."""
+
+    containers: tuple[ContainerState, ...] = ()
+    networks: frozenset[str] = frozenset()  # managed networks, by name
+    volumes: dict[str, str] = field(default_factory=dict)  # managed volume → deletion policy
+    images: frozenset[str] = frozenset()  # references present (any form; compared normalised)
+
+    def has_image(self, reference: str) -> bool:
+        return normalise_image(reference) in {normalise_image(i) for i in self.images}
+
+
+# -- steps --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreateNetwork:
+    network: Network
+    kind: Literal["create-network"] = "create-network"
+    application: None = None
+
+    def describe(self) -> str:
+        return f"create network {self.network.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateVolume:
+    volume: Volume
+    kind: Literal["create-volume"] = "create-volume"
+    application: None = None
+
+    def describe(self) -> str:
+        return f"create volume {self.volume.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class PullImage:
+    """`auth` is the RegistryAuth sent for this image, if any; its repr hides the password."""
+
+    image: str
+    auth: RegistryAuth | None = None
+    kind: Literal["pull"] = "pull"
+    application: None = None
+
+    def describe(self) -> str:
+        return f"pull {self.image}" + (" with credentials" if self.auth else "")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateContainer:
+    name: str
+    deployment: str
+    application: str
+    release: str
+    digest: str
+    redeploy: str | None
+    container: Container
+    order: int = 0  # position in the release's dependency order
+    kind: Literal["create"] = "create"
+
+    def labels(self) -> dict[str, str]:
+        """The labels `Engine.read` finds it by again (hedgerow.redeploy only when set)."""
+        labels = {
+            MANAGED: "true",
+            DEPLOYMENT: self.deployment,
+            APPLICATION: self.application,
+            RELEASE: self.release,
+            CONTAINER: self.container.name,
+            DIGEST: self.digest,
+            ORDER: str(self.order),
+        }
+        if self.redeploy is not None:
+            labels[REDEPLOY] = self.redeploy
+        return labels
+
+    def describe(self) -> str:
+        return f"create container {self.name} ({self.application} {self.release})"
+
+
+@dataclass(frozen=True, slots=True)
+class StartContainer:
+    name: str
+    application: str
+    release: str
+    kind: Literal["start"] = "start"
+
+    def describe(self) -> str:
+        return f"start {self.name} ({self.application} {self.release})"
+
+
+@dataclass(frozen=True, slots=True)
+class StopContainer:
+    name: str
+    application: str
+    release: str
+    kind: Literal["stop"] = "stop"
+
+    def describe(self) -> str:
+        return f"stop {self.name} ({self.application} {self.release})"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveContainer:
+    name: str
+    application: str
+    release: str
+    kind: Literal["remove"] = "remove"
+
+    def describe(self) -> str:
+        return f"remove container {self.name} ({self.application} {self.release})"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveNetwork:
+    name: str
+    kind: Literal["remove-network"] = "remove-network"
+    application: None = None
+
+    def describe(self) -> str:
+        return f"remove network {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveVolume:
+    name: str
+    kind: Literal["remove-volume"] = "remove-volume"
+    application: None = None
+
+    def describe(self) -> str:
+        return f"remove volume {self.name} (deletionPolicy Delete)"
+
+
+Step = (
+    CreateNetwork
+    | CreateVolume
+    | PullImage
+    | CreateContainer
+    | StartContainer
+    | StopContainer
+    | RemoveContainer
+    | RemoveNetwork
+    | RemoveVolume
+)
+
+
+# -- naming -------------------------------------------------------------------------------------
+
+
+def container_name(deployment: str, release: str, container: str) -> str:
+    """`hedgerow-{deployment}-{release with dashes}-{container}`, at most one DNS label long.
+
+    A longer name is cut and ends with a hash of the whole, so two long names stay distinct.
+    """
+    dashed = re.sub(r"[^A-Za-z0-9]+", "-", release).strip("-")
+    name = f"hedgerow-{deployment}-{dashed}-{container}"
+    if len(name) <= NAME_LIMIT:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: NAME_LIMIT - 9].rstrip('-_.')}-{digest}"
+
+
+def normalise_image(reference: str) -> str:
+    """Docker's familiar form (`busybox:latest`), so `docker.io/library/busybox` matches it."""
+    name, at, digest = reference.partition("@")
+    if ":" in name.rsplit("/", 1)[-1]:
+        if at:  # a digest wins over a tag: Docker records name@digest
+            name = name.rsplit(":", 1)[0]
+    elif not at:
+        name += ":latest"
+    first, slash, rest = name.partition("/")
+    if slash and first in ("docker.io", "index.docker.io"):
+        name = rest
+    elif slash and ("." in first or ":" in first or first == "localhost"):
+        return f"{name}@{digest}" if at else name  # another registry: kept as written
+    if name.startswith("library/") and name.count("/") == 1:
+        name = name.removeprefix("library/")
+    return f"{name}@{digest}" if at else name
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
+    """The steps that take the engine to `desired`, in the order to run them (see the module)."""
+    deployments = sorted(desired.deployments, key=lambda d: d.application)
+    wanted_networks: dict[str, Network] = {}
+    wanted_volumes: dict[str, Volume] = {}
+    for deployment in deployments:
+        for network in deployment.networks:
+            wanted_networks.setdefault(network.name, network)
+        for volume in deployment.volumes:
+            wanted_volumes.setdefault(volume.name, volume)
+    resources: list[Step] = [
+        CreateNetwork(net) for n, net in sorted(wanted_networks.items()) if n not in engine.networks
+    ]
+    resources += [
+        CreateVolume(wanted_volumes[v]) for v in sorted(wanted_volumes) if v not in engine.volumes
+    ]
+
+    plan = _Switch(engine)
+    desired_apps = {d.application for d in deployments}
+    for container in sorted(engine.containers, key=lambda c: (c.application, c.name)):
+        if container.application not in desired_apps:
+            plan.remove(container)
+    for deployment in deployments:
+        plan.deployment(deployment, wanted_networks, wanted_volumes)
+
+    auth = {a.image: a for a in desired.registry_auth}
+    pulls: list[Step] = []
+    pulled: set[str] = set()
+    for step in plan.steps:
+        if isinstance(step, CreateContainer):
+            image = step.container.image
+            key = normalise_image(image)
+            if key not in pulled and not engine.has_image(image):
+                pulled.add(key)
+                pulls.append(PullImage(image, auth.get(image)))
+
+    remaining = [c for c in engine.containers if c.name not in plan.removed]
+    used_networks = {n for c in remaining for n in c.networks} | plan.new_networks
+    used_volumes = {v for c in remaining for v in c.volumes} | plan.new_volumes
+    cleanup: list[Step] = [
+        RemoveNetwork(n)
+        for n in sorted(engine.networks)
+        if n not in wanted_networks and n not in used_networks
+    ]
+    cleanup += [
+        RemoveVolume(v)
+        for v, policy in sorted(engine.volumes.items())
+        if policy == "Delete" and v not in wanted_volumes and v not in used_volumes
+    ]
+    return [*resources, *pulls, *plan.steps, *cleanup]
+
+
+class _Switch:
+    """The container steps of one plan, remembering which names are removed or created."""
+
+    def __init__(self, engine: EngineState) -> None:
+        self.engine = engine
+        self.steps: list[Step] = []
+        self.removed: set[str] = set()
+        self.new_networks: set[str] = set()
+        self.new_volumes: set[str] = set()
+
+    def remove(self, container: ContainerState) -> None:
+        if container.name not in self.removed:
+            self.removed.add(container.name)
+            self.steps.append(
+                RemoveContainer(container.name, container.application, container.release)
+            )
+
+    def deployment(
+        self,
+        want: Deployment,
+        networks: dict[str, Network],
+        volumes: dict[str, Volume],
+    ) -> None:
+        engine = self.engine
+        ours = [
+            c
+            for c in engine.containers
+            if c.application == want.application and c.name not in self.removed
+        ]
+        ours.sort(key=lambda c: c.name)
+        mine = [c for c in ours if c.release == want.release]
+        others = sorted((c for c in ours if c.release != want.release), key=_stop_order)
+        order = dependency_order(want.containers)
+        names = {c.name: container_name(want.deployment, want.release, c.name) for c in order}
+        good: dict[str, ContainerState] = {}
+        for c in mine:
+            if (
+                c.container in names
+                and c.container not in good
+                and c.name == names[c.container]
+                and c.deployment == want.deployment
+                and c.redeploy == want.redeploy
+                and (c.digest is None or c.digest == want.digest)
+            ):
+                good[c.container] = c
+        needs = {n for c in want.containers for n in c.networks if n in networks}
+        needs_volumes = {m.volume for c in order for m in c.volumes if m.volume in volumes}
+        complete = (
+            len(good) == len(names) == len(mine)
+            and needs <= engine.networks
+            and needs_volumes <= set(engine.volumes)
+        )
+        if not complete:  # deploy, upgrade or redeploy: (re)create the whole release
+            for c in mine:
+                self.remove(c)
+            for position, spec in enumerate(order):
+                name = names[spec.name]
+                for occupant in engine.containers:  # a stale container holding the name
+                    if occupant.name == name:
+                        self.remove(occupant)
+                self.steps.append(
+                    CreateContainer(
+                        name,
+                        want.deployment,
+                        want.application,
+                        want.release,
+                        want.digest,
+                        want.redeploy,
+                        spec,
+                        position,
+                    )
+                )
+                self.new_networks.update(spec.networks)
+                self.new_volumes.update(_named_volumes(spec))
+            self._stop(others)
+            if want.state == "Running":
+                self.steps += [
+                    StartContainer(names[s.name], want.application, want.release) for s in order
+                ]
+            return
+        self._stop(others)
+        if want.state == "Running":
+            self.steps += [
+                StartContainer(names[s.name], want.application, want.release)
+                for s in order
+                if not good[s.name].up
+            ]
+        else:
+            self.steps += [
+                StopContainer(names[s.name], want.application, want.release)
+                for s in reversed(order)
+                if good[s.name].up
+            ]
+
+    def _stop(self, containers: list[ContainerState]) -> None:
+        """Stop what is up and not already removed (by then, a stale name holder may be)."""
+        self.steps += [
+            StopContainer(c.name, c.application, c.release)
+            for c in containers
+            if c.up and c.name not in self.removed
+        ]
+
+
+def _stop_order(container: ContainerState) -> tuple[str, int, str]:
+    """Per release, dependents before their dependencies: the reverse of the start order."""
+    return (container.release, -container.order, container.name)
+
+
+def dependency_order(containers: Sequence[Container]) -> list[Container]:
+    """Dependencies first, otherwise the release's order; a cycle (refused by the controller)
+    keeps the release's order for what remains rather than failing on the device."""
+    remaining = list(containers)
+    known = {c.name for c in remaining}
+    done: set[str] = set()
+    ordered: list[Container] = []
+    while remaining:
+        ready = next(
+            (c for c in remaining if all(d in done or d not in known for d in c.depends_on)),
+            remaining[0],
+        )
+        remaining.remove(ready)
+        done.add(ready.name)
+        ordered.append(ready)
+    return ordered
+
+
+def _named_volumes(container: Container) -> set[str]:
+    """Volumes a container keeps in use: its mounts, and binds whose source is a volume name."""
+    named = {m.volume for m in container.volumes}
+    named.update(b.split(":", 1)[0] for b in container.binds if not b.startswith("/"))
+    return named
+
+
+# -- the model of a successful run ---------------------------------------------------------------
+
+
+def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
+    """The engine after every step succeeded: what `Engine.run` must achieve, step by step."""
+    containers = {c.name: c for c in engine.containers}
+    networks = set(engine.networks)
+    volumes = dict(engine.volumes)
+    images = set(engine.images)
+    for step in steps:
+        if isinstance(step, CreateNetwork):
+            networks.add(step.network.name)
+        elif isinstance(step, CreateVolume):
+            volumes[step.volume.name] = step.volume.deletion_policy
+        elif isinstance(step, PullImage):
+            images.add(normalise_image(step.image))
+        elif isinstance(step, CreateContainer):
+            spec = step.container
+            containers[step.name] = ContainerState(
+                name=step.name,
+                application=step.application,
+                release=step.release,
+                container=spec.name,
+                deployment=step.deployment,
+                state="created",
+                digest=step.digest,
+                redeploy=step.redeploy,
+                image=spec.image,
+                networks=frozenset(spec.networks),
+                volumes=frozenset(_named_volumes(spec)),
+                id=f"planned:{step.name}",
+                order=step.order,
+            )
+        elif isinstance(step, StartContainer | StopContainer):
+            state = "running" if isinstance(step, StartContainer) else "exited"
+            if step.name in containers:
+                containers[step.name] = replace(containers[step.name], state=state)
+        elif isinstance(step, RemoveContainer):
+            containers.pop(step.name, None)
+        elif isinstance(step, RemoveNetwork):
+            networks.discard(step.name)
+        else:
+            volumes.pop(step.name, None)
+    return EngineState(tuple(containers.values()), frozenset(networks), volumes, frozenset(images))
+
+
+def rollback_steps(before: EngineState, now: EngineState, application: str) -> list[Step]:
+    """Put an application's containers back as they ran `before` a switch that failed.
+
+    Containers started since are stopped (they stay, for the report and the next attempt), and
+    those that ran before are started again: after a failed upgrade the old release runs again.
+    A container recreated by a redeploy has a new id, so it is not mistaken for the one it
+    replaced; that one is gone and cannot be restored.
+    """
+    was_up = sorted(
+        (c for c in before.containers if c.application == application and c.up),
+        key=lambda c: (c.release, c.order, c.name),
+    )
+    up_ids = {c.id for c in was_up}
+    current = {c.id: c for c in now.containers if c.application == application}
+    steps: list[Step] = [
+        StopContainer(c.name, c.application, c.release)
+        for c in sorted(current.values(), key=_stop_order)
+        if c.up and c.id not in up_ids
+    ]
+    steps += [
+        StartContainer(c.name, c.application, c.release)
+        for c in was_up
+        if c.id in current and not current[c.id].up
+    ]
+    return steps
+
+
+# -- what the status report says ------------------------------------------------------------------
+
+
+def release_reports(desired: DesiredDocument, engine: EngineState) -> list[ReleaseReport]:
+    """Every release found on the engine, as the controller's plan reads it (`ObservedRelease`).
+
+    `running` means every container of the release is up; `complete` is judged against the
+    desired release (a missing container is listed with state `missing`), and is true for other
+    releases, whose content the device no longer knows. Errors are the caller's to fill in.
+    """
+    wanted = {(d.application, d.release): d for d in desired.deployments}
+    groups: dict[tuple[str, str], list[ContainerState]] = {}
+    for c in engine.containers:
+        groups.setdefault((c.application, c.release), []).append(c)
+    reports = []
+    for (app, version), found in sorted(groups.items()):
+        found.sort(key=lambda c: (c.order, c.name))
+        containers = [
+            ContainerReport(name=c.name, state=c.state, image_present=engine.has_image(c.image))
+            for c in found
+        ]
+        want = wanted.get((app, version))
+        complete = True
+        if want is not None:
+            names = {c.container for c in found}
+            missing = [c for c in dependency_order(want.containers) if c.name not in names]
+            containers += [
+                ContainerReport(
+                    name=container_name(want.deployment, version, c.name),
+                    state="missing",
+                    image_present=engine.has_image(c.image),
+                )
+                for c in missing
+            ]
+            needed = {n for d in want.containers for n in d.networks} & {
+                n.name for n in want.networks
+            }
+            complete = not missing and needed <= engine.networks
+        first = found[0]
+        reports.append(
+            ReleaseReport(
+                application=app,
+                release=version,
+                deployment=first.deployment,
+                running=all(c.up for c in found) and complete,
+                complete=complete,
+                redeploy=first.redeploy,
+                digest=first.digest,
+                containers=containers,
+            )
+        )
+    return reports
+
+
+def present_images(desired: DesiredDocument, engine: EngineState) -> list[str]:
+    """The engine's image references, plus each desired reference present as written: the
+    controller matches references verbatim when deciding which credentials to send."""
+    present = set(engine.images)
+    present.update(
+        c.image for d in desired.deployments for c in d.containers if engine.has_image(c.image)
+    )
+    return sorted(present)

@@ -1,0 +1,718 @@
+"""The agent's plan, table-driven and by property: ordered, idempotent, convergent in one pass.
+
+Also the pass around it (`converge`, on a model engine with injected failures) and the saved
+desired document. Nothing here needs Docker: `apply` is the model of a successful run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.converge import converge
+from agent.errors import ContainerFailed, EngineError, PullError
+from agent.state import FILE_NAME, load_desired, save_desired
+from agent.steps import (
+    ContainerState,
+    CreateContainer,
+    CreateNetwork,
+    CreateVolume,
+    EngineState,
+    PullImage,
+    RemoveContainer,
+    RemoveNetwork,
+    RemoveVolume,
+    StartContainer,
+    Step,
+    StopContainer,
+    apply,
+    container_name,
+    dependency_order,
+    normalise_image,
+    plan_steps,
+    present_images,
+    release_reports,
+    rollback_steps,
+)
+from reconciler.wire import (
+    Container,
+    Deployment,
+    DesiredDocument,
+    Mount,
+    Network,
+    RegistryAuth,
+    Volume,
+)
+
+IMAGE = "local/app:1"
+
+
+def imported_by(modules: str) -> list[str]:
+    code = (
+        f"import {modules}, sys; "
+        "print('\\n'.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('reconciler', 'docker'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_the_agent_imports_only_the_wire_contract_and_docker_only_in_its_engine() -> None:
+    assert imported_by("agent.steps, agent.converge, agent.state") == [
+        "reconciler",
+        "reconciler.wire",
+    ]
+    loaded = imported_by("agent.engine")
+    assert [m for m in loaded if m.startswith("reconciler")] == ["reconciler", "reconciler.wire"]
+    assert "docker" in loaded
+
+
+def ctr(name: str, image: str = IMAGE, **fields: object) -> Container:
+    return Container.model_validate({"name": name, "image": image, **fields})
+
+
+def web(
+    release: str = "1.0.0",
+    state: str = "Running",
+    redeploy: str | None = None,
+    digest: str = "d1",
+    image: str = IMAGE,
+    app: str = "web",
+    networks: tuple[str, ...] = ("front",),
+    volumes: tuple[tuple[str, str], ...] = (("data", "Retain"),),
+) -> Deployment:
+    """A two-container release: `server` depends on `db`, both on the networks and volumes."""
+    mounts = [Mount(volume=v, target=f"/{v}") for v, _ in volumes]
+    return Deployment.model_validate(
+        {
+            "deployment": f"{app}-lyon",
+            "application": app,
+            "release": release,
+            "state": state,
+            "redeploy": redeploy,
+            "digest": digest,
+            "containers": [
+                ctr("server", image, dependsOn=["db"], networks=list(networks), volumes=mounts),
+                ctr("db", image, networks=list(networks)),
+            ],
+            "networks": [Network(name=n) for n in networks],
+            "volumes": [Volume(name=v, deletionPolicy=p) for v, p in volumes],
+        }
+    )
+
+
+def doc(*deployments: Deployment, auth: tuple[RegistryAuth, ...] = ()) -> DesiredDocument:
+    return DesiredDocument(
+        device="pi-1", revision="r1", deployments=list(deployments), registry_auth=list(auth)
+    )
+
+
+def converged(desired: DesiredDocument, images: tuple[str, ...] = (IMAGE,)) -> EngineState:
+    """The engine once `desired` runs exactly, reached the way the agent would."""
+    start = EngineState(images=frozenset(images))
+    return apply(start, plan_steps(desired, start))
+
+
+def show(steps: list[Step]) -> list[str]:
+    """One short line per step, so the tables below read like the engine's log."""
+    lines = []
+    for step in steps:
+        if isinstance(step, CreateNetwork | CreateVolume):
+            name = step.network.name if isinstance(step, CreateNetwork) else step.volume.name
+            lines.append(f"{step.kind} {name}")
+        elif isinstance(step, PullImage):
+            lines.append(f"pull {step.image}")
+        else:
+            lines.append(f"{step.kind} {step.name.removeprefix('hedgerow-')}")
+    return lines
+
+
+def run_and_check(desired: DesiredDocument, engine: EngineState) -> tuple[list[Step], EngineState]:
+    steps = plan_steps(desired, engine)
+    after = apply(engine, steps)
+    assert plan_steps(desired, after) == [], "a second plan must have nothing left to do"
+    return steps, after
+
+
+def by_name(engine: EngineState) -> dict[str, ContainerState]:
+    return {c.name: c for c in engine.containers}
+
+
+def drop(engine: EngineState, name: str) -> EngineState:
+    kept = tuple(c for c in engine.containers if c.name != name)
+    return EngineState(kept, engine.networks, engine.volumes, engine.images)
+
+
+# -- table: one desired change from a converged device --------------------------------------
+
+V1, V2 = "local/app:1", "local/app:2"
+CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
+    ("nothing to do", doc(web()), doc(web()), []),
+    (
+        "stop: reverse dependency order",
+        doc(web()),
+        doc(web(state="Stopped")),
+        ["stop web-lyon-1-0-0-server", "stop web-lyon-1-0-0-db"],
+    ),
+    (
+        "upgrade: download, create new, stop old, start new",
+        doc(web()),
+        doc(web("1.1.0", image=V2)),
+        [
+            f"pull {V2}",
+            "create web-lyon-1-1-0-db",
+            "create web-lyon-1-1-0-server",
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
+            "start web-lyon-1-1-0-db",
+            "start web-lyon-1-1-0-server",
+        ],
+    ),
+    (
+        "upgrade to a stopped release: created, old stopped, nothing started",
+        doc(web()),
+        doc(web("1.1.0", state="Stopped")),
+        [
+            "create web-lyon-1-1-0-db",
+            "create web-lyon-1-1-0-server",
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
+        ],
+    ),
+    (
+        "redeploy token: remove and recreate, no pull of a present image",
+        doc(web()),
+        doc(web(redeploy="again")),
+        [
+            "remove web-lyon-1-0-0-db",
+            "remove web-lyon-1-0-0-server",
+            "create web-lyon-1-0-0-db",
+            "create web-lyon-1-0-0-server",
+            "start web-lyon-1-0-0-db",
+            "start web-lyon-1-0-0-server",
+        ],
+    ),
+    (
+        "digest changed: redeploy",
+        doc(web()),
+        doc(web(digest="d2")),
+        [
+            "remove web-lyon-1-0-0-db",
+            "remove web-lyon-1-0-0-server",
+            "create web-lyon-1-0-0-db",
+            "create web-lyon-1-0-0-server",
+            "start web-lyon-1-0-0-db",
+            "start web-lyon-1-0-0-server",
+        ],
+    ),
+    (
+        "delete: containers removed, a Retain volume and its data kept, network removed",
+        doc(web()),
+        doc(),
+        ["remove web-lyon-1-0-0-db", "remove web-lyon-1-0-0-server", "remove-network front"],
+    ),
+    (
+        "delete with deletionPolicy Delete removes the volume too",
+        doc(web(volumes=(("data", "Delete"),))),
+        doc(),
+        [
+            "remove web-lyon-1-0-0-db",
+            "remove web-lyon-1-0-0-server",
+            "remove-network front",
+            "remove-volume data",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("title", "before", "after", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_one_change_from_a_converged_device(
+    title: str, before: DesiredDocument, after: DesiredDocument, expected: list[str]
+) -> None:
+    steps, _ = run_and_check(after, converged(before))
+    assert show(steps) == expected
+
+
+def test_fresh_deploy_creates_resources_first_then_pulls_then_runs_in_dependency_order() -> None:
+    steps, after = run_and_check(doc(web()), EngineState())
+    assert show(steps) == [
+        "create-network front",
+        "create-volume data",
+        f"pull {IMAGE}",
+        "create web-lyon-1-0-0-db",
+        "create web-lyon-1-0-0-server",
+        "start web-lyon-1-0-0-db",
+        "start web-lyon-1-0-0-server",
+    ]
+    server = by_name(after)["hedgerow-web-lyon-1-0-0-server"]
+    assert (server.application, server.release, server.container) == ("web", "1.0.0", "server")
+    assert server.up and server.networks == {"front"} and server.volumes == {"data"}
+
+
+def test_fresh_stopped_deployment_is_created_but_not_started() -> None:
+    steps, after = run_and_check(doc(web(state="Stopped")), EngineState(images=frozenset([IMAGE])))
+    assert [s.kind for s in steps] == ["create-network", "create-volume", "create", "create"]
+    assert not any(c.up for c in after.containers)
+
+
+def test_start_again_in_dependency_order() -> None:
+    steps, _ = run_and_check(doc(web()), converged(doc(web(state="Stopped"))))
+    assert show(steps) == ["start web-lyon-1-0-0-db", "start web-lyon-1-0-0-server"]
+
+
+def test_upgrade_keeps_the_old_release_stopped_and_can_switch_back_without_recreating() -> None:
+    engine = converged(doc(web()), images=(V1, V2))
+    _, upgraded = run_and_check(doc(web("1.1.0", image=V2)), engine)
+    states = {c.name: c.up for c in upgraded.containers}
+    assert states == {
+        "hedgerow-web-lyon-1-0-0-db": False,
+        "hedgerow-web-lyon-1-0-0-server": False,
+        "hedgerow-web-lyon-1-1-0-db": True,
+        "hedgerow-web-lyon-1-1-0-server": True,
+    }
+    back, _ = run_and_check(doc(web()), upgraded)
+    assert show(back) == [
+        "stop web-lyon-1-1-0-server",
+        "stop web-lyon-1-1-0-db",
+        "start web-lyon-1-0-0-db",
+        "start web-lyon-1-0-0-server",
+    ]
+
+
+def test_drift_a_container_removed_by_hand_redeploys_the_release() -> None:
+    engine = drop(converged(doc(web())), "hedgerow-web-lyon-1-0-0-db")
+    steps, after = run_and_check(doc(web()), engine)
+    assert show(steps) == [
+        "remove web-lyon-1-0-0-server",
+        "create web-lyon-1-0-0-db",
+        "create web-lyon-1-0-0-server",
+        "start web-lyon-1-0-0-db",
+        "start web-lyon-1-0-0-server",
+    ]
+    assert len(after.containers) == 2
+
+
+def test_drift_a_network_removed_by_hand_recreates_it_and_the_containers_on_it() -> None:
+    engine = converged(doc(web()))
+    engine = EngineState(engine.containers, frozenset(), engine.volumes, engine.images)
+    steps, _ = run_and_check(doc(web()), engine)
+    assert show(steps)[0] == "create-network front"
+    assert [s.kind for s in steps].count("create") == 2
+
+
+def test_a_stale_container_holding_a_name_is_removed_before_the_name_is_reused() -> None:
+    squatter = ContainerState(
+        "hedgerow-web-lyon-1-0-0-db", "other", "9.9.9", "db", "web-lyon", "exited", id="x"
+    )
+    engine = EngineState((squatter,), images=frozenset([IMAGE]))
+    steps, _ = run_and_check(doc(web()), engine)
+    assert show(steps)[:3] == [
+        "create-network front",
+        "create-volume data",
+        "remove web-lyon-1-0-0-db",
+    ]
+
+
+def test_delete_keeps_a_network_another_deployment_uses_and_volumes_by_policy() -> None:
+    cam = web(app="cam", networks=("front", "cams"), volumes=(("clips", "Delete"),))
+    both = doc(web(volumes=(("data", "Retain"), ("cache", "Delete"))), cam)
+    steps, after = run_and_check(doc(cam), converged(both))
+    assert show(steps) == [
+        "remove web-lyon-1-0-0-db",
+        "remove web-lyon-1-0-0-server",
+        "remove-volume cache",
+    ]
+    assert after.networks == {"front", "cams"}
+    assert after.volumes == {"data": "Retain", "clips": "Delete"}
+
+
+def test_a_network_still_used_by_a_kept_old_release_stays() -> None:
+    engine = converged(doc(web(networks=("front", "old"))))
+    steps, after = run_and_check(doc(web("1.1.0", networks=("front",))), engine)
+    assert not any(isinstance(s, RemoveNetwork) for s in steps)
+    assert "old" in after.networks
+
+
+def test_removing_the_application_frees_what_only_it_used() -> None:
+    engine = converged(doc(web(networks=("front", "old"))))
+    _, upgraded = run_and_check(doc(web("1.1.0", networks=("front",))), engine)
+    steps, after = run_and_check(doc(), upgraded)
+    assert {s.name for s in steps if isinstance(s, RemoveNetwork)} == {"front", "old"}
+    assert after.containers == () and after.volumes == {"data": "Retain"}
+
+
+def test_pulls_carry_the_credentials_sent_for_that_image_and_never_show_them() -> None:
+    private = "127.0.0.1:5000/private/app:1"
+    auth = RegistryAuth(image=private, serveraddress="127.0.0.1:5000", username="u", password="pw")
+    desired = doc(web(image=private), web(app="cam"), auth=(auth,))
+    pulls = [s for s in plan_steps(desired, EngineState()) if isinstance(s, PullImage)]
+    assert [(p.image, p.auth) for p in pulls] == [(IMAGE, None), (private, auth)]
+    assert "pw" not in repr(pulls) and "pw" not in pulls[1].describe()
+
+
+def test_an_image_present_under_its_familiar_name_is_not_pulled() -> None:
+    engine = EngineState(images=frozenset(["busybox:latest"]))
+    desired = doc(web(image="docker.io/library/busybox"))
+    assert not any(isinstance(s, PullImage) for s in plan_steps(desired, engine))
+
+
+@pytest.mark.parametrize(
+    ("reference", "familiar"),
+    [
+        ("busybox", "busybox:latest"),
+        ("docker.io/library/busybox:1.36", "busybox:1.36"),
+        ("index.docker.io/acme/app", "acme/app:latest"),
+        ("library/busybox:1", "busybox:1"),
+        ("localhost:5000/app", "localhost:5000/app:latest"),
+        ("registry.example/a/b:2", "registry.example/a/b:2"),
+        ("busybox:1@sha256:" + "a" * 64, "busybox@sha256:" + "a" * 64),
+        ("127.0.0.1:5000/app@sha256:" + "b" * 64, "127.0.0.1:5000/app@sha256:" + "b" * 64),
+    ],
+)
+def test_normalise_image(reference: str, familiar: str) -> None:
+    assert normalise_image(reference) == familiar
+
+
+def test_container_names_are_valid_and_distinct_when_cut() -> None:
+    assert (
+        container_name("web-lyon", "1.2.3-rc.1+b7", "server")
+        == "hedgerow-web-lyon-1-2-3-rc-1-b7-server"
+    )
+    long_a = container_name("d" * 60, "1.0.0", "server")
+    long_b = container_name("d" * 60, "1.0.1", "server")
+    assert len(long_a) == len(long_b) == 63 and long_a != long_b
+    assert long_a[0].isalnum() and set(long_a) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def test_dependency_order_puts_dependencies_first_and_survives_a_cycle() -> None:
+    chain = [ctr("c", dependsOn=["b"]), ctr("b", dependsOn=["a"]), ctr("a")]
+    assert [c.name for c in dependency_order(chain)] == ["a", "b", "c"]
+    cycle = [ctr("x", dependsOn=["y"]), ctr("y", dependsOn=["x"]), ctr("z")]
+    assert sorted(c.name for c in dependency_order(cycle)) == ["x", "y", "z"]
+
+
+def test_rollback_after_a_failed_upgrade_starts_the_old_release_again() -> None:
+    before = converged(doc(web()), images=(V1, V2))
+    steps = plan_steps(doc(web("1.1.0", image=V2)), before)
+    first_start = next(i for i, s in enumerate(steps) if isinstance(s, StartContainer))
+    now = apply(before, steps[: first_start + 1])  # the new db started, then the server failed
+    back = rollback_steps(before, now, "web")
+    assert show(back) == [
+        "stop web-lyon-1-1-0-db",
+        "start web-lyon-1-0-0-db",
+        "start web-lyon-1-0-0-server",
+    ]
+    restored = apply(now, back)
+    assert {c.name for c in restored.containers if c.up} == {
+        c.name for c in before.containers if c.up
+    }
+
+
+def test_release_reports_read_like_the_controllers_observed_releases() -> None:
+    engine = converged(doc(web()), images=(V1, V2))
+    _, upgraded = run_and_check(doc(web("1.1.0", image=V2, redeploy="t")), engine)
+    drifted = drop(upgraded, "hedgerow-web-lyon-1-1-0-db")
+    reports = release_reports(doc(web("1.1.0", image=V2, redeploy="t")), drifted)
+    assert [(r.release, r.running, r.complete, r.redeploy, r.digest) for r in reports] == [
+        ("1.0.0", False, True, None, "d1"),
+        ("1.1.0", False, False, "t", "d1"),
+    ]
+    assert [(c.name, c.state) for c in reports[1].containers] == [
+        ("hedgerow-web-lyon-1-1-0-server", "running"),
+        ("hedgerow-web-lyon-1-1-0-db", "missing"),
+    ]
+    assert all(c.image_present for r in reports for c in r.containers)
+
+
+def test_present_images_include_desired_references_as_written() -> None:
+    engine = EngineState(images=frozenset(["busybox:latest"]))
+    desired = doc(web(image="docker.io/library/busybox"))
+    assert present_images(desired, engine) == ["busybox:latest", "docker.io/library/busybox"]
+
+
+# -- converge: one pass with failures, on a model engine --------------------------------------
+
+
+class ModelEngine:
+    """`apply` as an engine; steps matching `fail` raise instead, as the real engine would."""
+
+    def __init__(self, state: EngineState, fail: dict[str, EngineError]) -> None:
+        self.state = state
+        self.fail = fail
+        self.log: list[str] = []
+
+    def read(self) -> EngineState:
+        return self.state
+
+    def run(self, step: Step) -> None:
+        line = show([step])[0]
+        self.log.append(line)
+        if line in self.fail:
+            if isinstance(step, StartContainer):  # the real engine stops what failed at start
+                self.state = apply(apply(self.state, [step]), [StopContainer(step.name, "", "")])
+            raise self.fail[line]
+        self.state = apply(self.state, [step])
+
+
+def test_converge_switches_back_when_the_new_release_fails_at_start() -> None:
+    engine = ModelEngine(
+        converged(doc(web()), images=(V1, V2)),
+        {"start web-lyon-1-1-0-server": ContainerFailed("x", 3, "exited with code 3")},
+    )
+    outcome = converge(engine, doc(web("1.1.0", image=V2), web(app="cam")))
+    assert [(f.application, f.deployment, f.message) for f in outcome.failures] == [
+        ("web", "web-lyon", "exited with code 3")
+    ]
+    up = {c.name for c in engine.state.containers if c.up}
+    assert up == {
+        "hedgerow-web-lyon-1-0-0-db",
+        "hedgerow-web-lyon-1-0-0-server",
+        "hedgerow-cam-lyon-1-0-0-db",
+        "hedgerow-cam-lyon-1-0-0-server",
+    }
+    assert show(outcome.rolled_back["web"])[0] == "stop web-lyon-1-1-0-db"
+
+
+def test_converge_a_failed_pull_blocks_only_the_applications_needing_the_image() -> None:
+    engine = ModelEngine(
+        converged(doc(web(), web(app="cam"))),
+        {f"pull {V2}": PullError("pulling local/app:2: no basic auth credentials")},
+    )
+    outcome = converge(engine, doc(web("1.1.0", image=V2), web(app="cam", state="Stopped")))
+    assert [f.message for f in outcome.failures] == [
+        "pulling local/app:2: no basic auth credentials"
+    ]
+    assert all(s.application == "web" for s in outcome.skipped) and outcome.skipped
+    up = {c.name for c in engine.state.containers if c.up}
+    assert up == {"hedgerow-web-lyon-1-0-0-db", "hedgerow-web-lyon-1-0-0-server"}
+
+
+def test_converge_without_failures_reaches_the_desired_state() -> None:
+    engine = ModelEngine(EngineState(), {})
+    outcome = converge(engine, doc(web()))
+    assert outcome.ok and outcome.done == outcome.planned and not outcome.skipped
+    assert plan_steps(doc(web()), engine.state) == []
+
+
+# -- properties from random engine states ------------------------------------------------------
+
+APPS = ["web", "cam", "db"]
+RELEASES = ["1.0.0", "1.1.0", "2.0.0-rc.1"]
+NAMES = ["a", "b", "c"]
+NETWORKS = ["front", "back"]
+VOLUMES = ["data", "logs"]
+IMAGES = [V1, V2, "busybox"]
+STATES = ["created", "running", "exited", "restarting", "paused", "dead"]
+
+
+@st.composite
+def deployments(draw: st.DrawFn, app: str) -> Deployment:
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3, unique=True))
+    networks = draw(st.lists(st.sampled_from(NETWORKS), unique=True, max_size=2))
+    volumes = draw(st.lists(st.sampled_from(VOLUMES), unique=True, max_size=2))
+    containers = []
+    for i, name in enumerate(names):
+        depends = draw(st.lists(st.sampled_from(names[:i]), unique=True)) if i else []
+        containers.append(
+            ctr(
+                name,
+                draw(st.sampled_from(IMAGES)),
+                dependsOn=depends,
+                networks=draw(st.lists(st.sampled_from(networks), unique=True)) if networks else [],
+                volumes=[
+                    Mount(volume=v, target=f"/{v}")
+                    for v in draw(st.lists(st.sampled_from(volumes), unique=True))
+                ]
+                if volumes
+                else [],
+            )
+        )
+    draw(st.randoms()).shuffle(containers)  # the release's order need not be dependency order
+    return Deployment(
+        deployment=draw(st.sampled_from([f"{app}-lyon", f"{app}-paris"])),
+        application=app,
+        release=draw(st.sampled_from(RELEASES)),
+        state=draw(st.sampled_from(["Running", "Stopped"])),
+        redeploy=draw(st.sampled_from([None, "r1"])),
+        digest=draw(st.sampled_from(["d1", "d2"])),
+        containers=containers,
+        networks=[Network(name=n) for n in networks],
+        volumes=[
+            Volume(name=v, deletionPolicy=draw(st.sampled_from(["Retain", "Delete"])))
+            for v in volumes
+        ],
+    )
+
+
+@st.composite
+def desired_documents(draw: st.DrawFn) -> DesiredDocument:
+    apps = draw(st.lists(st.sampled_from(APPS), unique=True, max_size=3))
+    wanted = [draw(deployments(app)) for app in apps]
+    names = [d.deployment for d in wanted]
+    if len(set(names)) != len(names):  # deployment names are unique in a repository
+        wanted = [d.model_copy(update={"deployment": f"{d.application}-lyon"}) for d in wanted]
+    return doc(*wanted)
+
+
+@st.composite
+def engine_states(draw: st.DrawFn) -> EngineState:
+    containers: dict[str, ContainerState] = {}
+    for i in range(draw(st.integers(0, 8))):
+        app = draw(st.sampled_from([*APPS, "gone"]))
+        release = draw(st.sampled_from(RELEASES))
+        name = draw(st.sampled_from(NAMES))
+        deployment = draw(st.sampled_from([f"{app}-lyon", f"{app}-paris", "web-lyon"]))
+        docker_name = draw(
+            st.sampled_from([container_name(deployment, release, name), f"stray-{i}"])
+        )
+        containers[docker_name] = ContainerState(
+            name=docker_name,
+            application=app,
+            release=release,
+            container=name,
+            deployment=deployment,
+            state=draw(st.sampled_from(STATES)),
+            digest=draw(st.sampled_from([None, "d1", "d2"])),
+            redeploy=draw(st.sampled_from([None, "r1", "r0"])),
+            networks=frozenset(draw(st.lists(st.sampled_from([*NETWORKS, "bridge"])))),
+            volumes=frozenset(draw(st.lists(st.sampled_from(VOLUMES)))),
+            id=f"id-{i}",
+        )
+    return EngineState(
+        tuple(containers.values()),
+        frozenset(draw(st.lists(st.sampled_from([*NETWORKS, "old"])))),
+        draw(
+            st.dictionaries(
+                st.sampled_from([*VOLUMES, "old"]), st.sampled_from(["Retain", "Delete"])
+            )
+        ),
+        frozenset(draw(st.lists(st.sampled_from(IMAGES)))),
+    )
+
+
+PHASE = {
+    "create-network": 0,
+    "create-volume": 0,
+    "pull": 1,
+    "remove-network": 3,
+    "remove-volume": 3,
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(desired_documents(), engine_states())
+def test_one_pass_converges_from_any_engine_state(
+    desired: DesiredDocument, engine: EngineState
+) -> None:
+    steps, after = run_and_check(desired, engine)
+    phases = [PHASE.get(s.kind, 2) for s in steps]
+    assert phases == sorted(phases), "resources, then downloads, then switches, then clean-up"
+
+    for want in desired.deployments:
+        current = [c for c in after.containers if c.application == want.application]
+        expected = {
+            c.name: container_name(want.deployment, want.release, c.name) for c in want.containers
+        }
+        fresh = {c.container: c.name for c in current if c.release == want.release}
+        assert fresh == expected
+        for c in current:
+            if c.release != want.release:
+                assert not c.up, "an old release is kept stopped"
+            else:
+                assert c.up == (want.state == "Running")
+                assert (c.redeploy, c.deployment) == (want.redeploy, want.deployment)
+                assert c.digest in (None, want.digest), "no digest label: unknown, as in plan.py"
+        order = [c.name for c in dependency_order(want.containers)]
+        created = [
+            s.container.name
+            for s in steps
+            if isinstance(s, CreateContainer) and s.application == want.application
+        ]
+        started = [
+            s.name
+            for s in steps
+            if isinstance(s, StartContainer) and s.application == want.application
+        ]
+        assert created == [n for n in order if n in created]
+        assert started == [expected[n] for n in order if expected[n] in started]
+
+    desired_apps = {d.application for d in desired.deployments}
+    assert all(c.application in desired_apps for c in after.containers)
+    for volume, policy in engine.volumes.items():
+        if policy == "Retain":
+            assert volume in after.volumes, "data is kept unless the policy says Delete"
+    in_use = {n for c in after.containers for n in c.networks}
+    assert in_use & engine.networks <= after.networks
+    for step in steps:
+        if isinstance(step, RemoveVolume):
+            assert engine.volumes[step.name] == "Delete"
+            assert all(step.name not in c.volumes for c in after.containers)
+    images = {normalise_image(i) for i in after.images}
+    assert all(
+        normalise_image(c.image) in images
+        for s in steps
+        if isinstance(s, CreateContainer)
+        for c in [s.container]
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(desired_documents(), engine_states(), st.data())
+def test_a_pass_cut_short_anywhere_is_finished_by_the_next_one(
+    desired: DesiredDocument, engine: EngineState, data: st.DataObject
+) -> None:
+    steps = plan_steps(desired, engine)
+    cut = data.draw(st.integers(0, len(steps)))
+    interrupted = apply(engine, steps[:cut])  # power cut, crash, engine error: plan again
+    run_and_check(desired, interrupted)
+
+
+@settings(max_examples=100, deadline=None)
+@given(desired_documents(), engine_states())
+def test_removals_only_touch_what_hedgerow_planned_to_remove(
+    desired: DesiredDocument, engine: EngineState
+) -> None:
+    steps = plan_steps(desired, engine)
+    removed = [s.name for s in steps if isinstance(s, RemoveContainer)]
+    assert len(removed) == len(set(removed))
+    assert set(removed) <= {c.name for c in engine.containers}
+    after_removal = {s.name: i for i, s in enumerate(steps) if isinstance(s, RemoveContainer)}
+    for i, step in enumerate(steps):
+        if isinstance(step, StopContainer | StartContainer) and step.name in after_removal:
+            assert i < after_removal[step.name] or any(
+                isinstance(s, CreateContainer) and s.name == step.name for s in steps[:i]
+            ), "nothing is stopped or started after its removal, unless made again"
+
+
+# -- the saved desired document -----------------------------------------------------------------
+
+
+def test_saved_document_drops_credentials_and_loads_back(tmp_path: Path) -> None:
+    auth = RegistryAuth(image=IMAGE, serveraddress="r:5000", username="robot", password="s3cret!")
+    document = doc(web(), auth=(auth,))
+    path = save_desired(tmp_path / "state", document)
+    text = path.read_text()
+    assert "s3cret!" not in text and "robot" not in text
+    assert json.loads(text)["registryAuth"] == []
+    assert load_desired(tmp_path / "state") == document.model_copy(update={"registry_auth": []})
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [FILE_NAME]
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_loading_nothing_or_a_damaged_file(tmp_path: Path) -> None:
+    assert load_desired(tmp_path) is None
+    (tmp_path / FILE_NAME).write_bytes(b'{"device": "pi-1", "revis')
+    assert load_desired(tmp_path) is None
+    assert (tmp_path / f"{FILE_NAME}.invalid").exists() and not (tmp_path / FILE_NAME).exists()
+
+
+def test_a_save_replaces_the_previous_document_whole(tmp_path: Path) -> None:
+    save_desired(tmp_path, doc(web()))
+    save_desired(tmp_path, doc())
+    assert load_desired(tmp_path) == doc()
