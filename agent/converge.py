@@ -9,10 +9,11 @@ applications carry on. Nothing here talks to Docker: `engine` is anything with `
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agent.errors import EngineError
+from agent.errors import ContainerFailed, EngineError
 from agent.steps import (
     CreateContainer,
     CreateNetwork,
@@ -41,6 +42,7 @@ class Failure:
     message: str
     application: str | None = None
     deployment: str | None = None
+    exited: bool = False  # a new container stopped at once: its release cannot run as it is
 
 
 @dataclass
@@ -56,8 +58,12 @@ class Outcome:
         return not self.failures
 
 
-def converge(engine: EngineLike, desired: DesiredDocument) -> Outcome:
-    """Run one pass; never raises `EngineError`: every failure is in the outcome."""
+def converge(engine: EngineLike, desired: DesiredDocument, hold: Set[str] = frozenset()) -> Outcome:
+    """Run one pass; never raises `EngineError`: every failure is in the outcome.
+
+    Applications in `hold` are left as they run (a release that failed to start is not retried
+    until its deployment changes): their steps are skipped.
+    """
     outcome = Outcome()
     try:
         before = engine.read()
@@ -67,7 +73,7 @@ def converge(engine: EngineLike, desired: DesiredDocument) -> Outcome:
     deployments = {d.application: d.deployment for d in desired.deployments}
     steps = plan_steps(desired, before)
     outcome.planned = steps
-    blocked: set[str] = set()
+    blocked: set[str] = set(hold)
     for step in steps:
         app = step.application
         if app is not None and app in blocked:
@@ -76,7 +82,9 @@ def converge(engine: EngineLike, desired: DesiredDocument) -> Outcome:
         try:
             engine.run(step)
         except EngineError as error:
-            outcome.failures.append(Failure(step, str(error), app, deployments.get(app or "")))
+            exited = isinstance(error, ContainerFailed)
+            failure = Failure(step, str(error), app, deployments.get(app or ""), exited)
+            outcome.failures.append(failure)
             if app is None:
                 blocked |= _needing(step, steps)
             else:

@@ -34,6 +34,7 @@ class Output(StrEnum):
 
 
 def register(app: typer.Typer) -> None:
+    app.command()(agent)
     app.command()(controller)
     app.command()(status)
     app.command()(events)
@@ -45,6 +46,25 @@ def register(app: typer.Typer) -> None:
 
 def _store(db: str | None, data_dir: Path) -> Store:
     return Store.open(db or sqlite_url(data_dir))
+
+
+def agent(
+    controller: Annotated[str, typer.Option("--controller", help="Controller URL.")],
+    device: Annotated[str, typer.Option("--device", help="This device's name.")],
+    token_file: Annotated[Path, typer.Option("--token-file", exists=True, dir_okay=False)],
+    data_dir: Annotated[Path, typer.Option("--data-dir")] = Path("/var/lib/hedgerow"),
+    poll_interval: Annotated[str, typer.Option("--poll-interval", help="30s, 2m, ...")] = "30s",
+    ca_file: Annotated[Path | None, typer.Option("--ca-file", dir_okay=False)] = None,
+) -> None:
+    """Run the device agent against the local Docker engine (DOCKER_HOST)."""
+    from agent.main import duration, run
+
+    try:
+        interval = duration(poll_interval)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run(controller, device, token_file, data_dir, interval, ca_file)
 
 
 def controller(

@@ -13,7 +13,7 @@ import pytest
 from reconciler.validate import Report, validate_tree
 
 # Fixtures shared across modules: a throwaway PostgreSQL server and a database URL per backend.
-pytest_plugins = ["postgres"]
+pytest_plugins = ["postgres", "docker_env"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"

@@ -37,10 +37,7 @@ from reconciler.wire import (
     Volume,
 )
 
-from docker_env import DockerEngine, Images, Registry, docker_engine, images, registry
-
-__all__ = ["docker_engine", "images", "registry"]  # session fixtures, used by name
-
+from docker_env import DockerEngine, Images, Registry
 
 # -- translation of the wire contract, without an engine ----------------------------------------
 

@@ -1,0 +1,73 @@
+"""`hedgerow agent` and `python -m agent`: run the agent against the local Docker engine."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import docker
+
+from agent.client import ControllerClient
+from agent.engine import Engine
+from agent.poll import Agent
+
+
+def duration(text: str) -> float:
+    """`30`, `30s`, `2m` or `1h` in seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration such as 30s or 2m")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def run(
+    controller: str,
+    device: str,
+    token_file: Path,
+    data_dir: Path,
+    poll_interval: float,
+    ca_file: Path | None = None,
+) -> None:
+    token = token_file.read_text(encoding="utf-8").strip()
+    client = ControllerClient(controller, device, token, verify=str(ca_file) if ca_file else True)
+    engine = Engine(docker.from_env())  # DOCKER_HOST, as every Docker client
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    agent = Agent(client, engine, data_dir, interval=poll_interval)
+    try:
+        agent.run(stop=lambda: stopping)
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hedgerow-agent", description=__doc__)
+    parser.add_argument("--controller", required=True, help="Controller URL")
+    parser.add_argument("--device", required=True, help="This device's name")
+    parser.add_argument("--token-file", required=True, type=Path)
+    parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/hedgerow"))
+    parser.add_argument("--poll-interval", type=duration, default=30.0)
+    parser.add_argument("--ca-file", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
+    run(args.controller, args.device, args.token_file, args.data_dir, args.poll_interval,
+        args.ca_file)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

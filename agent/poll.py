@@ -1,0 +1,201 @@
+"""The agent's loop: ask the controller, converge the engine, report what it sees.
+
+Level-triggered: every pass reads the engine and computes its steps again, so drift is repaired
+even when nothing new arrives. The last desired document is kept on disk (without credentials)
+and the engine keeps running it while the controller is away. A release that failed to start is
+held (not retried, so the old release keeps serving) until its deployment changes in git.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.client import ControllerClient, ControllerUnreachable, backoff
+from agent.converge import EngineLike, Outcome, converge
+from agent.state import load_desired, save_desired
+from agent.steps import (
+    RemoveContainer,
+    RemoveNetwork,
+    RemoveVolume,
+    StartContainer,
+    Step,
+    StopContainer,
+    present_images,
+    release_reports,
+)
+from reconciler.wire import Deployment, DesiredDocument, Event, EventKind, StatusReport
+
+SEQ_FILE = "events.json"
+log = logging.getLogger("hedgerow.agent")
+
+
+def event_kind(step: Step) -> EventKind:
+    if isinstance(step, StartContainer):
+        return "started"
+    if isinstance(step, StopContainer):
+        return "stopped"
+    if isinstance(step, RemoveContainer | RemoveNetwork | RemoveVolume):
+        return "deleting"
+    return "updating"
+
+
+def _key(deployment: Deployment) -> tuple[str, str, str, str | None]:
+    return deployment.deployment, deployment.release, deployment.digest, deployment.redeploy
+
+
+@dataclass
+class Journal:
+    """Numbered events not yet acknowledged by the controller, kept on disk so that a retried
+    report repeats the same numbers and a restart neither loses nor re-counts them."""
+
+    path: Path
+    seq: int = 0
+    pending: list[Event] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, folder: Path) -> Journal:
+        path = folder / SEQ_FILE
+        try:
+            data = json.loads(path.read_text())
+            pending = [Event.model_validate(e) for e in data.get("pending", [])]
+            return cls(path, int(data.get("seq", 0)), pending)
+        except (OSError, ValueError):
+            return cls(path)
+
+    def add(self, kind: EventKind, message: str, deployment: str | None, at: datetime) -> None:
+        self.seq += 1
+        self.pending.append(
+            Event(
+                seq=self.seq, at=at.isoformat(), kind=kind, message=message, deployment=deployment
+            )
+        )
+        self._save()
+
+    def acknowledge(self, last: int | None) -> None:
+        if last is not None:
+            self.pending = [e for e in self.pending if e.seq > last]
+            self._save()
+
+    def _save(self) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        payload = {"seq": self.seq, "pending": [e.model_dump(mode="json") for e in self.pending]}
+        temporary.write_text(json.dumps(payload))
+        temporary.replace(self.path)
+
+
+class Agent:
+    def __init__(
+        self,
+        client: ControllerClient,
+        engine: EngineLike,
+        data_dir: Path,
+        *,
+        interval: float = 30.0,
+        rng: random.Random | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.data_dir = data_dir
+        self.interval = interval
+        self.rng = rng or random.Random()
+        self.now = now
+        self.sleep = sleep
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.desired = load_desired(data_dir)
+        self.etag: str | None = None
+        self.journal = Journal.open(data_dir)
+        self.held: dict[tuple[str, str, str, str | None], str] = {}  # failed release → error
+        self.failures = 0
+
+    def fetch(self, wait: float) -> bool:
+        """Ask for the desired document; True when a new one arrived."""
+        fetched = self.client.desired(self.etag, wait)
+        if fetched.document is None:
+            return False
+        self.etag = fetched.etag
+        self.desired = fetched.document
+        save_desired(self.data_dir, fetched.document)
+        return True
+
+    def converge(self) -> Outcome | None:
+        """One pass over the engine; held releases are left as they are."""
+        if self.desired is None:
+            return None
+        live = {_key(d) for d in self.desired.deployments}
+        self.held = {k: v for k, v in self.held.items() if k in live}
+        hold = {d.application for d in self.desired.deployments if _key(d) in self.held}
+        outcome = converge(self.engine, self.desired, hold=hold)
+        at = self.now()
+        by_app = {d.application: d for d in self.desired.deployments}
+        for step in outcome.done:
+            log.info("%s", step.describe())
+            deployment = by_app.get(step.application or "")
+            self.journal.add(
+                event_kind(step), step.describe(), deployment.deployment if deployment else None, at
+            )
+        for failure in outcome.failures:
+            log.warning("failed: %s", failure.message)
+            self.journal.add("error", failure.message, failure.deployment, at)
+            wanted = by_app.get(failure.application or "")
+            if wanted is not None and failure.exited and failure.application in outcome.rolled_back:
+                self.held[_key(wanted)] = failure.message
+        return outcome
+
+    def report(self) -> None:
+        """Send what the engine runs, and the events the controller has not acknowledged."""
+        desired = self.desired or DesiredDocument(
+            device=self.client.device, revision="", deployments=[]
+        )
+        engine = self.engine.read()
+        releases = release_reports(desired, engine)
+        errors = {
+            d.deployment: self.held[_key(d)] for d in desired.deployments if _key(d) in self.held
+        }
+        releases = [
+            r.model_copy(update={"error": errors.get(r.deployment)})
+            if r.deployment in errors
+            else r
+            for r in releases
+        ]
+        report = StatusReport(
+            device=self.client.device,
+            revision=desired.revision or None,
+            releases=releases,
+            images=present_images(desired, engine),
+            events=list(self.journal.pending),
+        )
+        self.journal.acknowledge(self.client.report(report))
+
+    def step(self, wait: float) -> None:
+        """Fetch (long poll), converge, report; on a controller error, converge anyway."""
+        try:
+            self.fetch(wait)
+            reachable = True
+        except ControllerUnreachable as exc:
+            log.warning("%s; keeping the last desired state", exc)
+            reachable = False
+        self.converge()
+        if reachable:
+            try:
+                self.report()
+            except ControllerUnreachable as exc:
+                log.warning("report not sent: %s", exc)
+                reachable = False
+        if reachable:
+            self.failures = 0
+        else:
+            self.failures += 1
+            self.sleep(backoff(self.failures, self.interval, self.rng))
+
+    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
+        while not stop():
+            self.step(wait=self.interval * self.rng.uniform(0.9, 1.0))

@@ -1,0 +1,233 @@
+"""End to end on real parts: a controller process following a git repository, an agent process,
+and a real Docker engine. Each test drives a change through git and waits for the device."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from textwrap import dedent
+from typing import Any
+
+import git
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from reconciler.cli import app
+from reconciler.webhook import sign
+
+from conftest import commit, write_tree
+from docker_env import DockerEngine, Images, _free_port
+
+pytestmark = pytest.mark.usefixtures("git_identity")
+SECRET = b"e2e-webhook-secret"
+
+
+def _manifests(port: int, version: str, image: str, state: str = "Running") -> dict[str, str]:
+    return {
+        "app.yaml": """\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Application
+            metadata: {name: web}
+            """,
+        f"releases/{version}.yaml": f"""\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Release
+            metadata: {{name: web-{version.replace(".", "-")}}}
+            spec:
+              application: web
+              version: "{version}"
+              containers:
+                - name: server
+                  image: {image}
+                  networks: [front]
+                  portBindings: ["127.0.0.1:{port}:8080"]
+            """,
+        "network.yaml": """\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Network
+            metadata: {name: front}
+            """,
+        "device.yaml": """\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Device
+            metadata: {name: pi-1}
+            spec: {systemModel: rpi4}
+            """,
+        "deployment.yaml": f"""\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Deployment
+            metadata: {{name: web-pi-1}}
+            spec: {{application: web, release: "{version}", device: pi-1, state: {state}}}
+            """,
+    }
+
+
+@dataclass
+class Fleet:
+    repo: git.Repo
+    url: str
+    data: Path
+    engine: DockerEngine
+    port: int
+
+    def push(self, message: str, files: dict[str, str]) -> str:
+        sha = commit(self.repo, message, {k: dedent(v) for k, v in files.items()})
+        body = json.dumps({"after": sha}).encode()
+        headers = {"X-Hub-Signature-256": sign(SECRET, body)}
+        assert httpx.post(f"{self.url}/v1/hooks/git", content=body, headers=headers).is_success
+        return sha
+
+    def containers(self) -> dict[str, str]:
+        """Release → state of the containers this test's deployment owns."""
+        found = self.engine.client.containers.list(
+            all=True, filters={"label": "hedgerow.deployment=web-pi-1"}
+        )
+        return {c.labels["hedgerow.release"]: c.status for c in found}
+
+    def status(self) -> dict[str, Any]:
+        result = CliRunner().invoke(app, ["status", "--data-dir", str(self.data), "-o", "json"])
+        loaded: dict[str, Any] = json.loads(result.output)
+        return loaded
+
+    def conditions(self) -> dict[str, str]:
+        deployments = self.status()["deployments"]
+        if not deployments:
+            return {}
+        return {c["type"]: c["status"] for c in deployments[0]["conditions"]}
+
+    def served(self) -> str | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/VERSION", timeout=1).text.strip()
+        except httpx.HTTPError:
+            return None
+
+
+def wait(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def fleet(
+    tmp_path: Path,
+    docker_engine: DockerEngine,
+    images: Images,
+) -> Iterator[Fleet]:
+    port = _free_port()
+    repo = git.Repo.init(tmp_path / "fleet", initial_branch="main")
+    write_tree(Path(repo.working_dir), {})
+    commit(repo, "v1", {k: dedent(v) for k, v in _manifests(port, "1.0.0", images.v1).items()})
+    data, agent_data = tmp_path / "controller", tmp_path / "agent"
+    (tmp_path / "secret").write_bytes(SECRET)
+    http = _free_port()
+    url = f"http://127.0.0.1:{http}"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(args: list[str], name: str, env: dict[str, str] | None = None) -> None:
+        log = (logs / f"{name}.log").open("wb")
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **(env or {})},
+            )
+        )
+
+    start(["reconciler", "controller", "--repo", str(repo.working_dir), "--data-dir", str(data),
+           "--listen", f"127.0.0.1:{http}", "--webhook-secret-file", str(tmp_path / "secret"),
+           "--interval", "3600"], "controller")  # fmt: skip
+    try:
+        wait(lambda: _healthy(url), "the controller")
+        token = CliRunner().invoke(app, ["device", "token", "pi-1", "--data-dir", str(data)])
+        assert token.exit_code == 0, token.output
+        (tmp_path / "token").write_text(token.stdout.strip())
+        start(["agent", "--controller", url, "--device", "pi-1", "--token-file",
+               str(tmp_path / "token"), "--data-dir", str(agent_data), "--poll-interval", "2s"],
+              "agent", {"DOCKER_HOST": docker_engine.host})  # fmt: skip
+        yield Fleet(repo, url, data, docker_engine, port)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for container in docker_engine.client.containers.list(
+            all=True, filters={"label": "hedgerow.deployment=web-pi-1"}
+        ):
+            container.remove(force=True)
+        for log in sorted(logs.iterdir()):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).json()["revision"] is not None
+    except httpx.HTTPError:
+        return False
+
+
+def test_deploy_upgrade_stop_and_delete_through_git(fleet: Fleet, images: Images) -> None:
+    wait(lambda: fleet.containers() == {"1.0.0": "running"}, "deploy → running")
+    wait(lambda: fleet.served() == "1", "the release serving")
+    wait(lambda: fleet.conditions().get("Ready") == "True", "Ready")
+
+    fleet.push("upgrade", _manifests(fleet.port, "1.1.0", images.v2))
+    wait(
+        lambda: fleet.containers() == {"1.0.0": "exited", "1.1.0": "running"},
+        "upgrade: new running, old kept stopped",
+    )
+    wait(lambda: fleet.served() == "2", "the new release serving")
+
+    fleet.push("stop", _manifests(fleet.port, "1.1.0", images.v2, state="Stopped"))
+    wait(lambda: fleet.containers() == {"1.0.0": "exited", "1.1.0": "exited"}, "stopped")
+    fleet.push("start", _manifests(fleet.port, "1.1.0", images.v2))
+    wait(lambda: fleet.containers().get("1.1.0") == "running", "started again")
+
+    Path(fleet.repo.working_dir, "deployment.yaml").unlink()
+    fleet.push("delete", {})
+    wait(lambda: fleet.containers() == {}, "delete: containers gone")
+    events = CliRunner().invoke(
+        app, ["events", "--device", "pi-1", "--data-dir", str(fleet.data), "-o", "json"]
+    )
+    kinds = {e["event"] for e in json.loads(events.output)}
+    assert {"started", "stopped", "deleting"} <= kinds
+
+
+def test_a_failing_upgrade_switches_back_and_is_degraded(fleet: Fleet, images: Images) -> None:
+    wait(lambda: fleet.served() == "1", "the release serving")
+    fleet.push("bad upgrade", _manifests(fleet.port, "1.2.0", images.failing))
+    wait(lambda: fleet.conditions().get("Degraded") == "True", "Degraded", 90)
+    assert fleet.containers().get("1.0.0") == "running"
+    assert fleet.served() == "1"
+
+
+def test_a_container_removed_by_hand_comes_back(fleet: Fleet) -> None:
+    wait(lambda: fleet.containers() == {"1.0.0": "running"}, "deploy → running")
+    (container,) = fleet.engine.client.containers.list(
+        filters={"label": "hedgerow.deployment=web-pi-1"}
+    )
+    container.remove(force=True)
+    wait(lambda: fleet.containers() == {"1.0.0": "running"}, "the container back")
+    assert (
+        fleet.engine.client.containers.list(filters={"label": "hedgerow.deployment=web-pi-1"})[0].id
+        != container.id
+    )
