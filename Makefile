@@ -38,9 +38,12 @@ test: lint typecheck unit
 demo: $(STAMP)
 	SOPS_AGE_KEY_FILE=manifests/DEMO-ONLY-age-key.txt $(BIN)/hedgerow validate manifests --summary
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/plan.py
+	-$(BIN)/python bench/polls.py
+	$(BIN)/python bench/webhook.py
+	-$(BIN)/python bench/agent_memory.py
 
 crds: $(STAMP)
 	$(BIN)/hedgerow crds

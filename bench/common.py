@@ -1,0 +1,294 @@
+"""Shared parts of the benchmarks: a git repository of manifests, a controller process, a device
+token, a private dockerd and local images, each started and stopped by its own pid."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from textwrap import dedent
+
+import httpx
+
+from reconciler.webhook import sign
+
+SECRET = b"bench-webhook-secret"
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Hedgerow Bench",
+    "GIT_AUTHOR_EMAIL": "bench@hedgerow.invalid",
+    "GIT_COMMITTER_NAME": "Hedgerow Bench",
+    "GIT_COMMITTER_EMAIL": "bench@hedgerow.invalid",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def manifests(version: str = "1.0.0", image: str = "local/app:1") -> dict[str, str]:
+    """One application, one release of one container on a network, one device, one deployment."""
+    return {
+        "app.yaml": """\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Application
+            metadata: {name: web}
+            """,
+        f"releases/{version}.yaml": f"""\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Release
+            metadata: {{name: web-{version.replace(".", "-")}}}
+            spec:
+              application: web
+              version: "{version}"
+              containers:
+                - name: server
+                  image: {image}
+                  networks: [front]
+                  env: {{VERSION: "{version}"}}
+            """,
+        "network.yaml": """\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Network
+            metadata: {name: front}
+            """,
+        "device.yaml": """\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Device
+            metadata: {name: pi-1}
+            spec: {systemModel: rpi4}
+            """,
+        "deployment.yaml": f"""\
+            apiVersion: hedgerow.dev/v1alpha1
+            kind: Deployment
+            metadata: {{name: web-pi-1}}
+            spec: {{application: web, release: "{version}", device: pi-1}}
+            """,
+    }
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        env={**os.environ, **GIT_ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip()
+
+
+def commit(repo: Path, message: str, files: Mapping[str, str]) -> str:
+    """Write `files` (dedented) into the repository, commit everything; the new sha."""
+    for rel, text in files.items():
+        path = repo / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dedent(text), encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def make_repo(root: Path, files: Mapping[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    commit(root, "initial", files)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait(check: Callable[[], bool], seconds: float, what: str, step: float = 0.05) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if check():
+            return time.monotonic() - start
+        time.sleep(step)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float = 20) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def revision(url: str) -> str | None:
+    try:
+        value = httpx.get(f"{url}/healthz", timeout=1).json().get("revision")
+    except httpx.HTTPError:
+        return None
+    return str(value) if value else None
+
+
+@dataclass
+class Controller:
+    url: str
+    data: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def token(self, device: str) -> str:
+        """Issue a device token with the CLI, as operators do."""
+        result = subprocess.run(
+            [sys.executable, "-m", "reconciler", "device", "token", device,
+             "--data-dir", str(self.data)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+    def push(self, repo: Path, message: str, files: Mapping[str, str]) -> str:
+        """Commit, then POST the signed webhook; the new sha."""
+        sha = commit(repo, message, files)
+        self.hook(sha)
+        return sha
+
+    def hook(self, sha: str) -> None:
+        body = f'{{"after": "{sha}"}}'.encode()
+        headers = {"X-Hub-Signature-256": sign(SECRET, body)}
+        response = httpx.post(f"{self.url}/v1/hooks/git", content=body, headers=headers)
+        response.raise_for_status()
+
+
+@contextlib.contextmanager
+def controller(repo: Path, work: Path, *flags: str) -> Iterator[Controller]:
+    """`hedgerow controller` following `repo`, stopped with SIGINT by its pid at the end."""
+    port = free_port()
+    data = work / f"controller-{port}"
+    secret = work / "webhook-secret"
+    secret.write_bytes(SECRET)
+    log_path = work / f"controller-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "controller", "--repo", str(repo),
+             "--data-dir", str(data), "--listen", f"127.0.0.1:{port}",
+             "--webhook-secret-file", str(secret), "--interval", "3600", *flags],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait(lambda: revision(url) is not None, 30, f"the controller ({log_path})", 0.1)
+        yield Controller(url, data, process, log_path)
+    finally:
+        stop(process, signal.SIGINT)
+
+
+# -- a private dockerd and local images, as tests/docker_env.py ------------------------------
+
+BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
+APPLETS = ("sh", "sleep", "httpd", "echo", "cat", "ls", "wget")
+SLEEP_CMD = """CMD ["sh", "-c", "trap 'exit 0' TERM; sleep 1000000 & wait"]"""
+
+
+@dataclass
+class Engine:
+    host: str
+    root: Path
+    process: subprocess.Popen[bytes]
+
+
+def engine_unavailable() -> str | None:
+    """Why a private dockerd cannot be started here, or None."""
+    if os.geteuid() != 0:
+        return "starting a private dockerd needs root"
+    if shutil.which("dockerd") is None:
+        return "dockerd not found (Debian's docker.io)"
+    if not any(p.is_file() for p in BUSYBOX_PATHS):
+        return "busybox not found (Debian's busybox-static)"
+    return None
+
+
+@contextlib.contextmanager
+def dockerd() -> Iterator[Engine]:
+    """A private dockerd (vfs, no iptables) in a short temporary folder, stopped by its pid."""
+    import docker
+
+    root = Path(tempfile.mkdtemp(prefix="hb-", dir="/tmp"))
+    host = f"unix://{root}/docker.sock"
+    with (root / "dockerd.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(shutil.which("dockerd")), "--data-root", f"{root}/data", "--host", host,
+             "--exec-root", f"{root}/exec", "--pidfile", f"{root}/dockerd.pid",
+             "--storage-driver", "vfs", "--iptables=false"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+    client: docker.DockerClient | None = None
+    try:
+
+        def ready() -> bool:
+            nonlocal client
+            if process.poll() is not None:
+                raise RuntimeError(f"dockerd exited: see {root}/dockerd.log")
+            with contextlib.suppress(Exception):
+                client = client or docker.DockerClient(base_url=host, timeout=120)
+                return bool(client.ping())
+            return False
+
+        wait(ready, 60, "dockerd", 0.2)
+        yield Engine(host, root, process)
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                for container in client.api.containers(all=True, quiet=True):
+                    client.api.remove_container(container["Id"], force=True, v=True)
+            client.close()
+        stop(process)
+        subprocess.run(
+            f"grep -o ' {root}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+            shell=True,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def busybox_image(engine: Engine, reference: str, cmd: str = SLEEP_CMD) -> None:
+    """Import a one-binary busybox image as `reference`."""
+    import docker
+
+    binary = next(p for p in BUSYBOX_PATHS if p.is_file()).read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+
+        def add(name: str, kind: bytes, mode: int, data: bytes = b"", link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.linkname, info.size = kind, mode, link, len(data)
+            archive.addfile(info, io.BytesIO(data) if data else None)
+
+        for folder, mode in (("bin", 0o755), ("data", 0o755), ("tmp", 0o1777)):
+            add(folder, tarfile.DIRTYPE, mode)
+        add("bin/busybox", tarfile.REGTYPE, 0o755, binary)
+        for applet in APPLETS:
+            add(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox")
+    repository, tag = reference.rsplit(":", 1)
+    client = docker.DockerClient(base_url=engine.host, timeout=120)
+    try:
+        client.api.import_image_from_data(
+            buffer.getvalue(), repository=repository, tag=tag, changes=[cmd]
+        )
+    finally:
+        client.close()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
