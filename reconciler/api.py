@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import threading
+import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -22,7 +23,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Response, Security
+from fastapi import (
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    Security,
+)
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -190,6 +200,8 @@ def install(app: FastAPI, runner: Runner, *, operator_token: str | None) -> None
     store = controller.store
     changes = Changes()
     controller.listeners.append(changes.notify)
+    documents = Documents(controller)
+    device_tokens = TokenCache(store)
     metrics = Metrics()
     runner.reconciled.append(metrics.reconcile_seconds.observe)
     operator_hash = tokens.hash_token(operator_token) if operator_token else None
@@ -201,7 +213,7 @@ def install(app: FastAPI, runner: Runner, *, operator_token: str | None) -> None
             name: DeviceName, credentials: Annotated[Credentials, Security(device_scheme)]
         ) -> None:
             try:
-                await _authorize_device(store, name, credentials)
+                await _authorize_device(device_tokens, name, credentials)
             except HTTPException as exc:
                 if counted:
                     metrics.polls.labels(code=str(exc.status_code)).inc()
@@ -224,26 +236,26 @@ def install(app: FastAPI, runner: Runner, *, operator_token: str | None) -> None
         operation_id="getDesired",
         tags=["device"],
         response_model=wire.DesiredDocument,
-        dependencies=[Depends(device_access(counted=True))],
         responses={
             **_DEVICE_ERRORS,
             200: {"headers": {"ETag": {"description": "Quoted SHA-256 of the body."}}},
             304: {"description": "Unchanged: the ETag matches If-None-Match (after `wait`)."},
             404: {"description": "The applied revision has no such device."},
+            422: {"description": "`wait` is not a number of seconds from 0 to 60."},
         },
+        openapi_extra={"security": [{"deviceToken": []}], "parameters": _DESIRED_PARAMETERS},
     )
-    async def desired(
-        name: DeviceName,
-        wait: Annotated[
-            float,
-            Query(ge=0, le=MAX_WAIT, description="Seconds to hold the request until it changes."),
-        ] = 0,
-        if_none_match: Annotated[str | None, Header()] = None,
-    ) -> Response:
+    async def desired(name: DeviceName, request: Request) -> Response:
         """What the device should run. With If-None-Match and `wait`, a long poll: answered as
         soon as the document changes (a new revision, new pull credentials), else 304."""
+        # The hottest route (every device, every poll): headers and the query are read from
+        # the request, not through dependencies; an unchanged document is answered from memory.
         try:
-            response = await _long_poll(controller, changes, name, wait, if_none_match)
+            await _authorize_device(device_tokens, name, _bearer(request))
+            wait = _wait(request)
+            response = await _long_poll(
+                documents, changes, name, wait, request.headers.get("if-none-match")
+            )
         except HTTPException as exc:
             metrics.polls.labels(code=str(exc.status_code)).inc()
             raise
@@ -372,14 +384,35 @@ def install(app: FastAPI, runner: Runner, *, operator_token: str | None) -> None
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _authorize_device(store: Store, name: str, credentials: Credentials) -> None:
+class TokenCache:
+    """Device token hashes read from the store at most every `ttl` seconds per device, so a
+    poll costs no query; a token revoked with `hedgerow device token --revoke` (another process)
+    stops working within `ttl`."""
+
+    def __init__(self, store: Store, ttl: float = 5.0) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._hashes: dict[str, tuple[float, str | None]] = {}
+
+    async def hash(self, device: str) -> str | None:
+        now = time.monotonic()
+        cached = self._hashes.get(device)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        stored = await asyncio.to_thread(self.store.token_hash, device)
+        self._hashes[device] = (now, stored)
+        return stored
+
+
+async def _authorize_device(cache: TokenCache, name: str, credentials: Credentials) -> None:
     """401 without a token or with an unknown one, 403 with another device's token."""
     if credentials is None:
         raise _unauthorized("a device token is required")
     token = credentials.credentials
-    stored = await asyncio.to_thread(store.token_hash, name)
+    stored = await cache.hash(name)
     if stored is not None and tokens.check(token, stored):
         return
+    store = cache.store
     other = await asyncio.to_thread(tokens.owner, store, tokens.hash_token(token))
     if other is None:
         raise _unauthorized("unknown device token")
@@ -387,18 +420,44 @@ async def _authorize_device(store: Store, name: str, credentials: Credentials) -
     raise HTTPException(403, "this token belongs to another device")
 
 
+class Documents:
+    """Each device's document body and ETag, kept until the revision or the images it reported
+    change: an unchanged poll is then a string comparison on the event loop, with no thread hop
+    and no database read."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self._cache: dict[str, tuple[tuple[str, frozenset[str]], bytes, str]] = {}
+
+    async def get(self, device: str) -> tuple[bytes, str] | None:
+        applied = self.controller.applied
+        if applied is None or device not in applied.fleet:
+            return None
+        key = (applied.sha, self.controller.images_present(device))
+        cached = self._cache.get(device)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        document = await asyncio.to_thread(self.controller.desired_document, device)
+        if document is None:
+            return None
+        body = canonical_json(document)
+        tag = etag(body)
+        self._cache[device] = (key, body, tag)
+        return body, tag
+
+
 async def _long_poll(
-    controller: Controller, changes: Changes, name: str, wait: float, if_none_match: str | None
+    documents: Documents, changes: Changes, name: str, wait: float, if_none_match: str | None
 ) -> Response:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     with changes.watch(name) as changed:
         while True:
-            document = await asyncio.to_thread(controller.desired_document, name)
-            if document is None:
+            found = await documents.get(name)
+            if found is None:
                 raise HTTPException(404, f"device {name!r} is not in the applied revision")
-            body = canonical_json(document)
-            headers = {"ETag": etag(body), "Cache-Control": "no-store"}
+            body, tag = found
+            headers = {"ETag": tag, "Cache-Control": "no-store"}
             if not _matches(if_none_match, headers["ETag"]):
                 return Response(body, media_type="application/json", headers=headers)
             remaining = deadline - loop.time()
@@ -426,6 +485,46 @@ def _matches(if_none_match: str | None, tag: str) -> bool:
     if if_none_match.strip() == "*":
         return True
     return any(t.strip().removeprefix("W/") == tag for t in if_none_match.split(","))
+
+
+_DESIRED_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "Seconds to hold the request until the document changes (long poll).",
+        "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT, "default": 0},
+    },
+    {
+        "name": "if-none-match",
+        "in": "header",
+        "required": False,
+        "description": "The ETag the device holds: 304 while it is current.",
+        "schema": {"type": "string"},
+    },
+]
+
+
+def _bearer(request: Request) -> Credentials:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return HTTPAuthorizationCredentials(scheme="Bearer", credentials=token.strip())
+
+
+def _wait(request: Request) -> float:
+    if not request.url.query:
+        return 0.0
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WAIT:
+        raise HTTPException(422, f"wait must be a number of seconds from 0 to {MAX_WAIT}")
+    return wait
 
 
 def _unauthorized(detail: str) -> HTTPException:

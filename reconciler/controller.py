@@ -102,6 +102,7 @@ class Controller:
         self.applied: Applied | None = None
         self._actions: dict[str, list[Action]] = {}
         self.listeners: list[Listener] = []
+        self._present: dict[str, frozenset[str]] = {}  # images each device last reported
 
     # -- revisions -----------------------------------------------------------------------------
 
@@ -262,14 +263,23 @@ class Controller:
         before = self._pending_auth(device)
         observed = report.model_dump(mode="json", exclude={"events"})
         self.store.put_observed(device, observed, self.now())
+        self._present[device] = frozenset(report.images)
         last = self.store.append_device_events(device, events)
         if self._pending_auth(device) != before:
             self._notify([device])  # its document gains or loses registry credentials
         return last or 0
 
-    def _images_present(self, device: str) -> set[str]:
-        reported = self.store.get_observed(device)
-        return set(reported[0].get("images", [])) if reported else set()
+    def images_present(self, device: str) -> frozenset[str]:
+        """The images `device` last reported: kept in memory, so a poll reads no database."""
+        present = self._present.get(device)
+        if present is None:
+            reported = self.store.get_observed(device)
+            present = frozenset(reported[0].get("images", [])) if reported else frozenset()
+            self._present[device] = present
+        return present
+
+    def _images_present(self, device: str) -> frozenset[str]:
+        return self.images_present(device)
 
     def _pending_auth(self, device: str) -> set[str]:
         """The images whose credentials the device's document carries now."""
