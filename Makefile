@@ -35,8 +35,10 @@ unit: $(STAMP) system-deps
 
 test: lint typecheck unit
 
-demo: $(STAMP)
-	SOPS_AGE_KEY_FILE=manifests/DEMO-ONLY-age-key.txt $(BIN)/hedgerow validate manifests --summary
+# The example repository deployed for real to one device on loopback (see README "The demo").
+demo: $(STAMP) system-deps
+	SOPS_AGE_KEY_FILE=manifests/DEMO-ONLY-age-key.txt $(BIN)/hedgerow validate manifests
+	$(BIN)/hedgerow demo
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/validate.py

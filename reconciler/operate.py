@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
     app.command()(status)
     app.command()(events)
     app.command()(openapi)
+    app.command()(demo)
     device_app = typer.Typer(help="Device credentials for the device API.")
     device_app.command("token")(device_token)
     app.add_typer(device_app, name="device")
@@ -321,6 +322,32 @@ def openapi(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {output}")
+
+
+def demo(
+    manifests: Annotated[
+        Path, typer.Option("--manifests", help="The example repository to deploy.")
+    ] = Path("manifests"),
+    folder: Annotated[
+        Path | None, typer.Option("--dir", help="Demo folder (repository, logs); default: temp.")
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="lyon-orin-01 (gateway + telemetry) or lyon-rpi4-02."),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Exit as soon as the device is Ready.")] = (
+        False
+    ),
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for Ready.")] = 180,
+    refresh: Annotated[float, typer.Option("--refresh", help="Seconds between statuses.")] = 5,
+) -> None:
+    """Run the example repository for real on this machine: engine, registry, controller and
+    one device agent on loopback; everything it starts is stopped on exit (Ctrl-C)."""
+    from reconciler.demo import REGISTRY_PORT, run
+
+    # The example credential is sealed (MAC) for 127.0.0.1:5000: no other port can work.
+    code = run(manifests, folder, device, REGISTRY_PORT, once, timeout, refresh, _console())
+    raise typer.Exit(code)
 
 
 def _console() -> Console:
