@@ -52,6 +52,9 @@ class Outcome:
     skipped: list[Step] = field(default_factory=list)  # not tried: their application failed
     failures: list[Failure] = field(default_factory=list)
     rolled_back: dict[str, list[Step]] = field(default_factory=dict)  # by application
+    # by application: the first failure that kept it from converging, its own step's or that of
+    # a shared step it needed (a pull, a network, a volume)
+    blocked_by: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -86,9 +89,13 @@ def converge(engine: EngineLike, desired: DesiredDocument, hold: Set[str] = froz
             failure = Failure(step, str(error), app, deployments.get(app or ""), exited)
             outcome.failures.append(failure)
             if app is None:
-                blocked |= _needing(step, steps)
+                needing = _needing(step, steps)
+                blocked |= needing
+                for other in needing:
+                    outcome.blocked_by.setdefault(other, failure.message)
             else:
                 blocked.add(app)
+                outcome.blocked_by.setdefault(app, failure.message)
                 if app in deployments:  # a removal that failed is retried, never undone
                     _roll_back(engine, before, app, deployments[app], outcome)
             continue

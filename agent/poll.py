@@ -30,7 +30,14 @@ from agent.steps import (
     present_images,
     release_reports,
 )
-from reconciler.wire import Deployment, DesiredDocument, Event, EventKind, StatusReport
+from reconciler.wire import (
+    Deployment,
+    DesiredDocument,
+    Event,
+    EventKind,
+    ReleaseReport,
+    StatusReport,
+)
 
 SEQ_FILE = "events.json"
 log = logging.getLogger("hedgerow.agent")
@@ -114,6 +121,7 @@ class Agent:
         self.etag: str | None = None
         self.journal = Journal.open(data_dir)
         self.held: dict[tuple[str, str, str, str | None], str] = {}  # failed release → error
+        self.errors: dict[str, str] = {}  # deployment → what kept it from converging last pass
         self.failures = 0
 
     def fetch(self, wait: float) -> bool:
@@ -136,6 +144,11 @@ class Agent:
         outcome = converge(self.engine, self.desired, hold=hold)
         at = self.now()
         by_app = {d.application: d for d in self.desired.deployments}
+        self.errors = {
+            by_app[app].deployment: message
+            for app, message in outcome.blocked_by.items()
+            if app in by_app
+        }
         for step in outcome.done:
             log.info("%s", step.describe())
             deployment = by_app.get(step.application or "")
@@ -158,13 +171,35 @@ class Agent:
         engine = self.engine.read()
         releases = release_reports(desired, engine)
         errors = {
-            d.deployment: self.held[_key(d)] for d in desired.deployments if _key(d) in self.held
+            **self.errors,
+            **{
+                d.deployment: self.held[_key(d)]
+                for d in desired.deployments
+                if _key(d) in self.held
+            },
         }
         releases = [
             r.model_copy(update={"error": errors.get(r.deployment)})
             if r.deployment in errors
             else r
             for r in releases
+        ]
+        # A deployment with nothing on the engine yet (its first pull failed) still reports its
+        # error, on the desired release, found incomplete.
+        found = {r.deployment for r in releases}
+        releases += [
+            ReleaseReport(
+                application=d.application,
+                release=d.release,
+                deployment=d.deployment,
+                running=False,
+                complete=False,
+                redeploy=d.redeploy,
+                digest=d.digest,
+                error=errors[d.deployment],
+            )
+            for d in desired.deployments
+            if d.deployment in errors and d.deployment not in found
         ]
         report = StatusReport(
             device=self.client.device,
