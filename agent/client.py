@@ -2,7 +2,7 @@
 
 Conditional and long-polling GETs keep an idle fleet cheap: a device that is up to date costs the
 controller one 304 per poll. Errors are raised as `ControllerUnreachable`; the loop decides how
-to back off.
+to back off. It uses requests, which the docker SDK already loads: one HTTP stack on the device.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import httpx
+import requests
 
 from reconciler.wire import DesiredDocument, StatusReport
 
@@ -33,16 +33,13 @@ class ControllerClient:
         token: str,
         *,
         verify: bool | str = True,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.device = device
-        self._http = httpx.Client(
-            base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
-            verify=verify,
-            transport=transport,
-            timeout=httpx.Timeout(10.0, read=75.0),  # a long poll holds up to 60 s
-        )
+        self._base = url.rstrip("/")
+        self._http = requests.Session()
+        self._http.headers["Authorization"] = f"Bearer {token}"
+        self._http.verify = verify
+        self._timeout = (10.0, 75.0)  # connect, read: a long poll holds up to 60 s
 
     def close(self) -> None:
         self._http.close()
@@ -52,9 +49,12 @@ class ControllerClient:
         params = {"wait": str(int(wait))} if wait > 0 else {}
         try:
             response = self._http.get(
-                f"/v1/devices/{self.device}/desired", headers=headers, params=params
+                f"{self._base}/v1/devices/{self.device}/desired",
+                headers=headers,
+                params=params,
+                timeout=self._timeout,
             )
-        except httpx.HTTPError as exc:
+        except requests.RequestException as exc:
             raise ControllerUnreachable(
                 f"cannot reach the controller: {type(exc).__name__}"
             ) from None
@@ -69,11 +69,12 @@ class ControllerClient:
         """Send a report; the controller's highest stored event number, for trimming."""
         try:
             response = self._http.put(
-                f"/v1/devices/{self.device}/status",
-                content=report.model_dump_json(),
+                f"{self._base}/v1/devices/{self.device}/status",
+                data=report.model_dump_json(),
                 headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
             )
-        except httpx.HTTPError as exc:
+        except requests.RequestException as exc:
             raise ControllerUnreachable(
                 f"cannot reach the controller: {type(exc).__name__}"
             ) from None

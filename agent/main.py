@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
+    logging.getLogger("urllib3").setLevel(logging.WARNING)  # one line per poll is noise
     run(args.controller, args.device, args.token_file, args.data_dir, args.poll_interval,
         args.ca_file)  # fmt: skip
     return 0
