@@ -72,6 +72,18 @@ BASE: dict[str, str] = {
         """,
 }
 
+# The upgrade of BASE's release, for tests that move a deployment from 1.0.0 to 1.1.0.
+RELEASE_110 = """\
+    apiVersion: hedgerow.dev/v1alpha1
+    kind: Release
+    metadata: {name: web-1-1-0}
+    spec:
+      application: web
+      version: "1.1.0"
+      containers:
+        - {name: server, image: registry.example:5000/web/server:1.1.0}
+    """
+
 
 def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
     for rel, content in files.items():

@@ -50,7 +50,7 @@ from reconciler.source import open_repo, resolve, tree_files
 from reconciler.store import Store, sqlite_url
 from reconciler.wire import DesiredDocument
 
-from conftest import BASE, PLAINTEXT_SECRETS, ROOT, write_tree
+from conftest import BASE, PLAINTEXT_SECRETS, RELEASE_110, ROOT, write_tree
 
 PASSWORD = PLAINTEXT_SECRETS[0]
 OPERATOR = "hdr_operator-token-for-tests"
@@ -94,17 +94,6 @@ RESOURCES = """\
     kind: Volume
     metadata: {name: unused}
     """
-RELEASE_110 = """\
-    apiVersion: hedgerow.dev/v1alpha1
-    kind: Release
-    metadata: {name: web-1-1-0}
-    spec:
-      application: web
-      version: "1.1.0"
-      containers:
-        - {name: server, image: registry.example:5000/web/server:1.1.0}
-    """
-
 
 # -- a controller over a real repository -------------------------------------------------------
 

@@ -15,7 +15,7 @@ from reconciler.problems import Problem
 from reconciler.source import open_repo, resolve, tree_files
 from reconciler.store import Store
 
-from conftest import BASE, commit
+from conftest import BASE, RELEASE_110, commit
 
 
 class BranchSource:
@@ -48,18 +48,6 @@ def controller(upstream: git.Repo, store: Store) -> Controller:
         fingerprint_key=b"k" * 32,
         now=lambda: next(clock),
     )
-
-
-RELEASE_110 = """\
-    apiVersion: hedgerow.dev/v1alpha1
-    kind: Release
-    metadata: {name: web-1-1-0}
-    spec:
-      application: web
-      version: "1.1.0"
-      containers:
-        - {name: server, image: registry.example:5000/web/server:1.1.0}
-    """
 
 
 def test_a_valid_commit_is_applied_and_queues_its_devices(upstream: git.Repo, store: Store) -> None:
