@@ -9,7 +9,7 @@ applications carry on. Nothing here talks to Docker: `engine` is anything with `
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -61,11 +61,17 @@ class Outcome:
         return not self.failures
 
 
-def converge(engine: EngineLike, desired: DesiredDocument, hold: Set[str] = frozenset()) -> Outcome:
+def converge(
+    engine: EngineLike,
+    desired: DesiredDocument,
+    hold: Set[str] = frozenset(),
+    on_step: Callable[[Step], None] | None = None,
+) -> Outcome:
     """Run one pass; never raises `EngineError`: every failure is in the outcome.
 
     Applications in `hold` are left as they run (a release that failed to start is not retried
-    until its deployment changes): their steps are skipped.
+    until its deployment changes): their steps are skipped. `on_step` hears of each step just
+    before it runs (the agent's `starting`/`stopping` events).
     """
     outcome = Outcome()
     try:
@@ -82,6 +88,8 @@ def converge(engine: EngineLike, desired: DesiredDocument, hold: Set[str] = froz
         if app is not None and app in blocked:
             outcome.skipped.append(step)
             continue
+        if on_step is not None:
+            on_step(step)
         try:
             engine.run(step)
         except EngineError as error:

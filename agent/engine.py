@@ -9,6 +9,7 @@ safe to report: registry passwords never appear in it.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +46,7 @@ from agent.steps import (
 from reconciler.wire import Container, RegistryAuth
 
 MANAGED_FILTER = {"label": f"{MANAGED}=true"}
+log = logging.getLogger("hedgerow.agent")
 MiB = 1024 * 1024
 __all__ = [
     "ContainerFailed",
@@ -104,6 +106,16 @@ class Engine:
                 if "<none>" not in ref
             ),
         )
+
+    def watch(self, notify: Callable[[], None]) -> None:
+        """Call `notify` on each event of a container, network or volume Hedgerow owns, so the
+        agent reacts to a container stopped or removed by hand at once; returns when the engine
+        closes the stream."""
+        try:
+            for _ in self.api.events(decode=True, filters=MANAGED_FILTER):
+                notify()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            log.warning("engine events stopped: %s", _explain(error))
 
     def free_bytes(self) -> tuple[str, int] | None:
         """Free space for the engine's data root, or None when it is not visible from here."""

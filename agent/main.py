@@ -7,6 +7,8 @@ import logging
 import re
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -14,7 +16,7 @@ import docker
 
 from agent.client import ControllerClient
 from agent.engine import Engine
-from agent.poll import Agent
+from agent.poll import Agent, Debounce
 
 
 def duration(text: str) -> float:
@@ -45,6 +47,17 @@ def run(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     agent = Agent(client, engine, data_dir, interval=poll_interval)
+    debounce = Debounce(2.0)  # a burst of engine events: at most one pass every 2 s
+    watcher = Engine(docker.from_env())  # its own connection for the event stream
+    threading.Thread(target=watcher.watch, args=(debounce.notify,), daemon=True).start()
+
+    def react_to_engine() -> None:
+        while not stopping:
+            time.sleep(0.2)
+            if debounce.due():
+                agent.react()
+
+    threading.Thread(target=react_to_engine, daemon=True).start()
     try:
         agent.run(stop=lambda: stopping)
     finally:

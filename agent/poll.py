@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ log = logging.getLogger("hedgerow.agent")
 
 
 def event_kind(step: Step) -> EventKind:
+    """The event recorded when a step is done."""
     if isinstance(step, StartContainer):
         return "started"
     if isinstance(step, StopContainer):
@@ -51,6 +53,37 @@ def event_kind(step: Step) -> EventKind:
     if isinstance(step, RemoveContainer | RemoveNetwork | RemoveVolume):
         return "deleting"
     return "updating"
+
+
+def starting_kind(step: Step) -> EventKind | None:
+    """The event recorded just before a start or a stop; other steps have only one event."""
+    if isinstance(step, StartContainer):
+        return "starting"
+    if isinstance(step, StopContainer):
+        return "stopping"
+    return None
+
+
+class Debounce:
+    """At most one reaction every `period` seconds to a burst of notifications, and none lost:
+    a notification during the quiet period is answered when it ends."""
+
+    def __init__(self, period: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period = period
+        self.clock = clock
+        self._dirty = False
+        self._last = float("-inf")
+
+    def notify(self) -> None:
+        self._dirty = True
+
+    def due(self) -> bool:
+        now = self.clock()
+        if self._dirty and now - self._last >= self.period:
+            self._dirty = False
+            self._last = now
+            return True
+        return False
 
 
 def _key(deployment: Deployment) -> tuple[str, str, str, str | None]:
@@ -123,6 +156,8 @@ class Agent:
         self.held: dict[tuple[str, str, str, str | None], str] = {}  # failed release → error
         self.errors: dict[str, str] = {}  # deployment → what kept it from converging last pass
         self.failures = 0
+        self._last_failures: set[tuple[str | None, str]] = set()
+        self.lock = threading.Lock()  # one pass at a time: the loop, or a Docker event
 
     def fetch(self, wait: float) -> bool:
         """Ask for the desired document; True when a new one arrived."""
@@ -141,9 +176,17 @@ class Agent:
         live = {_key(d) for d in self.desired.deployments}
         self.held = {k: v for k, v in self.held.items() if k in live}
         hold = {d.application for d in self.desired.deployments if _key(d) in self.held}
-        outcome = converge(self.engine, self.desired, hold=hold)
-        at = self.now()
         by_app = {d.application: d for d in self.desired.deployments}
+
+        def before(step: Step) -> None:
+            kind = starting_kind(step)
+            if kind is not None:
+                deployment = by_app.get(step.application or "")
+                name = deployment.deployment if deployment else None
+                self.journal.add(kind, step.describe(), name, self.now())
+
+        outcome = converge(self.engine, self.desired, hold=hold, on_step=before)
+        at = self.now()
         self.errors = {
             by_app[app].deployment: message
             for app, message in outcome.blocked_by.items()
@@ -155,12 +198,17 @@ class Agent:
             self.journal.add(
                 event_kind(step), step.describe(), deployment.deployment if deployment else None, at
             )
+        seen = set()
         for failure in outcome.failures:
-            log.warning("failed: %s", failure.message)
-            self.journal.add("error", failure.message, failure.deployment, at)
+            key = (failure.deployment, failure.message)
+            seen.add(key)
+            if key not in self._last_failures:  # a stuck pull is one event, not one per pass
+                log.warning("failed: %s", failure.message)
+                self.journal.add("error", failure.message, failure.deployment, at)
             wanted = by_app.get(failure.application or "")
             if wanted is not None and failure.exited and failure.application in outcome.rolled_back:
                 self.held[_key(wanted)] = failure.message
+        self._last_failures = seen
         return outcome
 
     def report(self) -> None:
@@ -218,18 +266,28 @@ class Agent:
         except ControllerUnreachable as exc:
             log.warning("%s; keeping the last desired state", exc)
             reachable = False
-        self.converge()
         if reachable:
-            try:
-                self.report()
-            except ControllerUnreachable as exc:
-                log.warning("report not sent: %s", exc)
-                reachable = False
+            reachable = self.react()
+        else:
+            with self.lock:
+                self.converge()
         if reachable:
             self.failures = 0
         else:
             self.failures += 1
             self.sleep(backoff(self.failures, self.interval, self.rng))
+
+    def react(self) -> bool:
+        """Converge and report now (after each poll, and on Docker events); False when the
+        report could not be sent."""
+        with self.lock:
+            self.converge()
+            try:
+                self.report()
+            except ControllerUnreachable as exc:
+                log.warning("report not sent: %s", exc)
+                return False
+        return True
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
         while not stop():

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import docker
 import docker.errors
 import pytest
 
@@ -501,3 +504,34 @@ def test_reading_an_engine_without_hedgerow_finds_nothing_of_anyone_else(
         engine.api.remove_container(other["Id"], force=True)
     with pytest.raises(docker.errors.NotFound):
         engine.api.inspect_container("not-ours")
+
+
+def test_engine_events_of_owned_objects_wake_the_agent(
+    engine: Engine, docker_engine: DockerEngine, images: Images
+) -> None:
+    """A container stopped or removed by hand is noticed at once, not at the next poll."""
+
+    heard = threading.Event()
+    watcher = Engine(docker.DockerClient(base_url=docker_engine.host))
+    threading.Thread(target=watcher.watch, args=(heard.set,), daemon=True).start()
+    time.sleep(0.3)  # the stream is open
+    api = docker_engine.client.api
+    unowned = api.create_container(images.sleeper, name="not-hedgerow")
+    api.remove_container(unowned["Id"], force=True)
+    assert not heard.wait(1.0)  # containers Hedgerow does not own are none of its business
+    desired = DesiredDocument(
+        device="pi-1",
+        revision="r1",
+        deployments=[
+            Deployment(
+                deployment="watch",
+                application="watch",
+                release="1.0.0",
+                state="Running",
+                digest="d",
+                containers=[Container(name="c", image=images.sleeper)],
+            )
+        ],
+    )
+    assert converge(engine, desired).ok
+    assert heard.wait(5.0)
