@@ -20,6 +20,7 @@ from agent.steps import (
     CreateVolume,
     EngineState,
     PullImage,
+    StartContainer,
     Step,
     normalise_image,
     plan_steps,
@@ -83,7 +84,7 @@ def converge(
     steps = plan_steps(desired, before)
     outcome.planned = steps
     blocked: set[str] = set(hold)
-    for step in steps:
+    for index, step in enumerate(steps):
         app = step.application
         if app is not None and app in blocked:
             outcome.skipped.append(step)
@@ -92,6 +93,10 @@ def converge(
             on_step(step)
         try:
             engine.run(step)
+            if isinstance(step, StartContainer) and not _starts_next(steps, index):
+                settle = getattr(engine, "settle", None)  # the real engine's start check
+                if settle is not None:
+                    settle()
         except EngineError as error:
             exited = isinstance(error, ContainerFailed)
             failure = Failure(step, str(error), app, deployments.get(app or ""), exited)
@@ -109,6 +114,15 @@ def converge(
             continue
         outcome.done.append(step)
     return outcome
+
+
+def _starts_next(steps: list[Step], index: int) -> bool:
+    """Whether the next step starts another container of the same application: a release's
+    containers are started together, then watched for the start grace once."""
+    following = steps[index + 1] if index + 1 < len(steps) else None
+    return (
+        isinstance(following, StartContainer) and following.application == steps[index].application
+    )
 
 
 def _needing(failed: Step, steps: list[Step]) -> set[str]:
@@ -148,3 +162,9 @@ def _roll_back(
         except EngineError as error:
             failure = Failure(step, f"rolling back: {error}", app, deployment)
             outcome.failures.append(failure)
+    settle = getattr(engine, "settle", None)
+    if settle is not None:
+        try:
+            settle()
+        except EngineError as error:
+            outcome.failures.append(Failure(None, f"rolling back: {error}", app, deployment))

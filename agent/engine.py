@@ -80,6 +80,7 @@ class Engine:
         self.pull_timeout = pull_timeout
         self.min_free_bytes = min_free_bytes
         self.start_grace = start_grace
+        self._starting: dict[str, tuple[int, float]] = {}  # started, not yet settled
         self.stop_timeout = stop_timeout
 
     # -- reading --------------------------------------------------------------------------------
@@ -275,10 +276,29 @@ class Engine:
             raise
 
     def _start(self, name: str) -> None:
-        """Start, then watch it for `start_grace`: exiting or restarting meanwhile is failing."""
+        """Start; `settle` then watches it for `start_grace` with the others just started."""
         known = int(self.api.inspect_container(name).get("RestartCount") or 0)
         self.api.start(name)
-        time.sleep(self.start_grace)
+        self._starting[name] = (known, time.monotonic())
+
+    def settle(self) -> None:
+        """Wait until each container started since the last call has run for `start_grace`;
+        one that exited or restarted meanwhile is stopped and raised as failing. The grace is
+        waited once for a release's containers together, not once per container."""
+        starting, self._starting = self._starting, {}
+        if not starting:
+            return
+        latest = max(started for _, started in starting.values())
+        time.sleep(max(0.0, latest + self.start_grace - time.monotonic()))
+        for name, (known, _) in starting.items():
+            try:
+                self._check_started(name, known)
+            except EngineError:
+                raise
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+                raise EngineError(f"checking container {name}: {_explain(error)}") from error
+
+    def _check_started(self, name: str, known: int) -> None:
         info: dict[str, Any] = self.api.inspect_container(name)
         state = info.get("State") or {}
         restarts = int(info.get("RestartCount") or 0) > known

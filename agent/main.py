@@ -55,7 +55,10 @@ def run(
         while not stopping:
             time.sleep(0.2)
             if debounce.due():
-                agent.react()
+                try:
+                    agent.react()
+                except Exception:  # the poll loop goes on; it will converge again
+                    logging.getLogger("hedgerow.agent").exception("pass after an engine event")
 
     threading.Thread(target=react_to_engine, daemon=True).start()
     try:

@@ -291,4 +291,9 @@ class Agent:
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
         while not stop():
-            self.step(wait=self.interval * self.rng.uniform(0.9, 1.0))
+            try:
+                self.step(wait=self.interval * self.rng.uniform(0.9, 1.0))
+            except Exception:  # a bug in one pass must not stop the device's agent
+                log.exception("pass failed; retrying")
+                self.failures += 1
+                self.sleep(backoff(self.failures, self.interval, self.rng))
