@@ -46,6 +46,7 @@ bench: $(STAMP) system-deps
 	-$(BIN)/python bench/polls.py
 	$(BIN)/python bench/webhook.py
 	-$(BIN)/python bench/agent_memory.py
+	-$(BIN)/python bench/apply.py
 
 crds: $(STAMP)
 	$(BIN)/hedgerow crds
