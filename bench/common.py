@@ -8,7 +8,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -21,6 +20,7 @@ from textwrap import dedent
 
 import httpx
 
+from reconciler.sandbox import free_port
 from reconciler.webhook import sign
 
 SECRET = b"bench-webhook-secret"
@@ -102,13 +102,6 @@ def make_repo(root: Path, files: Mapping[str, str]) -> Path:
     git(root, "init", "-q", "-b", "main")
     commit(root, "initial", files)
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait(check: Callable[[], bool], seconds: float, what: str, step: float = 0.05) -> float:

@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from common import free_port, make_repo, manifests, stop, wait
+from common import make_repo, manifests, stop, wait
+
+from reconciler.sandbox import free_port
 
 TARGET_RATIO = 0.7
 TARGET_RATE = 3500.0

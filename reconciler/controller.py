@@ -134,7 +134,8 @@ class Controller:
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
             message = f"commit {sha[:12]} rejected: {summary}{more}"
             self.store.append_events([EventIn(at, None, "rejected", message, revision=sha)])
-            return Outcome(sha, False, errors, self._devices_with_status())
+            # every device is queued: each status must show the rejection
+            return Outcome(sha, False, errors, self.devices())
         self.store.record_attempt(sha, True, [], at)
         self.store.mark_applied(sha, at)
         self._remember(report)
@@ -195,10 +196,6 @@ class Controller:
             )
         return problems
 
-    def _devices_with_status(self) -> list[str]:
-        """After a rejection every status must say so: all known devices are re-queued."""
-        return sorted(self.applied.fleet) if self.applied else []
-
     # -- devices -------------------------------------------------------------------------------
 
     def devices(self) -> list[str]:
@@ -245,7 +242,7 @@ class Controller:
         applied = self.applied
         if applied is None or device not in applied.fleet:
             return None
-        return desired_document(applied, device, self._images_present(device))
+        return desired_document(applied, device, self.images_present(device))
 
     def ingest(self, report: wire.StatusReport) -> int:
         """Store an agent's report: its observed state replaces the last, its events are stored
@@ -278,14 +275,11 @@ class Controller:
             self._present[device] = present
         return present
 
-    def _images_present(self, device: str) -> frozenset[str]:
-        return self.images_present(device)
-
     def _pending_auth(self, device: str) -> set[str]:
         """The images whose credentials the device's document carries now."""
         if self.applied is None:
             return set()
-        return set(pull_credentials(self.applied, device)) - self._images_present(device)
+        return set(pull_credentials(self.applied, device)) - self.images_present(device)
 
     def _notify(self, devices: Sequence[str] | None) -> None:
         for listener in self.listeners:

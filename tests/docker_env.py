@@ -30,10 +30,9 @@ import pytest
 from reconciler import sandbox
 from reconciler.sandbox import DockerEngine, free_port, import_image, rootfs_tar
 
-__all__ = ["DockerEngine", "Images", "Registry", "_free_port", "import_image", "rootfs_tar"]
+__all__ = ["DockerEngine", "Images", "Registry", "import_image", "rootfs_tar"]
 
 HTTP_PORT = 8080  # what the app images serve /www on
-_free_port = free_port  # the name the test modules import
 T = TypeVar("T")
 
 

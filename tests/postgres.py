@@ -17,7 +17,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from reconciler.sandbox import free_port
 from reconciler.store import sqlite_url
 
 ROLE = "hedgerow"  # the superuser initdb creates; trusted, so no password anywhere
@@ -57,13 +57,6 @@ def find_bindir() -> Path:
 
 def _version(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", name))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _system_user() -> str | None:
@@ -160,7 +153,7 @@ class PostgresServer:
     def start(self) -> None:
         """pg_ctl start on a free port; the server's output goes to postgres.log."""
         for _ in range(_START_ATTEMPTS):
-            self.port = _free_port()
+            self.port = free_port()
             options = [
                 "-c", "listen_addresses=127.0.0.1",
                 "-p", str(self.port),

@@ -13,7 +13,6 @@ import ipaddress
 import json
 import logging
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from reconciler.cli import app as cli
 from reconciler.controller import Controller
 from reconciler.credentials import DEFAULT_RULES, CreationRule, render_credential
 from reconciler.problems import Problem
+from reconciler.sandbox import free_port
 from reconciler.secret import Secret
 from reconciler.serve import Runner, create_app
 from reconciler.source import open_repo, resolve, tree_files
@@ -612,13 +612,6 @@ class Served:
         return httpx.get(f"{self.url}{path}", headers=headers, verify=self.trust, **kwargs)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     """`hedgerow controller` with TLS, an operator token and device tokens; stopped by pid."""
@@ -632,7 +625,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
         issued[device] = result.stdout.strip()
     (tmp_path / "operator").write_text(OPERATOR + "\n")
     (tmp_path / "age.txt").write_text(f"{identity}\n")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "controller.log"
     args = [sys.executable, "-m", "reconciler", "controller", "--repo", str(repo.working_dir),
             "--data-dir", str(data), "--listen", f"127.0.0.1:{port}", "--interval", "3600",

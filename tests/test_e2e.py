@@ -21,10 +21,11 @@ import pytest
 from typer.testing import CliRunner
 
 from reconciler.cli import app
+from reconciler.sandbox import free_port
 from reconciler.webhook import sign
 
 from conftest import commit, write_tree
-from docker_env import DockerEngine, Images, _free_port
+from docker_env import DockerEngine, Images
 
 pytestmark = pytest.mark.usefixtures("git_identity")
 SECRET = b"e2e-webhook-secret"
@@ -125,13 +126,13 @@ def fleet(
     docker_engine: DockerEngine,
     images: Images,
 ) -> Iterator[Fleet]:
-    port = _free_port()
+    port = free_port()
     repo = git.Repo.init(tmp_path / "fleet", initial_branch="main")
     write_tree(Path(repo.working_dir), {})
     commit(repo, "v1", {k: dedent(v) for k, v in _manifests(port, "1.0.0", images.v1).items()})
     data, agent_data = tmp_path / "controller", tmp_path / "agent"
     (tmp_path / "secret").write_bytes(SECRET)
-    http = _free_port()
+    http = free_port()
     url = f"http://127.0.0.1:{http}"
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -30,10 +30,11 @@ from typer.testing import CliRunner
 
 from reconciler.cli import app
 from reconciler.credentials import DEFAULT_RULES, CreationRule, render_credential
+from reconciler.sandbox import free_port
 from reconciler.secret import Secret
 
 from conftest import commit, write_tree
-from docker_env import DockerEngine, Images, Registry, _free_port
+from docker_env import DockerEngine, Images, Registry
 
 pytestmark = pytest.mark.usefixtures("git_identity")
 LABEL = "hedgerow.deployment=web-pi-1"
@@ -169,7 +170,7 @@ def _remove_image(engine: DockerEngine, image: str) -> None:
 
 @pytest.fixture
 def site(tmp_path: Path, docker_engine: DockerEngine, images: Images) -> Iterator[Site]:
-    port, http = _free_port(), _free_port()
+    port, http = free_port(), free_port()
     repo = git.Repo.init(tmp_path / "fleet", initial_branch="main")
     write_tree(Path(repo.working_dir), {})
     commit(repo, "v1", {k: dedent(v) for k, v in _manifests(port, "1.0.0", images.v1).items()})

@@ -9,7 +9,6 @@ every pass the engine is read back and planned again: a real pass must leave not
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 import urllib.request
@@ -31,6 +30,7 @@ from agent.engine import (
     split_reference,
 )
 from agent.steps import MANAGED, EngineState, plan_steps, release_reports
+from reconciler.sandbox import free_port
 from reconciler.wire import (
     Container,
     Deployment,
@@ -168,13 +168,6 @@ def engine(docker_engine: DockerEngine) -> Iterator[Engine]:
         api.remove_network(network["Id"])
     for volume in api.volumes(filters=label).get("Volumes") or []:
         api.remove_volume(volume["Name"])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def http(port: int, path: str = "/VERSION") -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 
 from reconciler.cli import app
 from reconciler.controller import Controller
+from reconciler.sandbox import free_port
 from reconciler.serve import Runner, create_app
 from reconciler.store import Store
 from reconciler.webhook import sign
@@ -61,20 +61,13 @@ def test_webhook_checks_the_signature_before_fetching(tmp_path: Path) -> None:
         assert client.get("/healthz").json() == {"status": "ok", "revision": None}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Path]]]:
     """Start `hedgerow controller` as operators do; stopped by pid when the test ends."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def run(repo: git.Repo, *flags: str) -> tuple[str, Path]:
-        port = _free_port()
+        port = free_port()
         data = tmp_path / f"data-{port}"
         (tmp_path / "secret").write_bytes(SECRET + b"\n")
         log = (tmp_path / f"controller-{port}.log").open("wb")
