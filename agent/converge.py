@@ -5,11 +5,15 @@ applications that need it (nothing of theirs has been switched yet: downloads co
 failed step of an application skips the rest of its steps and puts its containers back as they
 ran before the pass — after a failed upgrade the old release runs again — while other
 applications carry on. Nothing here talks to Docker: `engine` is anything with `read` and `run`.
+
+A pass does not wait to see whether the containers it started keep running. The engine watches
+them for its start grace; the next pass asks it which ones crashed (`failed_starts`) and puts their
+applications back as they ran before the pass that switched them (`Outcome.switched`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +38,10 @@ class EngineLike(Protocol):
 
     def run(self, step: Step) -> None: ...
 
+    def failed_starts(self) -> list[ContainerFailed]: ...
+
+    def next_check(self) -> float | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Failure:
@@ -56,6 +64,9 @@ class Outcome:
     # by application: the first failure that kept it from converging, its own step's or that of
     # a shared step it needed (a pull, a network, a volume)
     blocked_by: dict[str, str] = field(default_factory=dict)
+    # by application: the engine as it was before this pass started its containers, to switch
+    # back to if one of them crashes within the start grace
+    switched: dict[str, EngineState] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -67,24 +78,28 @@ def converge(
     desired: DesiredDocument,
     hold: Set[str] = frozenset(),
     on_step: Callable[[Step], None] | None = None,
+    switched: Mapping[str, EngineState] | None = None,
 ) -> Outcome:
     """Run one pass; never raises `EngineError`: every failure is in the outcome.
 
     Applications in `hold` are left as they run (a release that failed to start is not retried
     until its deployment changes): their steps are skipped. `on_step` hears of each step just
-    before it runs (the agent's `starting`/`stopping` events).
+    before it runs (the agent's `starting`/`stopping` events). `switched` is what earlier passes
+    returned in `Outcome.switched`: where to go back to when a start has failed since.
     """
     outcome = Outcome()
+    deployments = {d.application: d.deployment for d in desired.deployments}
+    blocked: set[str] = set(hold)
     try:
+        for error in engine.failed_starts():
+            _crashed(engine, error, deployments, switched or {}, blocked, outcome)
         before = engine.read()
     except EngineError as error:
         outcome.failures.append(Failure(None, str(error)))
         return outcome
-    deployments = {d.application: d.deployment for d in desired.deployments}
     steps = plan_steps(desired, before)
     outcome.planned = steps
-    blocked: set[str] = set(hold)
-    for index, step in enumerate(steps):
+    for step in steps:
         app = step.application
         if app is not None and app in blocked:
             outcome.skipped.append(step)
@@ -93,13 +108,8 @@ def converge(
             on_step(step)
         try:
             engine.run(step)
-            if isinstance(step, StartContainer) and not _starts_next(steps, index):
-                settle = getattr(engine, "settle", None)  # the real engine's start check
-                if settle is not None:
-                    settle()
         except EngineError as error:
-            exited = isinstance(error, ContainerFailed)
-            failure = Failure(step, str(error), app, deployments.get(app or ""), exited)
+            failure = Failure(step, str(error), app, deployments.get(app or ""))
             outcome.failures.append(failure)
             if app is None:
                 needing = _needing(step, steps)
@@ -113,16 +123,32 @@ def converge(
                     _roll_back(engine, before, app, deployments[app], outcome)
             continue
         outcome.done.append(step)
+        if isinstance(step, StartContainer) and app is not None:
+            outcome.switched.setdefault(app, before)
+    for app in outcome.rolled_back:
+        outcome.switched.pop(app, None)
     return outcome
 
 
-def _starts_next(steps: list[Step], index: int) -> bool:
-    """Whether the next step starts another container of the same application: a release's
-    containers are started together, then watched for the start grace once."""
-    following = steps[index + 1] if index + 1 < len(steps) else None
-    return (
-        isinstance(following, StartContainer) and following.application == steps[index].application
-    )
+def _crashed(
+    engine: EngineLike,
+    error: ContainerFailed,
+    deployments: Mapping[str, str],
+    switched: Mapping[str, EngineState],
+    blocked: set[str],
+    outcome: Outcome,
+) -> None:
+    """A container crashed within its start grace: its application goes back to how it ran
+    before the pass that switched it, and this pass leaves it alone."""
+    app = error.step.application
+    failure = Failure(error.step, str(error), app, deployments.get(app or ""), exited=True)
+    outcome.failures.append(failure)
+    if app is None or app in blocked:
+        return
+    blocked.add(app)
+    outcome.blocked_by.setdefault(app, failure.message)
+    if app in deployments and app in switched:
+        _roll_back(engine, switched[app], app, deployments[app], outcome)
 
 
 def _needing(failed: Step, steps: list[Step]) -> set[str]:
@@ -162,9 +188,3 @@ def _roll_back(
         except EngineError as error:
             failure = Failure(step, f"rolling back: {error}", app, deployment)
             outcome.failures.append(failure)
-    settle = getattr(engine, "settle", None)
-    if settle is not None:
-        try:
-            settle()
-        except EngineError as error:
-            outcome.failures.append(Failure(None, f"rolling back: {error}", app, deployment))

@@ -61,8 +61,8 @@ class Engine:
     """Steps on one Docker engine.
 
     `min_free_bytes` guards pulls; `start_grace` is how long a started container must keep
-    running to count as started (a crash at start is reported at once so the caller can switch
-    back); `pull_timeout` bounds a pull, checked at every progress message the engine sends,
+    running to count as started (`failed_starts` reports one that did not, so the caller can
+    switch back); `pull_timeout` bounds a pull, checked at every progress message the engine sends,
     while a silent connection is cut by the client's own read timeout.
     """
 
@@ -80,7 +80,8 @@ class Engine:
         self.pull_timeout = pull_timeout
         self.min_free_bytes = min_free_bytes
         self.start_grace = start_grace
-        self._starting: dict[str, tuple[int, float]] = {}  # started, not yet settled
+        # started, still in their grace: the step, its restart count before, when
+        self._starting: dict[str, tuple[StartContainer, int, float]] = {}
         self.stop_timeout = stop_timeout
 
     # -- reading --------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class Engine:
         elif isinstance(step, CreateContainer):
             self._create_container(step)
         elif isinstance(step, StartContainer):
-            self._start(step.name)
+            self._start(step)
         elif isinstance(step, StopContainer):
             self._stop(step.name)
         elif isinstance(step, RemoveContainer):
@@ -275,48 +276,62 @@ class Engine:
             _ignore_missing(lambda: self.api.remove_container(step.name, force=True))
             raise
 
-    def _start(self, name: str) -> None:
-        """Start; `settle` then watches it for `start_grace` with the others just started."""
-        known = int(self.api.inspect_container(name).get("RestartCount") or 0)
-        self.api.start(name)
-        self._starting[name] = (known, time.monotonic())
+    def _start(self, step: StartContainer) -> None:
+        """Start, and watch the container for `start_grace` (see `failed_starts`)."""
+        known = int(self.api.inspect_container(step.name).get("RestartCount") or 0)
+        self.api.start(step.name)
+        self._starting[step.name] = (step, known, time.monotonic())
 
-    def settle(self) -> None:
-        """Wait until each container started since the last call has run for `start_grace`;
-        one that exited or restarted meanwhile is stopped and raised as failing. The grace is
-        waited once for a release's containers together, not once per container."""
-        starting, self._starting = self._starting, {}
-        if not starting:
-            return
-        latest = max(started for _, started in starting.values())
-        time.sleep(max(0.0, latest + self.start_grace - time.monotonic()))
-        for name, (known, _) in starting.items():
+    def failed_starts(self) -> list[ContainerFailed]:
+        """The containers started within `start_grace` that have exited or restarted since,
+        each stopped (or its restart policy keeps it flapping while the old release waits).
+
+        It does not wait: a pass starts a release and returns, as `docker-compose up -d` does,
+        and the next pass — at a Docker event, or when `next_check` says the grace is over —
+        finds a crash and switches back. A container that ran through its grace is done with.
+        """
+        failed: list[ContainerFailed] = []
+        now = time.monotonic()
+        for name, (step, known, started) in list(self._starting.items()):
             try:
-                self._check_started(name, known)
-            except EngineError:
-                raise
+                self._check_started(step, known)
+            except ContainerFailed as error:
+                failed.append(error)  # `_check_started` stopped it: no longer watched
+                continue
+            except docker.errors.NotFound:
+                del self._starting[name]  # removed since: nothing to watch
+                continue
             except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
                 raise EngineError(f"checking container {name}: {_explain(error)}") from error
+            if now - started >= self.start_grace:
+                del self._starting[name]
+        return failed
 
-    def _check_started(self, name: str, known: int) -> None:
+    def next_check(self) -> float | None:
+        """Seconds until the start grace of a watched container ends (None: none is watched)."""
+        ends = [started + self.start_grace for _, _, started in list(self._starting.values())]
+        return max(0.0, min(ends) - time.monotonic()) if ends else None
+
+    def _check_started(self, step: StartContainer, known: int) -> None:
+        name = step.name
         info: dict[str, Any] = self.api.inspect_container(name)
         state = info.get("State") or {}
-        restarts = int(info.get("RestartCount") or 0) > known
+        restarts = int(info.get("RestartCount") or 0) - known
         exited = state.get("Status") in ("exited", "dead") or state.get("Restarting")
-        if not exited and not restarts:
+        if not exited and restarts <= 0:
             return
-        code = state.get("ExitCode")
+        code = state.get("ExitCode") if exited else None  # running again: its exit code is gone
         logs = self.api.logs(name, tail=5).decode("utf-8", "replace").strip()
-        self._stop(name)  # or its restart policy keeps it flapping while the old release waits
+        self._stop(name)
+        what = f"exited with code {code}" if exited else "exited"
+        if restarts > 0:
+            what += f" and was restarted {restarts} time{'s' if restarts > 1 else ''}"
+        what += f" within {self.start_grace:g} s of its start"
         detail = f"; last output: {logs[-500:]}" if logs else ""
-        raise ContainerFailed(
-            name,
-            code,
-            f"container {name} exited with code {code} within {self.start_grace:g} s of its "
-            f"start{' and was restarted' if restarts else ''}{detail}",
-        )
+        raise ContainerFailed(step, code, f"container {name} {what}{detail}")
 
     def _stop(self, name: str) -> None:
+        self._starting.pop(name, None)  # stopped on purpose: not a crash
         _ignore_missing(lambda: self.api.stop(name, timeout=self.stop_timeout))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from agent.steps import StartContainer
+
 
 class EngineError(Exception):
     """A step or a read failed; the message names what and why, without secrets."""
@@ -18,7 +20,7 @@ class DiskSpaceError(PullError):
 class ContainerFailed(EngineError):
     """A container exited (or restarted) right after its start: the release does not run."""
 
-    def __init__(self, name: str, exit_code: int | None, message: str) -> None:
+    def __init__(self, step: StartContainer, exit_code: int | None, message: str) -> None:
         super().__init__(message)
-        self.name = name
+        self.step = step
         self.exit_code = exit_code

@@ -22,6 +22,7 @@ from agent.client import ControllerClient, ControllerUnreachable, backoff
 from agent.converge import EngineLike, Outcome, converge
 from agent.state import load_desired, save_desired
 from agent.steps import (
+    EngineState,
     RemoveContainer,
     RemoveNetwork,
     RemoveVolume,
@@ -154,6 +155,7 @@ class Agent:
         self.etag: str | None = None
         self.journal = Journal.open(data_dir)
         self.held: dict[tuple[str, str, str, str | None], str] = {}  # failed release → error
+        self.switched: dict[str, EngineState] = {}  # see `Outcome.switched`
         self.errors: dict[str, str] = {}  # deployment → what kept it from converging last pass
         self.failures = 0
         self._last_failures: set[tuple[str | None, str]] = set()
@@ -185,7 +187,14 @@ class Agent:
                 name = deployment.deployment if deployment else None
                 self.journal.add(kind, step.describe(), name, self.now())
 
-        outcome = converge(self.engine, self.desired, hold=hold, on_step=before)
+        outcome = converge(
+            self.engine, self.desired, hold=hold, on_step=before, switched=self.switched
+        )
+        self.switched = {
+            app: state
+            for app, state in {**self.switched, **outcome.switched}.items()
+            if app in by_app and app not in outcome.rolled_back
+        }
         at = self.now()
         self.errors = {
             by_app[app].deployment: message
@@ -259,7 +268,14 @@ class Agent:
         self.journal.acknowledge(self.client.report(report))
 
     def step(self, wait: float) -> None:
-        """Fetch (long poll), converge, report; on a controller error, converge anyway."""
+        """Fetch (long poll), converge, report; on a controller error, converge anyway.
+
+        The long poll ends early when the start grace of containers just started ends, so that
+        a crash is caught even without the Docker event that usually reports it first.
+        """
+        check = self.engine.next_check()
+        if check is not None:
+            wait = min(wait, check)
         try:
             self.fetch(wait)
             reachable = True

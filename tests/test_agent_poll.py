@@ -8,7 +8,7 @@ from pathlib import Path
 from test_agent_steps import V1, V2, ModelEngine, doc, web
 
 from agent.client import ControllerUnreachable, Fetched
-from agent.errors import ContainerFailed, PullError
+from agent.errors import PullError
 from agent.poll import Agent, Debounce, Journal
 from agent.steps import EngineState
 from reconciler.wire import DesiredDocument, StatusReport
@@ -25,8 +25,10 @@ class FakeController:
         self.document = document
         self.reports: list[StatusReport] = []
         self.down = False
+        self.waits: list[float] = []
 
     def desired(self, etag: str | None, wait: float = 0) -> Fetched:
+        self.waits.append(wait)
         if self.down:
             raise ControllerUnreachable("cannot reach the controller: ConnectError")
         if etag == self.document.revision:
@@ -78,17 +80,31 @@ def test_a_release_that_exits_at_start_is_held_until_its_deployment_changes(
     controller = FakeController(old)
     engine = ModelEngine(
         EngineState(images=frozenset({V1, V2})),
-        {"start web-lyon-1-1-0-server": ContainerFailed("x", 3, "exited with code 3")},
+        {},
+        crash={"start web-lyon-1-1-0-server": "exited with code 3"},
     )
     running = agent(tmp_path, controller, engine)
     running.step(wait=0)
     controller.document = doc(web("1.1.0", image=V2)).model_copy(update={"revision": "r2"})
-    running.step(wait=0)
+    running.step(wait=0)  # switches to 1.1.0
+    running.step(wait=0)  # finds it crashed: back to 1.0.0
     tries = engine.log.count("start web-lyon-1-1-0-server")
     running.step(wait=0)
     assert engine.log.count("start web-lyon-1-1-0-server") == tries  # held: not retried
     errors = {r.release: r.error for r in controller.reports[-1].releases}
     assert errors["1.0.0"] == "exited with code 3"
+
+
+def test_the_long_poll_ends_when_started_containers_are_due_for_their_start_check(
+    tmp_path: Path,
+) -> None:
+    controller = FakeController(doc(web()))
+    engine = ModelEngine(EngineState(images=frozenset({V1})), {})
+    running = agent(tmp_path, controller, engine)
+    running.step(wait=30)  # starts the release
+    running.step(wait=30)  # due at once: the grace is over in this model
+    running.step(wait=30)  # nothing is watched any more: a full long poll
+    assert controller.waits == [30, 0.0, 30]
 
 
 def test_the_controller_away_keeps_the_engine_converging_and_events_wait(tmp_path: Path) -> None:

@@ -440,12 +440,21 @@ def test_present_images_include_desired_references_as_written() -> None:
 
 
 class ModelEngine:
-    """`apply` as an engine; steps matching `fail` raise instead, as the real engine would."""
+    """`apply` as an engine; steps matching `fail` raise instead, as the real engine would, and
+    starts matching `crash` succeed but the container exits during its start grace: the next
+    `failed_starts` finds it stopped."""
 
-    def __init__(self, state: EngineState, fail: dict[str, EngineError]) -> None:
+    def __init__(
+        self,
+        state: EngineState,
+        fail: dict[str, EngineError],
+        crash: dict[str, str] | None = None,
+    ) -> None:
         self.state = state
         self.fail = fail
+        self.crash = crash or {}
         self.log: list[str] = []
+        self.watched: list[StartContainer] = []
 
     def read(self) -> EngineState:
         return self.state
@@ -454,20 +463,38 @@ class ModelEngine:
         line = show([step])[0]
         self.log.append(line)
         if line in self.fail:
-            if isinstance(step, StartContainer):  # the real engine stops what failed at start
-                self.state = apply(apply(self.state, [step]), [StopContainer(step.name, "", "")])
             raise self.fail[line]
         self.state = apply(self.state, [step])
+        if isinstance(step, StartContainer):
+            self.watched.append(step)
+
+    def failed_starts(self) -> list[ContainerFailed]:
+        watched, self.watched = self.watched, []
+        failed = []
+        for step in watched:
+            message = self.crash.get(show([step])[0])
+            if message is not None:
+                self.state = apply(self.state, [StopContainer(step.name, "", "")])
+                failed.append(ContainerFailed(step, 3, message))
+        return failed
+
+    def next_check(self) -> float | None:
+        return 0.0 if self.watched else None
 
 
-def test_converge_switches_back_when_the_new_release_fails_at_start() -> None:
+def test_converge_switches_back_when_the_new_release_crashes_within_its_grace() -> None:
     engine = ModelEngine(
         converged(doc(web()), images=(V1, V2)),
-        {"start web-lyon-1-1-0-server": ContainerFailed("x", 3, "exited with code 3")},
+        {},
+        crash={"start web-lyon-1-1-0-server": "exited with code 3"},
     )
-    outcome = converge(engine, doc(web("1.1.0", image=V2), web(app="cam")))
-    assert [(f.application, f.deployment, f.message) for f in outcome.failures] == [
-        ("web", "web-lyon", "exited with code 3")
+    upgrade = doc(web("1.1.0", image=V2), web(app="cam"))
+    first = converge(engine, upgrade)
+    assert first.ok and set(first.switched) == {"web", "cam"}  # started; not waited for
+    assert engine.next_check() == 0.0
+    outcome = converge(engine, upgrade, switched=first.switched)
+    assert [(f.application, f.deployment, f.message, f.exited) for f in outcome.failures] == [
+        ("web", "web-lyon", "exited with code 3", True)
     ]
     up = {c.name for c in engine.state.containers if c.up}
     assert up == {
@@ -477,6 +504,19 @@ def test_converge_switches_back_when_the_new_release_fails_at_start() -> None:
         "hedgerow-cam-lyon-1-0-0-server",
     }
     assert show(outcome.rolled_back["web"])[0] == "stop web-lyon-1-1-0-db"
+    assert "web" not in outcome.switched and all(s.application != "web" for s in outcome.done)
+
+
+def test_converge_switches_back_when_a_start_fails_outright() -> None:
+    engine = ModelEngine(
+        converged(doc(web()), images=(V1, V2)),
+        {"start web-lyon-1-1-0-server": EngineError("starting: bind source path does not exist")},
+    )
+    outcome = converge(engine, doc(web("1.1.0", image=V2)))
+    assert [f.message for f in outcome.failures] == ["starting: bind source path does not exist"]
+    up = {c.name for c in engine.state.containers if c.up}
+    assert up == {"hedgerow-web-lyon-1-0-0-db", "hedgerow-web-lyon-1-0-0-server"}
+    assert not outcome.switched
 
 
 def test_converge_a_failed_pull_blocks_only_the_applications_needing_the_image() -> None:

@@ -352,7 +352,16 @@ def test_a_release_failing_at_start_is_reported_and_the_old_one_runs_again(
     port = free_port()
     run(engine, doc(release(images, port=port)))
     broken = release(images, "1.1.0", image=images.failing, port=port)
-    outcome = converge(engine, doc(broken))
+    first = converge(engine, doc(broken))
+    assert first.ok and set(first.switched) == {"web"}, "the pass does not wait for the grace"
+    grace = engine.next_check()
+    assert grace is not None and 0 < grace <= engine.start_grace
+    deadline = time.monotonic() + grace
+    while True:  # as the agent's passes at Docker events: the crash is seen when it happens
+        outcome = converge(engine, doc(broken), switched=first.switched)
+        if outcome.failures or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert [f.step.kind if f.step else None for f in outcome.failures] == ["start"]
     message = outcome.failures[0].message
     assert message.startswith(f"container {S2} exited with code 3"), message
@@ -360,6 +369,9 @@ def test_a_release_failing_at_start_is_reported_and_the_old_one_runs_again(
     assert outcome.failures[0].deployment == "web-lyon"
     assert states(engine) == {S1: "running", W1: "running", S2: "exited", W2: "exited"}
     assert http(port) == "1"
+    while (wait := engine.next_check()) is not None:  # 1.0.0 runs through its grace
+        time.sleep(wait)
+        assert engine.failed_starts() == []
 
 
 def test_a_private_image_needs_its_credentials(
