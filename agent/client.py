@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import msgspec
 import requests
 
 from reconciler.wire import DesiredDocument, StatusReport
@@ -62,7 +63,7 @@ class ControllerClient:
             return Fetched(None, etag)
         if response.status_code != 200:
             raise ControllerUnreachable(f"controller answered {response.status_code}")
-        document = DesiredDocument.model_validate_json(response.content)
+        document = msgspec.json.decode(response.content, type=DesiredDocument)
         return Fetched(document, response.headers.get("etag"))
 
     def report(self, report: StatusReport) -> int | None:
@@ -70,7 +71,7 @@ class ControllerClient:
         try:
             response = self._http.put(
                 f"{self._base}/v1/devices/{self.device}/status",
-                data=report.model_dump_json(),
+                data=msgspec.json.encode(report),
                 headers={"Content-Type": "application/json"},
                 timeout=self._timeout,
             )

@@ -8,7 +8,6 @@ held (not retried, so the old release keeps serving) until its deployment change
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -17,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import msgspec
 
 from agent.client import ControllerClient, ControllerUnreachable, backoff
 from agent.converge import EngineLike, Outcome, converge
@@ -91,6 +92,13 @@ def _key(deployment: Deployment) -> tuple[str, str, str, str | None]:
     return deployment.deployment, deployment.release, deployment.digest, deployment.redeploy
 
 
+class _JournalFile(msgspec.Struct, kw_only=True):
+    """The journal as stored: the last number given, and the events not yet acknowledged."""
+
+    seq: int = 0
+    pending: list[Event] = msgspec.field(default_factory=list)
+
+
 @dataclass
 class Journal:
     """Numbered events not yet acknowledged by the controller, kept on disk so that a retried
@@ -104,11 +112,10 @@ class Journal:
     def open(cls, folder: Path) -> Journal:
         path = folder / SEQ_FILE
         try:
-            data = json.loads(path.read_text())
-            pending = [Event.model_validate(e) for e in data.get("pending", [])]
-            return cls(path, int(data.get("seq", 0)), pending)
-        except (OSError, ValueError):
+            stored = msgspec.json.decode(path.read_bytes(), type=_JournalFile)
+        except (OSError, msgspec.DecodeError):
             return cls(path)
+        return cls(path, stored.seq, stored.pending)
 
     def add(self, kind: EventKind, message: str, deployment: str | None, at: datetime) -> None:
         self.seq += 1
@@ -126,8 +133,7 @@ class Journal:
 
     def _save(self) -> None:
         temporary = self.path.with_suffix(".tmp")
-        payload = {"seq": self.seq, "pending": [e.model_dump(mode="json") for e in self.pending]}
-        temporary.write_text(json.dumps(payload))
+        temporary.write_bytes(msgspec.json.encode(_JournalFile(seq=self.seq, pending=self.pending)))
         temporary.replace(self.path)
 
 
@@ -236,7 +242,7 @@ class Agent:
             },
         }
         releases = [
-            r.model_copy(update={"error": errors.get(r.deployment)})
+            msgspec.structs.replace(r, error=errors.get(r.deployment))
             if r.deployment in errors
             else r
             for r in releases

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pydantic import ValidationError
+import msgspec
 
 from reconciler.wire import DesiredDocument
 
@@ -24,10 +24,11 @@ def save_desired(folder: Path, document: DesiredDocument) -> Path:
     """Write `document` without its registry credentials; returns the file written."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     target = folder / FILE_NAME
-    data = document.model_copy(update={"registry_auth": []}).model_dump_json(indent=1)
+    without_auth = msgspec.structs.replace(document, registry_auth=[])
+    data = msgspec.json.format(msgspec.json.encode(without_auth), indent=1)
     fd, temporary = tempfile.mkstemp(prefix=f".{FILE_NAME}.", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        with os.fdopen(fd, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
@@ -53,11 +54,11 @@ def load_desired(folder: Path) -> DesiredDocument | None:
     """
     target = folder / FILE_NAME
     try:
-        text = target.read_text(encoding="utf-8")
+        data = target.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        return DesiredDocument.model_validate_json(text)
-    except (ValidationError, ValueError):
+        return msgspec.json.decode(data, type=DesiredDocument)
+    except msgspec.DecodeError:  # not JSON, or not a document (ValidationError is one too)
         os.replace(target, target.with_name(f"{FILE_NAME}.invalid"))
         return None

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qs
 
+import msgspec
 import structlog
 from fastapi import (
     Depends,
@@ -43,7 +44,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 from sqlalchemy import create_engine
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -84,18 +86,26 @@ _DEVICE_ERRORS: dict[int | str, dict[str, Any]] = {
 # -- response bodies of the operator API ------------------------------------------------------
 
 
-class Accepted(wire.Wire):
+class Out(BaseModel):
+    """The operator API's bodies: pydantic (FastAPI documents them), camelCase like the wire."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True
+    )
+
+
+class Accepted(Out):
     accepted: bool
     last_seq: int = Field(description="The highest event sequence number stored for the device.")
 
 
-class Rejected(wire.Wire):
+class Rejected(Out):
     revision: str
     at: datetime
     errors: list[dict[str, Any]]
 
 
-class ControllerStatus(wire.Wire):
+class ControllerStatus(Out):
     revision: str | None = Field(description="The applied revision; None before the first.")
     rejected: list[Rejected] = Field(description="The last rejected commits, newest first.")
     deployments: list[dict[str, Any]] = Field(description="Status of each deployment on a device.")
@@ -111,7 +121,7 @@ class EventOut(BaseModel):
     revision: str | None
 
 
-class DesiredOut(wire.Wire):
+class DesiredOut(Out):
     deployment: str
     application: str
     release: str
@@ -120,7 +130,7 @@ class DesiredOut(wire.Wire):
     digest: str
 
 
-class Deployments(wire.Wire):
+class Deployments(Out):
     revision: str | None
     devices: dict[str, list[DesiredOut]] = Field(description="What each device should run.")
 
@@ -217,6 +227,7 @@ def install(app: FastAPI, runner: Runner, *, operator_token: str | None) -> None
     metrics = Metrics()
     runner.reconciled.append(metrics.reconcile_seconds.observe)
     operator_hash = tokens.hash_token(operator_token) if operator_token else None
+    document_wire_types(app)
 
     def device_access(counted: bool) -> Callable[..., Awaitable[None]]:
         """The device-token check; `counted` failures show in hedgerow_polls_total."""
@@ -249,10 +260,12 @@ def install(app: FastAPI, runner: Runner, *, operator_token: str | None) -> None
         "/v1/devices/{name}/desired",
         operation_id="getDesired",
         tags=["device"],
-        response_model=wire.DesiredDocument,
         responses={
             **_DEVICE_ERRORS,
-            200: {"headers": {"ETag": {"description": "Quoted SHA-256 of the body."}}},
+            200: {
+                "content": {"application/json": {"schema": _wire_ref(wire.DesiredDocument)}},
+                "headers": {"ETag": {"description": "Quoted SHA-256 of the body."}},
+            },
             304: {"description": "Unchanged: the ETag matches If-None-Match (after `wait`)."},
             404: {"description": "The applied revision has no such device."},
             422: {"description": "`wait` is not a number of seconds from 0 to 60."},
@@ -274,10 +287,20 @@ def install(app: FastAPI, runner: Runner, *, operator_token: str | None) -> None
         response_model=Accepted,
         dependencies=[Depends(device_access(counted=False))],
         responses={**_DEVICE_ERRORS, 422: {"description": "Invalid, or for another device."}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _wire_ref(wire.StatusReport)}},
+            }
+        },
     )
-    async def status_report(name: DeviceName, report: wire.StatusReport) -> Accepted:
+    async def status_report(name: DeviceName, request: Request) -> Accepted:
         """Store what the device runs and its events (once per sequence number), then re-plan
         the device."""
+        try:  # msgspec, not pydantic: the wire types are Structs (see reconciler.wire)
+            report = msgspec.json.decode(await request.body(), type=wire.StatusReport)
+        except msgspec.DecodeError as exc:  # its text names the JSON path: `$.events[0].seq`
+            raise HTTPException(422, str(exc)) from None
         if report.device != name:
             raise HTTPException(422, f"the report is for device {report.device!r}, not {name!r}")
         try:
@@ -515,8 +538,7 @@ def _answer(found: tuple[bytes, str] | None, name: str, if_none_match: str | Non
 
 def canonical_json(document: wire.DesiredDocument) -> bytes:
     """Sorted keys, no spaces: equal documents are equal bytes, so the ETag is stable."""
-    data = document.model_dump(mode="json")
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return msgspec.json.encode(msgspec.to_builtins(document), order="sorted")
 
 
 def etag(body: bytes) -> str:
@@ -599,6 +621,33 @@ class _NoSource:
 
     def files(self, sha: str) -> list[tuple[str, bytes | Problem]]:
         return []
+
+
+_SCHEMAS = "#/components/schemas/"
+
+
+def _wire_ref(kind: type[msgspec.Struct]) -> dict[str, str]:
+    return {"$ref": f"{_SCHEMAS}{kind.__name__}"}
+
+
+def document_wire_types(app: FastAPI) -> None:
+    """Add the wire Structs' JSON Schemas to `app`'s OpenAPI components: FastAPI knows only
+    pydantic models, and the device routes refer to these by `_wire_ref`."""
+    _, wire_schemas = msgspec.json.schema_components(
+        [wire.DesiredDocument, wire.StatusReport], ref_template=_SCHEMAS + "{name}"
+    )
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()  # FastAPI's, built once and cached on the app
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        clash = {n for n in wire_schemas if n in schemas and schemas[n] != wire_schemas[n]}
+        if clash:
+            raise RuntimeError(f"OpenAPI schema names used twice: {sorted(clash)}")
+        document["components"]["schemas"] = dict(sorted({**schemas, **wire_schemas}.items()))
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way
 
 
 def openapi_document() -> dict[str, Any]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import msgspec
+
 from reconciler import wire
 from reconciler.catalog import Catalog
 from reconciler.credentials import Credential, changed, fingerprints
@@ -258,7 +260,8 @@ class Controller:
             for e in report.events
         ]
         before = self._pending_auth(device)
-        observed = report.model_dump(mode="json", exclude={"events"})
+        observed: dict[str, Any] = msgspec.to_builtins(report)
+        del observed["events"]  # stored one by one, below
         self.store.put_observed(device, observed, self.now())
         self._present[device] = frozenset(report.images)
         last = self.store.append_device_events(device, events)
@@ -339,20 +342,23 @@ def _wire_deployment(
         redeploy=want.redeploy,
         digest=want.digest,
         containers=[
-            wire.Container.model_validate(
-                c.model_dump(mode="json", by_alias=True, exclude={"image_credential"})
+            msgspec.convert(
+                c.model_dump(mode="json", by_alias=True, exclude={"image_credential"}),
+                wire.Container,
             )
             for c in containers
         ],
         volumes=[
-            wire.Volume.model_validate(
-                {"name": name, **catalog.volumes[name].manifest.spec.model_dump(by_alias=True)}
+            msgspec.convert(
+                {"name": name, **catalog.volumes[name].manifest.spec.model_dump(by_alias=True)},
+                wire.Volume,
             )
             for name in volumes
         ],
         networks=[
-            wire.Network.model_validate(
-                {"name": name, **catalog.networks[name].manifest.spec.model_dump(by_alias=True)}
+            msgspec.convert(
+                {"name": name, **catalog.networks[name].manifest.spec.model_dump(by_alias=True)},
+                wire.Network,
             )
             for name in networks
         ],

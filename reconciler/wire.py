@@ -1,104 +1,100 @@
 """The wire contract between the controller and device agents, and nothing else.
 
 Both sides import this module; the agent imports nothing else of `reconciler`, so a device
-installs only what it needs. Values here were validated by the controller: types are plain.
+installs only what it needs. The types are msgspec Structs rather than pydantic models: typed
+JSON decoding without pydantic's import cost, which an idle agent would pay in resident memory.
+Values here were validated by the controller: types are plain. Unknown fields are ignored.
 Registry credentials travel only in `DesiredDocument.registry_auth`, keyed by image (never by
 the credential's name), and only for images the device has not reported present.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+import msgspec
+from msgspec import field
 
 WIRE_VERSION = "v1"
 
 
-class Wire(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True
-    )
-
-
-class Mount(Wire):
+class Mount(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     volume: str
     target: str
 
 
-class Tmpfs(Wire):
+class Tmpfs(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     path: str
     options: str = ""
 
 
-class Cpu(Wire):
+class Cpu(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     period: int | None = None
     quota: int | None = None
     realtime_period: int | None = None
     realtime_runtime: int | None = None
 
 
-class DeviceMapping(Wire):
+class DeviceMapping(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     path_on_host: str
     path_in_container: str
     cgroup_permissions: str = "rwm"
 
 
-class DeviceRequest(Wire):
+class DeviceRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     driver: str = ""
     count: int | None = None
-    device_ids: list[str] = Field(default_factory=list)
-    capabilities: list[list[str]] = Field(default_factory=list)
-    options: dict[str, str] = Field(default_factory=dict)
+    device_ids: list[str] = field(default_factory=list)
+    capabilities: list[list[str]] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
 
 
-class Container(Wire):
+class Container(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """One container of a release, as the agent creates it (memory values in bytes)."""
 
     name: str
     image: str
     hostname: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
     restart_policy: str = "unless-stopped"
     network_mode: str = "bridge"
-    networks: list[str] = Field(default_factory=list)
-    volumes: list[Mount] = Field(default_factory=list)
-    binds: list[str] = Field(default_factory=list)
-    port_bindings: list[str] = Field(default_factory=list)
-    extra_hosts: list[str] = Field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    volumes: list[Mount] = field(default_factory=list)
+    binds: list[str] = field(default_factory=list)
+    port_bindings: list[str] = field(default_factory=list)
+    extra_hosts: list[str] = field(default_factory=list)
     privileged: bool = False
-    cap_add: list[str] = Field(default_factory=list)
-    cap_drop: list[str] = Field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
     cpu: Cpu | None = None
     memory: int | None = None
     memory_reservation: int | None = None
     memory_swap: int | None = None
     memory_swappiness: int | None = None
-    device_mappings: list[DeviceMapping] = Field(default_factory=list)
-    device_requests: list[DeviceRequest] = Field(default_factory=list)
+    device_mappings: list[DeviceMapping] = field(default_factory=list)
+    device_requests: list[DeviceRequest] = field(default_factory=list)
     read_only_rootfs: bool = False
-    tmpfs: list[Tmpfs] = Field(default_factory=list)
-    storage_opt: dict[str, str] = Field(default_factory=dict)
-    depends_on: list[str] = Field(default_factory=list)
+    tmpfs: list[Tmpfs] = field(default_factory=list)
+    storage_opt: dict[str, str] = field(default_factory=dict)
+    depends_on: list[str] = field(default_factory=list)
 
 
-class Volume(Wire):
+class Volume(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     name: str
     driver: str = "local"
-    options: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
 
 
-class Network(Wire):
+class Network(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     name: str
     driver: str = "bridge"
-    options: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
     enable_ipv6: bool = False
     internal: bool = False
 
 
-class Deployment(Wire):
+class Deployment(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """One application on the device: which release, in which state, and all it needs."""
 
     deployment: str
@@ -108,11 +104,11 @@ class Deployment(Wire):
     redeploy: str | None = None
     digest: str
     containers: list[Container]
-    volumes: list[Volume] = Field(default_factory=list)
-    networks: list[Network] = Field(default_factory=list)
+    volumes: list[Volume] = field(default_factory=list)
+    networks: list[Network] = field(default_factory=list)
 
 
-class RegistryAuth(Wire):
+class RegistryAuth(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """Credentials for pulling one image; never written to disk or logged by the agent."""
 
     image: str
@@ -125,24 +121,28 @@ class RegistryAuth(Wire):
 
     __str__ = __repr__
 
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """msgspec gives Structs a rich repr of every field: rich must not print the password."""
+        return [("image", self.image), ("serveraddress", self.serveraddress)]
 
-class DesiredDocument(Wire):
+
+class DesiredDocument(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """GET /v1/devices/{name}/desired."""
 
     device: str
     revision: str
     deployments: list[Deployment]
-    registry_auth: list[RegistryAuth] = Field(default_factory=list)
+    registry_auth: list[RegistryAuth] = field(default_factory=list)
 
 
-class ContainerReport(Wire):
+class ContainerReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     name: str
     state: str  # Docker's: created, running, exited, ... or "missing"
     image_present: bool
     error: str | None = None
 
 
-class ReleaseReport(Wire):
+class ReleaseReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """One release of an application as found on the engine (by its hedgerow.* labels)."""
 
     application: str
@@ -153,25 +153,28 @@ class ReleaseReport(Wire):
     redeploy: str | None = None
     digest: str | None = None
     error: str | None = None
-    containers: list[ContainerReport] = Field(default_factory=list)
+    containers: list[ContainerReport] = field(default_factory=list)
 
 
 EventKind = Literal["starting", "started", "stopping", "stopped", "updating", "deleting", "error"]
+Seq = Annotated[
+    int, msgspec.Meta(ge=1, description="Numbered by the agent; a retried report repeats them.")
+]
 
 
-class Event(Wire):
-    seq: int = Field(ge=1, description="Numbered by the agent; a retried report repeats them.")
+class Event(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    seq: Seq
     at: str  # RFC 3339
     kind: EventKind
     message: str
     deployment: str | None = None
 
 
-class StatusReport(Wire):
+class StatusReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """PUT /v1/devices/{name}/status."""
 
     device: str
     revision: str | None = None  # the desired revision the agent last applied
-    releases: list[ReleaseReport] = Field(default_factory=list)
-    images: list[str] = Field(default_factory=list)  # image references present on the engine
-    events: list[Event] = Field(default_factory=list)
+    releases: list[ReleaseReport] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # image references present on the engine
+    events: list[Event] = field(default_factory=list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 from test_agent_steps import V1, V2, ModelEngine, doc, web
 
 from agent.client import ControllerUnreachable, Fetched
@@ -85,7 +86,7 @@ def test_a_release_that_exits_at_start_is_held_until_its_deployment_changes(
     )
     running = agent(tmp_path, controller, engine)
     running.step(wait=0)
-    controller.document = doc(web("1.1.0", image=V2)).model_copy(update={"revision": "r2"})
+    controller.document = msgspec.structs.replace(doc(web("1.1.0", image=V2)), revision="r2")
     running.step(wait=0)  # switches to 1.1.0
     running.step(wait=0)  # finds it crashed: back to 1.0.0
     tries = engine.log.count("start web-lyon-1-1-0-server")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -74,7 +75,7 @@ def test_the_agent_imports_only_the_wire_contract_and_docker_only_in_its_engine(
 
 
 def ctr(name: str, image: str = IMAGE, **fields: object) -> Container:
-    return Container.model_validate({"name": name, "image": image, **fields})
+    return msgspec.convert({"name": name, "image": image, **fields}, Container)
 
 
 def web(
@@ -89,7 +90,7 @@ def web(
 ) -> Deployment:
     """A two-container release: `server` depends on `db`, both on the networks and volumes."""
     mounts = [Mount(volume=v, target=f"/{v}") for v, _ in volumes]
-    return Deployment.model_validate(
+    return msgspec.convert(
         {
             "deployment": f"{app}-lyon",
             "application": app,
@@ -102,8 +103,9 @@ def web(
                 ctr("db", image, networks=list(networks)),
             ],
             "networks": [Network(name=n) for n in networks],
-            "volumes": [Volume(name=v, deletionPolicy=p) for v, p in volumes],
-        }
+            "volumes": [{"name": v, "deletionPolicy": p} for v, p in volumes],
+        },
+        Deployment,
     )
 
 
@@ -584,7 +586,7 @@ def deployments(draw: st.DrawFn, app: str) -> Deployment:
         containers=containers,
         networks=[Network(name=n) for n in networks],
         volumes=[
-            Volume(name=v, deletionPolicy=draw(st.sampled_from(["Retain", "Delete"])))
+            Volume(name=v, deletion_policy=draw(st.sampled_from(["Retain", "Delete"])))
             for v in volumes
         ],
     )
@@ -596,7 +598,7 @@ def desired_documents(draw: st.DrawFn) -> DesiredDocument:
     wanted = [draw(deployments(app)) for app in apps]
     names = [d.deployment for d in wanted]
     if len(set(names)) != len(names):  # deployment names are unique in a repository
-        wanted = [d.model_copy(update={"deployment": f"{d.application}-lyon"}) for d in wanted]
+        wanted = [msgspec.structs.replace(d, deployment=f"{d.application}-lyon") for d in wanted]
     return doc(*wanted)
 
 
@@ -740,7 +742,7 @@ def test_saved_document_drops_credentials_and_loads_back(tmp_path: Path) -> None
     text = path.read_text()
     assert "s3cret!" not in text and "robot" not in text
     assert json.loads(text)["registryAuth"] == []
-    assert load_desired(tmp_path / "state") == document.model_copy(update={"registry_auth": []})
+    assert load_desired(tmp_path / "state") == msgspec.structs.replace(document, registry_auth=[])
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [FILE_NAME]
     assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
 

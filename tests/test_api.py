@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import signal
 import ssl
 import subprocess
@@ -27,6 +28,7 @@ from typing import Any
 
 import git
 import httpx
+import msgspec
 import pyrage
 import pytest
 from cryptography import x509
@@ -38,7 +40,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from reconciler import tokens
-from reconciler.api import render_openapi
+from reconciler.api import canonical_json, render_openapi
 from reconciler.cli import app as cli
 from reconciler.controller import Controller
 from reconciler.credentials import DEFAULT_RULES, CreationRule, render_credential
@@ -48,7 +50,7 @@ from reconciler.secret import Secret
 from reconciler.serve import Runner, create_app
 from reconciler.source import open_repo, resolve, tree_files
 from reconciler.store import Store, sqlite_url
-from reconciler.wire import DesiredDocument
+from reconciler.wire import DesiredDocument, RegistryAuth
 
 from conftest import BASE, PLAINTEXT_SECRETS, RELEASE_110, ROOT, write_tree
 
@@ -230,7 +232,7 @@ def test_the_desired_document_holds_the_release_its_resources_and_state(env: Env
     client = TestClient(env.app)
     response = client.get(desired("pi-1"), headers=env.auth("pi-1"))
     assert response.status_code == 200
-    document = DesiredDocument.model_validate_json(response.content)
+    document = msgspec.json.decode(response.content, type=DesiredDocument)
     assert document.device == "pi-1" and document.revision == env.repo.head.commit.hexsha
     (deployment,) = document.deployments
     assert (deployment.deployment, deployment.application, deployment.release) == (
@@ -441,7 +443,9 @@ def test_a_report_for_another_device_or_with_a_naive_time_is_refused(env: Env) -
     assert env.store.get_observed("pi-1") is None
     invalid = {"device": "pi-1", "events": [{"seq": 0}]}
     bad = client.put(status("pi-1"), json=invalid, headers=env.auth("pi-1"))
-    assert bad.status_code == 422
+    assert bad.status_code == 422 and "$.events[0].seq" in bad.json()["detail"]  # msgspec's path
+    broken = client.put(status("pi-1"), content=b"{", headers=env.auth("pi-1"))
+    assert broken.status_code == 422 and "truncated" in broken.json()["detail"]
 
 
 # -- authentication ----------------------------------------------------------------------------
@@ -560,6 +564,35 @@ def test_openapi_check_fails_on_a_stale_file(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "stale" in result.stderr
     written = CliRunner().invoke(cli, ["openapi", "--output", str(stale)])
     assert written.exit_code == 0 and stale.read_text() == render_openapi()
+
+
+def test_the_openapi_document_has_the_wire_schemas_of_the_device_routes() -> None:
+    """The wire Structs are msgspec's, not pydantic's: their schemas are added by hand."""
+    document = json.loads(render_openapi())
+    desired_get = document["paths"]["/v1/devices/{name}/desired"]["get"]
+    status_put = document["paths"]["/v1/devices/{name}/status"]["put"]
+    ok = desired_get["responses"]["200"]["content"]["application/json"]["schema"]
+    body = status_put["requestBody"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/DesiredDocument"}
+    assert body == {"$ref": "#/components/schemas/StatusReport"}
+    assert status_put["requestBody"]["required"] is True
+    schemas = document["components"]["schemas"]
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(document)))
+    assert refs <= set(schemas), "every $ref resolves"
+    assert schemas["Event"]["properties"]["seq"]["minimum"] == 1
+    assert "registryAuth" in schemas["DesiredDocument"]["properties"]
+    assert schemas["ContainerReport"]["required"] == ["name", "state", "imagePresent"]
+
+
+def test_canonical_json_is_sorted_compact_and_equal_for_equal_documents() -> None:
+    auth = RegistryAuth(image="r/é:1", serveraddress="r", username="u", password="p")
+    first = DesiredDocument(device="pi-1", revision="abc", deployments=[], registry_auth=[auth])
+    again = msgspec.json.decode(msgspec.json.encode(first), type=DesiredDocument)
+    assert again is not first and canonical_json(again) == canonical_json(first)
+    expected = json.dumps(
+        msgspec.to_builtins(first), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+    assert canonical_json(first) == expected  # the bytes (and ETags) of the pydantic version
 
 
 # -- the controller as operators run it: TLS ---------------------------------------------------

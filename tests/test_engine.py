@@ -17,6 +17,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import msgspec
 import pytest
 
 from agent.converge import Outcome, converge
@@ -37,7 +38,6 @@ from reconciler.wire import (
     DesiredDocument,
     Network,
     RegistryAuth,
-    Volume,
 )
 
 from docker_env import DockerEngine, Images, Registry
@@ -91,7 +91,7 @@ def test_split_reference(image: str, parts: tuple[str, str]) -> None:
 
 
 def test_every_container_field_reaches_the_host_config() -> None:
-    spec = Container.model_validate(
+    spec = msgspec.convert(
         {
             "name": "all",
             "image": "x",
@@ -118,7 +118,8 @@ def test_every_container_field_reaches_the_host_config() -> None:
             "readOnlyRootfs": True,
             "tmpfs": [{"path": "/run", "options": "size=1m"}],
             "storageOpt": {"size": "1G"},
-        }
+        },
+        Container,
     )
     options = host_config_options(spec, network_plan(spec)[0])
     assert options["restart_policy"] == {"Name": "on-failure", "MaximumRetryCount": 0}
@@ -200,7 +201,7 @@ def release(
     if port is not None:
         server["portBindings"] = [f"127.0.0.1:{port}:8080"]
     worker = {"name": "worker", "image": images.sleeper, "networks": list(networks)}
-    return Deployment.model_validate(
+    return msgspec.convert(
         {
             "deployment": f"{app}-lyon",
             "application": app,
@@ -210,8 +211,9 @@ def release(
             "digest": f"digest-of-{version}",
             "containers": [server, worker],
             "networks": [Network(name=n) for n in networks],
-            "volumes": [Volume(name=v, deletionPolicy=p) for v, p in volumes],
-        }
+            "volumes": [{"name": v, "deletionPolicy": p} for v, p in volumes],
+        },
+        Deployment,
     )
 
 
@@ -461,7 +463,7 @@ def test_every_container_option_is_accepted_by_the_engine(engine: Engine, images
         "tmpfs": [{"path": "/scratch", "options": "size=1m"}],
         "binds": ["/etc/hostname:/host-name:ro"],
     }
-    deployment = Deployment.model_validate(
+    deployment = msgspec.convert(
         {
             "deployment": "tuned",
             "application": "tuned",
@@ -469,7 +471,8 @@ def test_every_container_option_is_accepted_by_the_engine(engine: Engine, images
             "state": "Running",
             "digest": "d",
             "containers": [spec],
-        }
+        },
+        Deployment,
     )
     run(engine, doc(deployment))
     info = inspect(engine, "hedgerow-tuned-1-0-0-tuned")
