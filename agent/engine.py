@@ -38,6 +38,7 @@ from agent.steps import (
     EngineState,
     PullImage,
     RemoveContainer,
+    RemoveImage,
     RemoveNetwork,
     StartContainer,
     Step,
@@ -157,8 +158,20 @@ class Engine:
             _ignore_missing(lambda: self.api.remove_container(step.name, v=True, force=True))
         elif isinstance(step, RemoveNetwork):
             _ignore_missing(lambda: self.api.remove_network(step.name))
+        elif isinstance(step, RemoveImage):
+            self._remove_image(step.image)
         else:
             _ignore_missing(lambda: self.api.remove_volume(step.name))
+
+    def _remove_image(self, image: str) -> None:
+        """Untag `image`; Docker deletes the layers no other tag holds. One still used by a
+        container (not Hedgerow's, or not yet removed) stays: that is not an error."""
+        try:
+            _ignore_missing(lambda: self.api.remove_image(image))
+        except docker.errors.APIError as error:
+            if error.status_code != 409:
+                raise
+            log.info("image %s kept: %s", image, _explain(error))
 
     def _create_network(self, step: CreateNetwork) -> None:
         network = step.network

@@ -25,6 +25,7 @@ from agent.state import load_desired, save_desired
 from agent.steps import (
     EngineState,
     RemoveContainer,
+    RemoveImage,
     RemoveNetwork,
     RemoveVolume,
     StartContainer,
@@ -52,7 +53,7 @@ def event_kind(step: Step) -> EventKind:
         return "started"
     if isinstance(step, StopContainer):
         return "stopped"
-    if isinstance(step, RemoveContainer | RemoveNetwork | RemoveVolume):
+    if isinstance(step, RemoveContainer | RemoveNetwork | RemoveVolume | RemoveImage):
         return "deleting"
     return "updating"
 

@@ -12,10 +12,14 @@ controller uses to preview a change; here they are spelled out as engine operati
 3. applications no longer desired: every container of theirs is removed;
 4. per deployment, by application: an upgrade creates the new release's containers, stops the
    old release's (they stay, stopped, to switch back to) and starts the new ones in dependency
-   order; a redeploy (new token, new digest, or drift: a container or network missing) removes
-   and recreates the release's containers; otherwise start or stop to reach the desired state;
+   order; releases older than the one it switches from are removed, so a device keeps two
+   releases of an application at most; a redeploy (new token, new digest, or drift: a container
+   or network missing) removes and recreates the release's containers; otherwise start or stop
+   to reach the desired state;
 5. networks and volumes no container uses any more and no deployment declares are removed — a
-   volume only when its deletion policy is `Delete`, so data is kept by default.
+   volume only when its deletion policy is `Delete`, so data is kept by default — and so are the
+   images of removed containers that no remaining container uses (by the reference written in
+   the release: another tag of the same image stays, and Docker keeps an image in use).
 
 `apply` is the model of a successful run: planning again from `apply(engine, plan_steps(...))`
 yields no step (tested with hypothesis from random engine states).
@@ -214,6 +218,16 @@ class RemoveVolume:
         return f"remove volume {self.name} (deletionPolicy Delete)"
 
 
+@dataclass(frozen=True, slots=True)
+class RemoveImage:
+    image: str
+    kind: Literal["remove-image"] = "remove-image"
+    application: None = None
+
+    def describe(self) -> str:
+        return f"remove image {self.image} (no container uses it any more)"
+
+
 Step = (
     CreateNetwork
     | CreateVolume
@@ -224,6 +238,7 @@ Step = (
     | RemoveContainer
     | RemoveNetwork
     | RemoveVolume
+    | RemoveImage
 )
 
 
@@ -313,6 +328,15 @@ def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
         for v, policy in sorted(engine.volumes.items())
         if policy == "Delete" and v not in wanted_volumes and v not in used_volumes
     ]
+    used_images = {normalise_image(c.image) for c in remaining} | {
+        normalise_image(s.container.image) for s in plan.steps if isinstance(s, CreateContainer)
+    }
+    unused = {
+        c.image
+        for c in engine.containers
+        if c.name in plan.removed and c.image and normalise_image(c.image) not in used_images
+    }
+    cleanup += [RemoveImage(i) for i in sorted(unused) if engine.has_image(i)]
     return [*resources, *pulls, *plan.steps, *cleanup]
 
 
@@ -395,6 +419,7 @@ class _Switch:
                 self.steps += [
                     StartContainer(names[s.name], want.application, want.release) for s in order
                 ]
+            self._prune(others)
             return
         self._stop(others)
         if want.state == "Running":
@@ -409,6 +434,16 @@ class _Switch:
                 for s in reversed(order)
                 if good[s.name].up
             ]
+        self._prune(others)
+
+    def _prune(self, others: list[ContainerState]) -> None:
+        """At a switch, keep the release switched from (to switch back to) and remove the
+        older ones; without a switch there is nothing to tell the previous release by."""
+        previous = {c.release for c in others if c.up}
+        if previous:
+            for c in others:
+                if c.release not in previous:
+                    self.remove(c)
 
     def _stop(self, containers: list[ContainerState]) -> None:
         """Stop what is up and not already removed (by then, a stale name holder may be)."""
@@ -490,6 +525,8 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
             containers.pop(step.name, None)
         elif isinstance(step, RemoveNetwork):
             networks.discard(step.name)
+        elif isinstance(step, RemoveImage):
+            images = {i for i in images if normalise_image(i) != normalise_image(step.image)}
         else:
             volumes.pop(step.name, None)
     return EngineState(tuple(containers.values()), frozenset(networks), volumes, frozenset(images))

@@ -2,11 +2,12 @@
 
 `docker_engine` starts a private dockerd as root (vfs storage, no iptables) in a short temporary
 folder — unix socket paths are limited to 108 bytes — and stops it by its pid at the end of the
-session. `images` imports tiny busybox images (no registry needed) and `registry` runs Debian's
-`docker-registry` on 127.0.0.1 with an htpasswd file and pushes a private image to it. Every
-daemon writes to a log file, reads /dev/null, and is stopped by the pid recorded at its start,
-so none can keep CI's output open. Missing programs fail the tests with the Debian package to
-install (`make test` installs them through tests/system-deps.sh); nothing is skipped.
+session. `images` imports tiny busybox images (no registry needed; tagged again for each test)
+and `registry` runs Debian's `docker-registry` on 127.0.0.1 with an htpasswd file and pushes a
+private image to it. Every daemon writes to a log file, reads /dev/null, and is stopped by the
+pid recorded at its start, so none can keep CI's output open. Missing programs fail the tests
+with the Debian package to install (`make test` installs them through tests/system-deps.sh);
+nothing is skipped.
 
 The parts themselves live in `reconciler.sandbox`, shared with `hedgerow demo`; the fixtures here
 turn its errors into test failures and tie each daemon's life to the session.
@@ -73,22 +74,41 @@ class Images:
     sleeper: str = "local/sleeper:1"
     failing: str = "local/fail:1"
 
+    def references(self) -> tuple[str, ...]:
+        return (self.v1, self.v2, self.sleeper, self.failing)
+
 
 @pytest.fixture(scope="session")
-def images(docker_engine: DockerEngine) -> Images:
-    """The local images, imported once per session (a few MB each on vfs)."""
+def local_images(docker_engine: DockerEngine) -> dict[str, str]:
+    """The local images, imported once per session (a few MB each on vfs), by reference → id.
+
+    An agent removes the image of a release it removes; a created, never started container of
+    each (not Hedgerow's) keeps the image itself on the engine, so `images` can tag it again.
+    """
     busybox = _or_fail(sandbox.busybox)
     made = Images()
     client = docker_engine.client
-    for reference, version, cmd in (
-        (made.v1, "1", SERVE),
-        (made.v2, "2", SERVE),
-        (made.sleeper, "sleeper", SLEEP),
-        (made.failing, "fail", FAIL),
+    ids: dict[str, str] = {}
+    for reference, version, cmd in zip(
+        made.references(), ("1", "2", "sleeper", "fail"), (SERVE, SERVE, SLEEP, FAIL), strict=True
     ):
         tar = _or_fail(lambda: rootfs_tar(busybox, version))  # noqa: B023 - called at once
         import_image(client, reference, tar, cmd)
-    return made
+        ids[reference] = client.api.inspect_image(reference)["Id"]  # type: ignore[no-untyped-call]
+        client.api.create_container(ids[reference], name=f"keeps-image-{version}")
+    return ids
+
+
+@pytest.fixture
+def images(docker_engine: DockerEngine, local_images: dict[str, str]) -> Images:
+    """The local images, each tagged again if an earlier test's agent removed it."""
+    api = docker_engine.client.api
+    present = {tag for image in api.images() for tag in image.get("RepoTags") or []}
+    for reference, image_id in local_images.items():
+        if reference not in present:
+            repository, tag = reference.rsplit(":", 1)
+            api.tag(image_id, repository, tag)
+    return Images()
 
 
 # -- registry -------------------------------------------------------------------------------------
@@ -109,7 +129,7 @@ class Registry:
 
 @pytest.fixture(scope="session")
 def registry(
-    request: pytest.FixtureRequest, docker_engine: DockerEngine, images: Images
+    request: pytest.FixtureRequest, docker_engine: DockerEngine, local_images: dict[str, str]
 ) -> Registry:
     """`docker-registry` with htpasswd (bcrypt) on 127.0.0.1, holding `private/app:1`."""
     root = Path(tempfile.mkdtemp(prefix="hedgerow-registry-"))
@@ -122,6 +142,6 @@ def registry(
     )
     request.addfinalizer(server.stop)
     repository = f"{server.host}/private/app"
-    docker_engine.client.api.tag(images.v1, repository, "1")
+    docker_engine.client.api.tag(local_images[Images().v1], repository, "1")
     _or_fail(lambda: sandbox.push(docker_engine.client, f"{repository}:1", server.auth))
     return Registry(server.host, username, password, f"{repository}:1")

@@ -27,6 +27,7 @@ from agent.steps import (
     EngineState,
     PullImage,
     RemoveContainer,
+    RemoveImage,
     RemoveNetwork,
     RemoveVolume,
     StartContainer,
@@ -128,8 +129,8 @@ def show(steps: list[Step]) -> list[str]:
         if isinstance(step, CreateNetwork | CreateVolume):
             name = step.network.name if isinstance(step, CreateNetwork) else step.volume.name
             lines.append(f"{step.kind} {name}")
-        elif isinstance(step, PullImage):
-            lines.append(f"pull {step.image}")
+        elif isinstance(step, PullImage | RemoveImage):
+            lines.append(f"{step.kind} {step.image}")
         else:
             lines.append(f"{step.kind} {step.name.removeprefix('hedgerow-')}")
     return lines
@@ -217,7 +218,12 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         "delete: containers removed, a Retain volume and its data kept, network removed",
         doc(web()),
         doc(),
-        ["remove web-lyon-1-0-0-db", "remove web-lyon-1-0-0-server", "remove-network front"],
+        [
+            "remove web-lyon-1-0-0-db",
+            "remove web-lyon-1-0-0-server",
+            "remove-network front",
+            f"remove-image {V1}",
+        ],
     ),
     (
         "delete with deletionPolicy Delete removes the volume too",
@@ -228,6 +234,7 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
             "remove web-lyon-1-0-0-server",
             "remove-network front",
             "remove-volume data",
+            f"remove-image {V1}",
         ],
     ),
 ]
@@ -239,6 +246,60 @@ def test_one_change_from_a_converged_device(
 ) -> None:
     steps, _ = run_and_check(after, converged(before))
     assert show(steps) == expected
+
+
+V3 = "local/app:3"
+
+
+def upgraded_twice(third: DesiredDocument) -> tuple[list[Step], EngineState]:
+    """1.0.0, then 1.1.0, then `third`: the steps of the last switch and the engine after."""
+    engine = converged(doc(web()), images=(V1, V2, V3))
+    engine = apply(engine, plan_steps(doc(web("1.1.0", image=V2)), engine))
+    return run_and_check(third, engine)
+
+
+def test_an_upgrade_keeps_the_release_it_leaves_and_removes_older_ones_and_their_image() -> None:
+    steps, after = upgraded_twice(doc(web("1.2.0", image=V3)))
+    assert show(steps) == [
+        "create web-lyon-1-2-0-db",
+        "create web-lyon-1-2-0-server",
+        "stop web-lyon-1-1-0-server",
+        "stop web-lyon-1-1-0-db",
+        "start web-lyon-1-2-0-db",
+        "start web-lyon-1-2-0-server",
+        "remove web-lyon-1-0-0-server",
+        "remove web-lyon-1-0-0-db",
+        f"remove-image {V1}",
+    ]
+    assert {c.release for c in after.containers} == {"1.1.0", "1.2.0"}
+    assert after.images == {V2, V3}
+
+
+def test_an_image_the_new_release_still_uses_is_kept() -> None:
+    steps, after = upgraded_twice(doc(web("1.2.0", image=V1)))
+    assert "remove web-lyon-1-0-0-db" in show(steps)
+    assert not any(isinstance(s, RemoveImage) for s in steps) and V1 in after.images
+
+
+def test_switching_back_to_the_kept_release_removes_nothing() -> None:
+    steps, after = upgraded_twice(doc(web()))  # back to 1.0.0, kept stopped
+    assert show(steps) == [
+        "stop web-lyon-1-1-0-server",
+        "stop web-lyon-1-1-0-db",
+        "start web-lyon-1-0-0-db",
+        "start web-lyon-1-0-0-server",
+    ]
+    assert {c.release for c in after.containers} == {"1.0.0", "1.1.0"}
+
+
+def test_without_a_switch_older_stopped_releases_stay() -> None:
+    """Which stopped release came last is not in the engine's state: only a switch tells."""
+    engine = converged(doc(web()), images=(V1, V2, V3))
+    engine = apply(engine, plan_steps(doc(web("1.1.0", image=V2)), engine))
+    engine = apply(engine, plan_steps(doc(web("1.1.0", image=V2, state="Stopped")), engine))
+    steps, after = run_and_check(doc(web("1.2.0", image=V3, state="Stopped")), engine)
+    assert not any(isinstance(s, RemoveContainer) for s in steps)
+    assert {c.release for c in after.containers} == {"1.0.0", "1.1.0", "1.2.0"}
 
 
 def test_fresh_deploy_creates_resources_first_then_pulls_then_runs_in_dependency_order() -> None:

@@ -327,6 +327,27 @@ def test_upgrade_keeps_the_old_release_stopped_then_redeploy_and_drift(
     assert http(port) == "2"
 
 
+def tags(engine: Engine) -> set[str]:
+    return {tag for image in engine.api.images() for tag in image.get("RepoTags") or []}
+
+
+def test_a_second_upgrade_removes_the_oldest_release_and_its_image(
+    engine: Engine, images: Images
+) -> None:
+    for tag, source in (("1", images.v1), ("2", images.v2), ("3", images.v1)):
+        engine.api.tag(source, "local/prune", tag)  # references of this test's own
+    run(engine, doc(release(images, image="local/prune:1")))
+    run(engine, doc(release(images, "1.1.0", image="local/prune:2")))
+    assert {c.release for c in engine.read().containers} == {"1.0.0", "1.1.0"}
+    run(engine, doc(release(images, "1.2.0", image="local/prune:3")))
+    assert {c.release for c in engine.read().containers} == {"1.1.0", "1.2.0"}
+    assert "local/prune:1" not in tags(engine), "no container uses it any more"
+    assert {"local/prune:2", "local/prune:3", images.v1, images.sleeper} <= tags(engine)
+    run(engine, doc())
+    assert not any(tag.startswith("local/prune:") for tag in tags(engine))
+    assert images.sleeper in tags(engine), "a container not Hedgerow's still uses it: kept"
+
+
 def test_delete_keeps_a_shared_network_and_the_volume_data(engine: Engine, images: Images) -> None:
     web = release(images, volumes=(("data", "Retain"), ("scratch", "Delete")))
     cam = release(images, app="cam", networks=("front",), volumes=())
