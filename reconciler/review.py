@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from reconciler.catalog import Catalog
 from reconciler.check import Checked
-from reconciler.desired import desired_fleet, release_digest
+from reconciler.desired import desired_fleet, spec_digest, spec_json
+from reconciler.immutable import credential_changed, release_changed
 from reconciler.model import ImageCredential, Release
 from reconciler.plan import Action, converged, plan_device
 from reconciler.problems import Problem
@@ -146,24 +147,12 @@ def _releases(base: Catalog, head: Catalog) -> tuple[list[ReleaseChange], list[P
         elif after is None and before is not None:
             changes.append(ReleaseChange(application, version, before.name, "removed"))
         elif before is not None and after is not None:
-            if release_digest(before.manifest) == release_digest(after.manifest):
+            if spec_digest(before.manifest) == spec_digest(after.manifest):
                 continue
-            fields = tuple(diff(_spec(before.manifest), _spec(after.manifest)))
+            fields = tuple(diff(spec_json(before.manifest), spec_json(after.manifest)))
             changes.append(ReleaseChange(application, version, after.name, "changed", fields))
-            errors.append(
-                after.problem(
-                    ("spec", "version"),
-                    f"release {application} {version} was changed in place; releases are "
-                    "immutable once applied: publish a new version instead",
-                )
-            )
+            errors.append(release_changed(after))
     return changes, errors
-
-
-def _spec(release: Release) -> dict[str, Any]:
-    """The spec exactly as `release_digest` sees it, so a new digest always shows a field."""
-    spec: dict[str, Any] = release.spec.model_dump(mode="json", by_alias=True)
-    return spec
 
 
 def diff(old: Any, new: Any, path: str = "") -> Iterator[FieldChange]:
@@ -211,13 +200,7 @@ def _credentials(
             changes.append(CredentialChange(name, "removed"))
         elif _secret_changed(name, before, after, fingerprints):
             changes.append(CredentialChange(name, "changed"))
-            errors.append(
-                after.problem(
-                    ("spec",),
-                    f"ImageCredential {name} changed: credentials are immutable; create a new "
-                    "credential and switch releases to it",
-                )
-            )
+            errors.append(credential_changed(after))
     return changes, errors
 
 
