@@ -121,6 +121,7 @@ class Controller:
         if sha is not None:
             report = self._validate(sha)
             if report.valid:
+                self._remember(report)  # a store older than some fingerprint kind learns them
                 self.applied = Applied(sha, report, desired_fleet(report.catalog))
                 self._notify(None)
 

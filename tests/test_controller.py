@@ -272,3 +272,23 @@ def test_a_new_volume_and_a_release_switched_to_it_are_applied(
     assert [(v.name, v.options, v.deletion_policy) for v in web.volumes] == [
         ("data-v2", {"o": "size=1g"}, "Delete")
     ]
+
+
+def test_a_restarted_controller_remembers_the_volumes_it_had_applied(
+    upstream: git.Repo, store: Store
+) -> None:
+    """A store from before volumes were fingerprinted learns them from the applied revision."""
+    controller(upstream, store).sync()
+    good = store.applied_revision()
+    store.put_fingerprints("volume", {})
+    commit(upstream, "options", {"resources.yaml": resources("spec: {options: {o: size=1g}}\n")})
+    fresh = controller(upstream, store)
+    fresh.resume()
+    assert_rejected(
+        fresh,
+        store,
+        good,
+        Problem(
+            "resources.yaml", 7, 18, "Volume", "data", "metadata.name", in_place("Volume", "data")
+        ),
+    )
