@@ -15,7 +15,7 @@ from reconciler.problems import Problem
 from reconciler.source import open_repo, resolve, tree_files
 from reconciler.store import Store
 
-from conftest import BASE, RELEASE_110, commit
+from conftest import BASE, RELEASE_110, commit, resources
 
 
 class BranchSource:
@@ -147,16 +147,6 @@ def test_a_removed_deployment_clears_its_status(upstream: git.Repo, store: Store
     assert outcome is not None and outcome.devices == ["pi-1"]
     ctl.reconcile("pi-1")
     assert store.statuses() == []
-
-
-def resources(volume: str = "", network: str = "", extra: str = "") -> str:
-    """BASE's resources.yaml with specs for the volume `data` and the network `front`."""
-    return (
-        dedent(BASE["resources.yaml"])
-        .replace("metadata: {name: front}\n", f"metadata: {{name: front}}\n{network}")
-        .replace("metadata: {name: data}\n", f"metadata: {{name: data}}\n{volume}")
-        + extra
-    )
 
 
 def in_place(kind: str, name: str) -> str:

@@ -21,7 +21,7 @@ from reconciler.review import (
 )
 from reconciler.validate import Report, validate_files
 
-from conftest import BASE
+from conftest import BASE, resources
 
 HEADER = "apiVersion: hedgerow.dev/v1alpha1\n"
 USERNAME = (
@@ -288,16 +288,6 @@ def test_new_and_removed_credentials_are_listed_by_name_and_never_show_a_secret(
         assert "new-registry" in shown
         for secret in (USERNAME, PASSWORD, PASSWORD_AGAIN, "ENC[", "AES256"):
             assert secret not in shown
-
-
-def resources(volume: str = "", network: str = "", extra: str = "") -> str:
-    """BASE's resources.yaml with specs for the volume `data` and the network `front`."""
-    return (
-        dedent(BASE["resources.yaml"])
-        .replace("metadata: {name: front}\n", f"metadata: {{name: front}}\n{network}")
-        .replace("metadata: {name: data}\n", f"metadata: {{name: data}}\n{volume}")
-        + extra
-    )
 
 
 def volume(name: str, spec: str = "") -> str:
