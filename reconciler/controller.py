@@ -24,7 +24,14 @@ from reconciler.desired import (
     changed_files,
     desired_fleet,
     refresh_fleet,
-    release_digest,
+    spec_digest,
+)
+from reconciler.immutable import (
+    ResourceKind,
+    credential_changed,
+    release_changed,
+    resource_changed,
+    resources,
 )
 from reconciler.model import Release
 from reconciler.model.imageref import parse_image
@@ -32,7 +39,7 @@ from reconciler.plan import Action, ObservedRelease, plan_device
 from reconciler.problems import Problem
 from reconciler.sops import Identity
 from reconciler.status import deployment_status
-from reconciler.store import EventIn, Store
+from reconciler.store import EventIn, FingerprintKind, Store
 from reconciler.validate import Report, validate_files
 
 Fleet = Mapping[str, Mapping[str, DesiredDeployment]]
@@ -114,6 +121,7 @@ class Controller:
         if sha is not None:
             report = self._validate(sha)
             if report.valid:
+                self._remember(report)  # a store older than some fingerprint kind learns them
                 self.applied = Applied(sha, report, desired_fleet(report.catalog))
                 self._notify(None)
 
@@ -161,41 +169,33 @@ class Controller:
 
     def _remember(self, report: Report) -> None:
         """Keep fingerprints of everything ever applied, so a name can never be reused."""
-        releases = {**self.store.fingerprints("release"), **_release_digests(report)}
-        self.store.put_fingerprints("release", releases)
-        credentials = fingerprints(report.credentials, self.key)
-        self.store.put_fingerprints(
-            "credential", {**self.store.fingerprints("credential"), **credentials}
-        )
+        digests: list[tuple[FingerprintKind, dict[str, str]]] = [
+            ("release", _release_digests(report)),
+            *_resource_digests(report).items(),
+            ("credential", fingerprints(report.credentials, self.key)),
+        ]
+        for kind, current in digests:
+            self.store.put_fingerprints(kind, {**self.store.fingerprints(kind), **current})
 
     def _validate(self, sha: str) -> Report:
         return validate_files(self.source.files(sha), self.identities)
 
     def _immutability(self, report: Report) -> list[Problem]:
-        """Releases and credentials once applied never change under the same name."""
+        """Releases, volumes, networks and credentials once applied never change under the
+        same name, even after a commit removed them."""
+        catalog = report.catalog
         problems: list[Problem] = []
-        applied = self.store.fingerprints("release")
-        for key, digest in _release_digests(report).items():
-            if applied.get(key, digest) != digest:
-                application, version = key.split("@", 1)
-                entry = report.catalog.release(application, version)
-                assert entry is not None
-                problems.append(
-                    entry.problem(
-                        ("spec", "version"),
-                        f"release {application} {version} was changed in place; releases are "
-                        "immutable once applied: publish a new version instead",
-                    )
-                )
+        for key in changed(self.store.fingerprints("release"), _release_digests(report)):
+            entry = catalog.release(*key.split("@", 1))
+            assert entry is not None
+            problems.append(release_changed(entry))
+        for kind, digests in _resource_digests(report).items():
+            entries = resources(catalog)[kind]
+            for name in changed(self.store.fingerprints(kind), digests):
+                problems.append(resource_changed(entries[name]))
         credentials = fingerprints(report.credentials, self.key)
         for name in changed(self.store.fingerprints("credential"), credentials):
-            problems.append(
-                report.catalog.credentials[name].problem(
-                    ("spec",),
-                    f"ImageCredential {name} changed: credentials are immutable; create a new "
-                    "credential and switch releases to it",
-                )
-            )
+            problems.append(credential_changed(catalog.credentials[name]))
         return problems
 
     # -- devices -------------------------------------------------------------------------------
@@ -373,8 +373,15 @@ def _timestamp(value: str) -> datetime:
     return at
 
 
+def _resource_digests(report: Report) -> dict[ResourceKind, dict[str, str]]:
+    return {
+        kind: {name: spec_digest(entry.manifest) for name, entry in entries.items()}
+        for kind, entries in resources(report.catalog).items()
+    }
+
+
 def _release_digests(report: Report) -> dict[str, str]:
     return {
-        f"{r.manifest.spec.application}@{r.manifest.spec.version}": release_digest(r.manifest)
+        f"{r.manifest.spec.application}@{r.manifest.spec.version}": spec_digest(r.manifest)
         for r in report.catalog.releases.values()
     }

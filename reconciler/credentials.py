@@ -103,7 +103,7 @@ def fingerprints(credentials: Mapping[str, Credential], key: bytes) -> dict[str,
 
 
 def changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
-    """Names whose fingerprint differs between two revisions: credentials are immutable."""
+    """Names whose fingerprint differs between two revisions (of anything immutable)."""
     return sorted(name for name in before.keys() & after.keys() if before[name] != after[name])
 
 

@@ -6,11 +6,11 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from reconciler.catalog import Catalog
 from reconciler.check import Checked
-from reconciler.model import Deployment, Release
+from reconciler.model import Deployment, Manifest
 
 State = Literal["Running", "Stopped"]
 
@@ -31,11 +31,15 @@ DesiredDevice = Mapping[str, DesiredDeployment]  # by application
 DesiredFleet = Mapping[str, DesiredDevice]  # by device
 
 
-def release_digest(release: Release) -> str:
-    """A stable digest of a release's spec, for immutability checks and drift."""
-    canonical = json.dumps(
-        release.spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
-    )
+def spec_json(manifest: Manifest) -> dict[str, Any]:
+    """A manifest's spec as `spec_digest` sees it, so a new digest always shows a field."""
+    spec: dict[str, Any] = manifest.spec.model_dump(mode="json", by_alias=True)
+    return spec
+
+
+def spec_digest(manifest: Manifest) -> str:
+    """A stable digest of a manifest's spec, for immutability checks (and drift, of releases)."""
+    canonical = json.dumps(spec_json(manifest), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -61,7 +65,7 @@ def _desired(
         return None
     digest = digests.get(release.name)
     if digest is None:
-        digest = digests[release.name] = release_digest(release.manifest)
+        digest = digests[release.name] = spec_digest(release.manifest)
     return DesiredDeployment(
         entry.name, spec.application, spec.release, spec.state, spec.redeploy, digest
     )

@@ -2,9 +2,10 @@
 
 A reviewer sees, per device, the actions the controller would take once the change is merged:
 the base revision stands in for what devices run (as if every device had converged on it), and
-the plan from it to the head revision is exactly `reconciler.plan`'s. Releases and credentials
-are immutable once in git, so changing one in place is an error here rather than a surprise on
-the devices. Secrets never appear in a review: credentials are listed by name only.
+the plan from it to the head revision is exactly `reconciler.plan`'s. Releases, volumes, networks
+and credentials are immutable once in git, so changing one in place is an error here rather than
+a rejection by the controller after the merge. Secrets never appear in a review: credentials are
+listed by name only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, Literal
 
 from reconciler.catalog import Catalog
 from reconciler.check import Checked
-from reconciler.desired import desired_fleet, release_digest
+from reconciler.desired import desired_fleet, spec_digest, spec_json
+from reconciler.immutable import Resource, credential_changed, release_changed, resource_changed
 from reconciler.model import ImageCredential, Release
 from reconciler.plan import Action, converged, plan_device
 from reconciler.problems import Problem
@@ -59,6 +61,22 @@ class ReleaseChange:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceChange:
+    """A volume or a network by name; `fields` say what a change in place touched."""
+
+    name: str
+    change: Change
+    fields: tuple[FieldChange, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "change": self.change,
+            "fields": [f.to_json() for f in self.fields],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class CredentialChange:
     """A credential by name only: a review never carries a secret, even encrypted."""
 
@@ -74,6 +92,8 @@ class Review:
     errors: list[Problem]  # head's errors and the immutability violations, located in head
     warnings: list[Problem]
     releases: list[ReleaseChange]
+    volumes: list[ResourceChange]
+    networks: list[ResourceChange]
     credentials: list[CredentialChange]
     devices: dict[str, list[Action]]  # only devices with at least one action, by name
 
@@ -88,6 +108,8 @@ class Review:
             "errors": [p.to_json() for p in self.errors],
             "warnings": [p.to_json() for p in self.warnings],
             "releases": [r.to_json() for r in self.releases],
+            "volumes": [v.to_json() for v in self.volumes],
+            "networks": [n.to_json() for n in self.networks],
             "credentials": [c.to_json() for c in self.credentials],
             "devices": {d: [a.to_json() for a in acts] for d, acts in self.devices.items()},
         }
@@ -101,9 +123,16 @@ def review(base: Report, head: Report, fingerprints: Fingerprints | None = None)
     mapping falls back to comparing the encrypted strings, which flags any re-encryption.
     """
     releases, release_errors = _releases(base.catalog, head.catalog)
+    volumes, volume_errors = _resources(base.catalog.volumes, head.catalog.volumes)
+    networks, network_errors = _resources(base.catalog.networks, head.catalog.networks)
     credentials, credential_errors = _credentials(base.catalog, head.catalog, fingerprints)
-    errors = sorted([*head.errors, *release_errors, *credential_errors], key=Problem.sort_key)
-    return Review(errors, head.warnings, releases, credentials, _devices(base, head))
+    errors = sorted(
+        [*head.errors, *release_errors, *volume_errors, *network_errors, *credential_errors],
+        key=Problem.sort_key,
+    )
+    return Review(
+        errors, head.warnings, releases, volumes, networks, credentials, _devices(base, head)
+    )
 
 
 # -- devices ---------------------------------------------------------------------------------------
@@ -146,24 +175,34 @@ def _releases(base: Catalog, head: Catalog) -> tuple[list[ReleaseChange], list[P
         elif after is None and before is not None:
             changes.append(ReleaseChange(application, version, before.name, "removed"))
         elif before is not None and after is not None:
-            if release_digest(before.manifest) == release_digest(after.manifest):
+            if spec_digest(before.manifest) == spec_digest(after.manifest):
                 continue
-            fields = tuple(diff(_spec(before.manifest), _spec(after.manifest)))
+            fields = tuple(diff(spec_json(before.manifest), spec_json(after.manifest)))
             changes.append(ReleaseChange(application, version, after.name, "changed", fields))
-            errors.append(
-                after.problem(
-                    ("spec", "version"),
-                    f"release {application} {version} was changed in place; releases are "
-                    "immutable once applied: publish a new version instead",
-                )
-            )
+            errors.append(release_changed(after))
     return changes, errors
 
 
-def _spec(release: Release) -> dict[str, Any]:
-    """The spec exactly as `release_digest` sees it, so a new digest always shows a field."""
-    spec: dict[str, Any] = release.spec.model_dump(mode="json", by_alias=True)
-    return spec
+# -- volumes and networks --------------------------------------------------------------------------
+
+
+def _resources(
+    base: Mapping[str, Checked[Resource]], head: Mapping[str, Checked[Resource]]
+) -> tuple[list[ResourceChange], list[Problem]]:
+    """Volumes or networks by name; one changed in place is an error, as in the controller."""
+    changes: list[ResourceChange] = []
+    errors: list[Problem] = []
+    for name in sorted(set(base) | set(head)):
+        before, after = base.get(name), head.get(name)
+        if before is None:
+            changes.append(ResourceChange(name, "added"))
+        elif after is None:
+            changes.append(ResourceChange(name, "removed"))
+        elif spec_digest(before.manifest) != spec_digest(after.manifest):
+            fields = tuple(diff(spec_json(before.manifest), spec_json(after.manifest)))
+            changes.append(ResourceChange(name, "changed", fields))
+            errors.append(resource_changed(after))
+    return changes, errors
 
 
 def diff(old: Any, new: Any, path: str = "") -> Iterator[FieldChange]:
@@ -211,13 +250,7 @@ def _credentials(
             changes.append(CredentialChange(name, "removed"))
         elif _secret_changed(name, before, after, fingerprints):
             changes.append(CredentialChange(name, "changed"))
-            errors.append(
-                after.problem(
-                    ("spec",),
-                    f"ImageCredential {name} changed: credentials are immutable; create a new "
-                    "credential and switch releases to it",
-                )
-            )
+            errors.append(credential_changed(after))
     return changes, errors
 
 
@@ -260,7 +293,11 @@ def text(result: Review) -> str:
         lines.append(
             f"release {release.application} {release.version} ({release.release}): {release.change}"
         )
-        lines.extend(f"  {f.field}: {_json(f.old)} -> {_json(f.new)}" for f in release.fields)
+        lines.extend(_field_lines(release.fields))
+    for kind, resources in (("volume", result.volumes), ("network", result.networks)):
+        for resource in resources:
+            lines.append(f"{kind} {resource.name}: {resource.change}")
+            lines.extend(_field_lines(resource.fields))
     lines.extend(f"credential {c.name}: {c.change}" for c in result.credentials)
     for device, actions in result.devices.items():
         for a in actions:
@@ -271,6 +308,10 @@ def text(result: Review) -> str:
     verdict = "valid" if result.valid else "rejected"
     lines.append(f"{verdict}: {_summary(result)}")
     return "\n".join(lines) + "\n"
+
+
+def _field_lines(fields: tuple[FieldChange, ...]) -> list[str]:
+    return [f"  {f.field}: {_json(f.old)} -> {_json(f.new)}" for f in fields]
 
 
 def markdown(result: Review) -> str:
@@ -288,11 +329,14 @@ def markdown(result: Review) -> str:
         out += ["", "### Releases"]
         for release in result.releases:
             label = f"{_code(release.application)} {_code(release.version)}"
-            change = "changed in place" if release.change == "changed" else release.change
-            out += ["", f"- **{change}**: {label} ({_code(release.release)})"]
-            if release.fields:
-                out += ["", "| field | old | new |", "|---|---|---|"]
-                out += [_row(_code(f.field), _value(f.old), _value(f.new)) for f in release.fields]
+            out += _change_item(
+                f"{label} ({_code(release.release)})", release.change, release.fields
+            )
+    for title, resources in (("Volumes", result.volumes), ("Networks", result.networks)):
+        if resources:
+            out += ["", f"### {title}"]
+            for resource in resources:
+                out += _change_item(_code(resource.name), resource.change, resource.fields)
     if result.credentials:
         out += ["", "### Credentials", ""]
         out += [f"- **{c.change}**: {_code(c.name)}" for c in result.credentials]
@@ -314,6 +358,15 @@ def markdown(result: Review) -> str:
     else:
         out.append("No device changes.")
     return "\n".join(out) + "\n"
+
+
+def _change_item(label: str, change: Change, fields: tuple[FieldChange, ...]) -> list[str]:
+    """One release, volume or network change: a list item, then its fields as a table."""
+    out = ["", f"- **{'changed in place' if change == 'changed' else change}**: {label}"]
+    if fields:
+        out += ["", "| field | old | new |", "|---|---|---|"]
+        out += [_row(_code(f.field), _value(f.old), _value(f.new)) for f in fields]
+    return out
 
 
 def _summary(result: Review) -> str:

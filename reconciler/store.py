@@ -50,7 +50,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 JSONObject = dict[str, Any]
-FingerprintKind = Literal["credential", "release"]
+FingerprintKind = Literal["credential", "release", "volume", "network"]
 FINGERPRINT_KINDS: tuple[str, ...] = get_args(FingerprintKind)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -193,7 +193,9 @@ class Event(Base):
 
 class Fingerprint(Base):
     __tablename__ = "fingerprints"
-    __table_args__ = (CheckConstraint("kind IN ('credential', 'release')", name="kind"),)
+    __table_args__ = (
+        CheckConstraint("kind IN ('credential', 'release', 'volume', 'network')", name="kind"),
+    )
 
     kind: Mapped[str] = mapped_column(String, primary_key=True)
     name: Mapped[str] = mapped_column(String, primary_key=True)
@@ -211,8 +213,9 @@ class Token(Base):
 # --- the store ---------------------------------------------------------------------------------
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the database to the latest schema; a no-op when it is there already."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to the latest schema (or to `revision`, to test a migration from
+    an older one); a no-op when it is there already."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("path_separator", "os")
@@ -220,7 +223,7 @@ def migrate(engine: Engine) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 class Store:

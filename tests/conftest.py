@@ -85,6 +85,16 @@ RELEASE_110 = """\
     """
 
 
+def resources(volume: str = "", network: str = "", extra: str = "") -> str:
+    """BASE's resources.yaml with specs for the volume `data` and the network `front`."""
+    return (
+        dedent(BASE["resources.yaml"])
+        .replace("metadata: {name: front}\n", f"metadata: {{name: front}}\n{network}")
+        .replace("metadata: {name: data}\n", f"metadata: {{name: data}}\n{volume}")
+        + extra
+    )
+
+
 def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
     for rel, content in files.items():
         path = root / rel

@@ -767,7 +767,8 @@ def test_plan_from_what_devices_reported(
     observed = CliRunner().invoke(cli, [*base, *remote])
     assert observed.exit_code == 0, observed.output
     result = json.loads(observed.stdout)
-    assert set(result) == {"valid", "errors", "warnings", "releases", "credentials", "devices"}
+    keys = {"valid", "errors", "warnings", "releases", "volumes", "networks", "credentials"}
+    assert set(result) == {*keys, "devices"}
     assert [(a["action"], a["to"]) for a in result["devices"]["pi-1"]] == [
         ("deploy", "1.1.0"),
         ("start", "1.1.0"),

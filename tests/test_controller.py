@@ -15,7 +15,7 @@ from reconciler.problems import Problem
 from reconciler.source import open_repo, resolve, tree_files
 from reconciler.store import Store
 
-from conftest import BASE, RELEASE_110, commit
+from conftest import BASE, RELEASE_110, commit, resources
 
 
 class BranchSource:
@@ -147,3 +147,138 @@ def test_a_removed_deployment_clears_its_status(upstream: git.Repo, store: Store
     assert outcome is not None and outcome.devices == ["pi-1"]
     ctl.reconcile("pi-1")
     assert store.statuses() == []
+
+
+def in_place(kind: str, name: str) -> str:
+    return (
+        f"{kind} {name} was changed in place; {kind.lower()}s are immutable once applied: "
+        "create one under a new name and switch releases to it"
+    )
+
+
+def assert_rejected(ctl: Controller, store: Store, good: str | None, *expected: Problem) -> None:
+    """The tip is rejected with exactly `expected`, and `good` stays applied."""
+    outcome = ctl.sync()
+    assert outcome is not None and not outcome.applied
+    assert outcome.errors == list(expected)
+    assert store.applied_revision() == good
+    assert ctl.applied is not None and ctl.applied.sha == good
+
+
+def test_a_volume_changed_in_place_is_rejected(upstream: git.Repo, store: Store) -> None:
+    """The agent never recreates a volume (it holds data): the change could not be applied."""
+    ctl = controller(upstream, store)
+    ctl.sync()
+    good = store.applied_revision()
+    commit(upstream, "options", {"resources.yaml": resources("spec: {options: {o: size=1g}}\n")})
+    assert_rejected(
+        ctl,
+        store,
+        good,
+        Problem(
+            "resources.yaml", 7, 18, "Volume", "data", "metadata.name", in_place("Volume", "data")
+        ),
+    )
+
+
+def test_a_network_changed_in_place_is_rejected(upstream: git.Repo, store: Store) -> None:
+    ctl = controller(upstream, store)
+    ctl.sync()
+    good = store.applied_revision()
+    commit(upstream, "internal", {"resources.yaml": resources(network="spec: {internal: true}\n")})
+    assert_rejected(
+        ctl,
+        store,
+        good,
+        Problem(
+            "resources.yaml",
+            3,
+            18,
+            "Network",
+            "front",
+            "metadata.name",
+            in_place("Network", "front"),
+        ),
+    )
+
+
+def test_a_removed_volume_cannot_come_back_with_another_spec(
+    upstream: git.Repo, store: Store
+) -> None:
+    """The controller remembers every volume it applied, as it does releases."""
+    ctl = controller(upstream, store)
+    ctl.sync()
+    deployment = dedent(BASE["deployment.yaml"]).replace('"1.0.0"', '"1.1.0"')
+    Path(upstream.working_dir, "release.yaml").unlink()  # the only release using `data`
+    without = dedent(BASE["resources.yaml"]).split("---\n")[0]
+    commit(
+        upstream,
+        "drop data",
+        {"release-110.yaml": RELEASE_110, "deployment.yaml": deployment, "resources.yaml": without},
+    )
+    removed = ctl.sync()
+    assert removed is not None and removed.applied, removed
+    good = store.applied_revision()
+    commit(upstream, "reuse", {"resources.yaml": resources("spec: {deletionPolicy: Delete}\n")})
+    assert_rejected(
+        ctl,
+        store,
+        good,
+        Problem(
+            "resources.yaml", 7, 18, "Volume", "data", "metadata.name", in_place("Volume", "data")
+        ),
+    )
+    commit(upstream, "same again", {"resources.yaml": resources()})
+    back = ctl.sync()
+    assert back is not None and back.applied  # the same spec under the same name is fine
+
+
+def test_a_new_volume_and_a_release_switched_to_it_are_applied(
+    upstream: git.Repo, store: Store
+) -> None:
+    ctl = controller(upstream, store)
+    ctl.sync()
+    volume = "---\napiVersion: hedgerow.dev/v1alpha1\nkind: Volume\nmetadata: {name: data-v2}\n"
+    volume += "spec: {options: {o: size=1g}, deletionPolicy: Delete}\n"
+    release = dedent(RELEASE_110).replace(
+        "server:1.1.0}", "server:1.1.0, volumes: [{volume: data-v2, target: /data}]}"
+    )
+    deployment = dedent(BASE["deployment.yaml"]).replace('"1.0.0"', '"1.1.0"')
+    commit(
+        upstream,
+        "data-v2",
+        {
+            "resources.yaml": resources(extra=volume),
+            "release-110.yaml": release,
+            "deployment.yaml": deployment,
+        },
+    )
+    outcome = ctl.sync()
+    assert outcome is not None and outcome.applied, outcome
+    assert outcome.devices == ["pi-1"]
+    document = ctl.desired_document("pi-1")
+    assert document is not None
+    (web,) = document.deployments
+    assert [(v.name, v.options, v.deletion_policy) for v in web.volumes] == [
+        ("data-v2", {"o": "size=1g"}, "Delete")
+    ]
+
+
+def test_a_restarted_controller_remembers_the_volumes_it_had_applied(
+    upstream: git.Repo, store: Store
+) -> None:
+    """A store from before volumes were fingerprinted learns them from the applied revision."""
+    controller(upstream, store).sync()
+    good = store.applied_revision()
+    store.put_fingerprints("volume", {})
+    commit(upstream, "options", {"resources.yaml": resources("spec: {options: {o: size=1g}}\n")})
+    fresh = controller(upstream, store)
+    fresh.resume()
+    assert_rejected(
+        fresh,
+        store,
+        good,
+        Problem(
+            "resources.yaml", 7, 18, "Volume", "data", "metadata.name", in_place("Volume", "data")
+        ),
+    )

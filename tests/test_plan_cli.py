@@ -76,6 +76,8 @@ def test_json_of_the_merge(fleet: Path) -> None:
         "errors": [],
         "warnings": [],
         "releases": [],
+        "volumes": [],
+        "networks": [],
         "credentials": [],
         "devices": {"pi-1": [upgrade()], "pi-3": [upgrade()]},
     }

@@ -13,6 +13,7 @@ from reconciler.review import (
     FieldChange,
     Format,
     ReleaseChange,
+    ResourceChange,
     Review,
     diff,
     render,
@@ -20,7 +21,7 @@ from reconciler.review import (
 )
 from reconciler.validate import Report, validate_files
 
-from conftest import BASE
+from conftest import BASE, resources
 
 HEADER = "apiVersion: hedgerow.dev/v1alpha1\n"
 USERNAME = (
@@ -96,7 +97,7 @@ def start(deployment: str, version: str = "1.0.0") -> list[Action]:
 
 def test_identical_revisions_change_nothing() -> None:
     result = review(report(), report())
-    assert result == Review([], [], [], [], {})
+    assert result == Review([], [], [], [], [], [], {})
     assert result.valid
 
 
@@ -241,7 +242,7 @@ def test_release_changed_in_place_is_an_error_at_its_version() -> None:
 def test_a_new_metadata_name_for_the_same_content_is_not_a_change() -> None:
     renamed = BASE["release.yaml"].replace("web-1-0-0", "web-one")
     result = review(report(), report({"release.yaml": renamed}))
-    assert result == Review([], [], [], [], {})
+    assert result == Review([], [], [], [], [], [], {})
 
 
 CRED_CHANGED = (
@@ -287,6 +288,93 @@ def test_new_and_removed_credentials_are_listed_by_name_and_never_show_a_secret(
         assert "new-registry" in shown
         for secret in (USERNAME, PASSWORD, PASSWORD_AGAIN, "ENC[", "AES256"):
             assert secret not in shown
+
+
+def volume(name: str, spec: str = "") -> str:
+    return f"---\n{HEADER}kind: Volume\nmetadata: {{name: {name}}}\n{spec}"
+
+
+VOLUME_IN_PLACE = (
+    "Volume data was changed in place; volumes are immutable once applied: create one under a "
+    "new name and switch releases to it"
+)
+NETWORK_IN_PLACE = (
+    "Network front was changed in place; networks are immutable once applied: create one under "
+    "a new name and switch releases to it"
+)
+SIZED = resources("spec: {options: {o: size=1g}}\n")
+
+
+def test_volume_changed_in_place_is_an_error_at_its_name() -> None:
+    """Docker cannot change a volume in place: the agent would silently keep the old one."""
+    result = review(report(), report({"resources.yaml": SIZED}))
+    assert not result.valid
+    assert result.errors == [
+        Problem("resources.yaml", 7, 18, "Volume", "data", "metadata.name", VOLUME_IN_PLACE)
+    ]
+    assert result.volumes == [
+        ResourceChange("data", "changed", (FieldChange("options.o", None, "size=1g"),))
+    ]
+    assert result.networks == [] and result.devices == {}
+
+
+def test_network_changed_in_place_is_an_error_at_its_name() -> None:
+    head = report({"resources.yaml": resources(network="spec: {internal: true}\n")})
+    result = review(report(), head)
+    assert result.errors == [
+        Problem("resources.yaml", 3, 18, "Network", "front", "metadata.name", NETWORK_IN_PLACE)
+    ]
+    assert result.networks == [
+        ResourceChange("front", "changed", (FieldChange("internal", False, True),))
+    ]
+    assert result.volumes == []
+
+
+def test_a_new_volume_and_a_release_switched_to_it_are_valid() -> None:
+    """The way to change a volume: a new one, a new release using it, the deployment moved."""
+    new = release("1.1.0").replace("volume: data,", "volume: data-v2,")
+    head = report(
+        {
+            "resources.yaml": resources(extra=volume("data-v2", "spec: {options: {o: size=1g}}\n")),
+            "release-1.1.0.yaml": new,
+            "deployment.yaml": deployment("web-lyon", LYON, "1.1.0"),
+        }
+    )
+    result = review(report(), head)
+    assert result.valid, result.errors
+    assert result.volumes == [ResourceChange("data-v2", "added")]
+    assert result.releases == [ReleaseChange("web", "1.1.0", "web-1-1-0", "added")]
+    assert [a.action for a in result.devices["pi-1"]] == ["upgrade"]
+
+
+def test_an_unused_volume_removed_is_valid() -> None:
+    base = report({"resources.yaml": resources(extra=volume("cache"))})
+    result = review(base, report())
+    assert result.valid
+    assert result.volumes == [ResourceChange("cache", "removed")]
+
+
+def test_volume_changes_render_like_release_changes() -> None:
+    result = review(report(), report({"resources.yaml": SIZED}))
+    assert render(result, Format.text) == (
+        f"resources.yaml:7:18: error: Volume/data: metadata.name: {VOLUME_IN_PLACE}\n"
+        "volume data: changed\n"
+        '  options.o: null -> "size=1g"\n'
+        "rejected: 0 devices would change (0 actions); 1 error, 0 warnings\n"
+    )
+    shown = render(result, Format.markdown)
+    assert f"\n- `resources.yaml:7` Volume/data `metadata.name`: {VOLUME_IN_PLACE}\n" in shown
+    assert (
+        "\n### Volumes\n\n- **changed in place**: `data`\n\n| field | old | new |\n"
+        "|---|---|---|\n| `options.o` | — | `size=1g` |\n"
+    ) in shown
+    assert json.loads(render(result, Format.json))["volumes"] == [
+        {
+            "name": "data",
+            "change": "changed",
+            "fields": [{"field": "options.o", "old": None, "new": "size=1g"}],
+        }
+    ]
 
 
 def test_head_errors_are_reported_with_the_review() -> None:
@@ -341,6 +429,8 @@ def test_json_is_exact() -> None:
         "errors": [],
         "warnings": [],
         "releases": [],
+        "volumes": [],
+        "networks": [],
         "credentials": [],
         "devices": {
             "pi-1": [

@@ -79,7 +79,7 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     migrate(engine)
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
-    assert current_revision(engine) == head() == "0001"
+    assert current_revision(engine) == head() == "0002"
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]
@@ -95,7 +95,33 @@ def test_migrating_again_is_a_no_op_and_keeps_data(database_url: str, engine: sa
         assert second.token_hash("pi-1") == "hash-1"
     with engine.connect() as connection:
         versions = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-    assert [tuple(row) for row in versions] == [("0001",)]
+    assert [tuple(row) for row in versions] == [("0002",)]
+
+
+def insert_fingerprint(engine: sa.Engine, kind: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO fingerprints (kind, name, fingerprint) VALUES (:kind, 'x', 'f')"),
+            {"kind": kind},
+        )
+
+
+def test_0002_adds_volume_and_network_fingerprints_and_keeps_the_others(
+    database_url: str, engine: sa.Engine
+) -> None:
+    """Volumes and networks became immutable once applied, remembered like releases."""
+    migrate(engine, "0001")
+    insert_fingerprint(engine, "release")
+    with pytest.raises(sa.exc.IntegrityError):
+        insert_fingerprint(engine, "volume")
+    with Store.open(database_url) as migrated:
+        migrated.put_fingerprints("volume", {"data": "sha256:aa"})
+        migrated.put_fingerprints("network", {"front": "sha256:bb"})
+        assert migrated.fingerprints("release") == {"x": "f"}
+        assert migrated.fingerprints("volume") == {"data": "sha256:aa"}
+        assert migrated.fingerprints("network") == {"front": "sha256:bb"}
+    with pytest.raises(sa.exc.IntegrityError):
+        insert_fingerprint(engine, "password")  # the database still checks the kind
 
 
 def test_the_migrated_schema_matches_the_models(store: Store, engine: sa.Engine) -> None:
@@ -325,8 +351,12 @@ def test_fingerprints_are_replaced_per_kind(store: Store) -> None:
     store.put_fingerprints("credential", {"registry": "hmac-sha256:cc"})
     assert store.fingerprints("credential") == {"registry": "hmac-sha256:cc"}
     assert store.fingerprints("release") == {"web-1-0-0": "sha256:11"}
+    store.put_fingerprints("volume", {"data": "sha256:22"})
+    store.put_fingerprints("network", {"data": "sha256:33"})  # the same name, another kind
     store.put_fingerprints("release", {})
     assert store.fingerprints("release") == {}
+    assert store.fingerprints("volume") == {"data": "sha256:22"}
+    assert store.fingerprints("network") == {"data": "sha256:33"}
     with pytest.raises(ValueError, match="unknown fingerprint kind"):
         store.put_fingerprints("password", {})  # type: ignore[arg-type]
 
