@@ -483,9 +483,9 @@ async def _authorize_device(cache: TokenCache, name: str, token: str | None) -> 
 
 
 class Documents:
-    """Each device's document body and ETag, kept until the revision or the images it reported
-    change: an unchanged poll is then a string comparison on the event loop, with no thread hop
-    and no database read."""
+    """Each device's document body and ETag, kept until its document revision or the images it
+    reported change: an unchanged poll is then a string comparison on the event loop, with no
+    thread hop and no database read."""
 
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
@@ -495,7 +495,7 @@ class Documents:
         applied = self.controller.applied
         if applied is None or device not in applied.fleet:
             return None
-        key = (applied.sha, self.controller.images_present(device))
+        key = (self.controller.document_revision(device), self.controller.images_present(device))
         cached = self._cache.get(device)
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]

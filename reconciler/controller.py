@@ -112,6 +112,8 @@ class Controller:
         self._actions: dict[str, list[Action]] = {}
         self.listeners: list[Listener] = []
         self._present: dict[str, frozenset[str]] = {}  # images each device last reported
+        # device → the commit that last changed its desired state (since this process started)
+        self._revisions: dict[str, str] = {}
 
     # -- revisions -----------------------------------------------------------------------------
 
@@ -151,9 +153,11 @@ class Controller:
         self._remember(report)
         fleet, devices = self._desired(report)
         self.applied = Applied(sha, report, fleet)
+        self._revisions = {d: r for d, r in self._revisions.items() if d in fleet}
+        self._revisions.update(dict.fromkeys(devices, sha))
         message = f"revision {sha[:12]} applied"
         self.store.append_events([EventIn(at, None, "applied", message, revision=sha)])
-        self._notify(None)  # every document names the revision, so every one changed
+        self._notify(devices)  # only their documents changed: the others stay as they are
         return Outcome(sha, True, [], devices)
 
     def _desired(self, report: Report) -> tuple[Fleet, list[str]]:
@@ -244,7 +248,16 @@ class Controller:
         applied = self.applied
         if applied is None or device not in applied.fleet:
             return None
-        return desired_document(applied, device, self.images_present(device))
+        return desired_document(
+            applied, device, self.images_present(device), self.document_revision(device)
+        )
+
+    def document_revision(self, device: str) -> str:
+        """The revision a device's document names: the commit that last changed what the
+        device should run, so a commit changes the documents (and ETags) of the devices it
+        touches and no other. After a restart it is the applied revision, for every device."""
+        assert self.applied is not None
+        return self._revisions.get(device, self.applied.sha)
 
     def ingest(self, report: wire.StatusReport) -> int:
         """Store an agent's report: its observed state replaces the last, its events are stored
@@ -289,9 +302,11 @@ class Controller:
             listener(devices)
 
 
-def desired_document(applied: Applied, device: str, present: Set[str]) -> wire.DesiredDocument:
+def desired_document(
+    applied: Applied, device: str, present: Set[str], revision: str
+) -> wire.DesiredDocument:
     """The wire document of one device at the applied revision (pure); `present` are the images
-    the device reported, which need no credentials."""
+    the device reported, which need no credentials; `revision` is the one the document names."""
     catalog = applied.report.catalog
     deployments = []
     for want in sorted(applied.fleet.get(device, {}).values(), key=lambda d: d.deployment):
@@ -309,7 +324,7 @@ def desired_document(applied: Applied, device: str, present: Set[str]) -> wire.D
         if image not in present
     ]
     return wire.DesiredDocument(
-        device=device, revision=applied.sha, deployments=deployments, registry_auth=auth
+        device=device, revision=revision, deployments=deployments, registry_auth=auth
     )
 
 

@@ -327,6 +327,36 @@ def test_a_long_poll_answers_within_a_second_of_a_new_revision_or_304_at_its_tim
     run_with_runner(env, body)
 
 
+def test_a_commit_changes_the_documents_of_the_devices_it_touches_and_no_other(env: Env) -> None:
+    deployment = dedent(BASE["deployment.yaml"]) + '  redeploy: "2"\n'
+    first = env.repo.head.commit.hexsha
+
+    async def body(client: httpx.AsyncClient) -> None:
+        before = {d: await client.get(desired(d), headers=env.auth(d)) for d in ("pi-1", "pi-2")}
+        assert all(answer.json()["revision"] == first for answer in before.values())
+        tag = before["pi-2"].headers["etag"]
+        untouched = asyncio.create_task(
+            client.get(
+                desired("pi-2"),
+                params={"wait": 1.5},
+                headers={**env.auth("pi-2"), "If-None-Match": tag},
+            )
+        )
+        await asyncio.sleep(0.3)
+        sha = await asyncio.to_thread(commit, env.repo, "redeploy", {"deployment.yaml": deployment})
+        env.runner.wake()
+        answer = await asyncio.wait_for(untouched, 5)
+        assert answer.status_code == 304, "nothing of pi-2 changed: its long poll times out"
+        after = {d: await client.get(desired(d), headers=env.auth(d)) for d in ("pi-1", "pi-2")}
+        assert after["pi-1"].json()["revision"] == sha != first
+        assert after["pi-1"].headers["etag"] != before["pi-1"].headers["etag"]
+        assert (
+            after["pi-2"].content == before["pi-2"].content and after["pi-2"].headers["etag"] == tag
+        )
+
+    run_with_runner(env, body)
+
+
 def test_registry_auth_until_the_device_reports_the_image_and_never_the_credential_name(
     env: Env, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
