@@ -22,11 +22,12 @@ from common import (
     dockerd,
     engine_unavailable,
     make_repo,
-    manifests,
     rss_kib,
     stop,
     wait,
 )
+
+from reconciler.sandbox import fleet_manifests
 
 TARGET_MIB = 40.0
 DEVICE = "pi-1"
@@ -56,7 +57,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, dockerd() as engine:
         work = Path(tmp)
         busybox_image(engine, IMAGE)
-        repo = make_repo(work / "repo", manifests("1.0.0", IMAGE))
+        repo = make_repo(work / "repo", fleet_manifests("1.0.0", IMAGE))
         with controller(repo, work) as ctl:
             token_file = work / "token"
             token_file.write_text(ctl.token(DEVICE))

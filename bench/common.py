@@ -34,47 +34,6 @@ GIT_ENV = {
 }
 
 
-def manifests(version: str = "1.0.0", image: str = "local/app:1") -> dict[str, str]:
-    """One application, one release of one container on a network, one device, one deployment."""
-    return {
-        "app.yaml": """\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Application
-            metadata: {name: web}
-            """,
-        f"releases/{version}.yaml": f"""\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Release
-            metadata: {{name: web-{version.replace(".", "-")}}}
-            spec:
-              application: web
-              version: "{version}"
-              containers:
-                - name: server
-                  image: {image}
-                  networks: [front]
-                  env: {{VERSION: "{version}"}}
-            """,
-        "network.yaml": """\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Network
-            metadata: {name: front}
-            """,
-        "device.yaml": """\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Device
-            metadata: {name: pi-1}
-            spec: {systemModel: rpi4}
-            """,
-        "deployment.yaml": f"""\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Deployment
-            metadata: {{name: web-pi-1}}
-            spec: {{application: web, release: "{version}", device: pi-1}}
-            """,
-    }
-
-
 def git(repo: Path, *args: str) -> str:
     result = subprocess.run(
         ["git", "-C", str(repo), *args],

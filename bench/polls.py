@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from common import make_repo, manifests, stop, wait
+from common import make_repo, stop, wait
 
-from reconciler.sandbox import free_port
+from reconciler.sandbox import fleet_manifests, free_port
 
 TARGET_RATIO = 0.7
 TARGET_RATE = 3500.0
@@ -46,7 +46,7 @@ def serve(port: int, work: Path, token: str) -> None:
     from reconciler.source import open_repo, resolve, tree_files
     from reconciler.store import Store, sqlite_url
 
-    repo = open_repo(str(make_repo(work / "repo", manifests())))
+    repo = open_repo(str(make_repo(work / "repo", fleet_manifests())))
 
     class Source:
         def fetch(self) -> str:

@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 import httpx
-from common import commit, controller, make_repo, manifests
+from common import commit, controller, make_repo
+
+from reconciler.sandbox import fleet_manifests
 
 TARGET = 1.0
 DEVICE = "pi-1"
@@ -32,7 +34,7 @@ def main() -> int:
     commits: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        repo = make_repo(work / "repo", manifests("1.0.0"))
+        repo = make_repo(work / "repo", fleet_manifests("1.0.0"))
         with controller(repo, work) as ctl, httpx.Client(timeout=70) as client:
             auth = {"Authorization": f"Bearer {ctl.token(DEVICE)}"}
             url = f"{ctl.url}/v1/devices/{DEVICE}/desired"
@@ -53,7 +55,7 @@ def main() -> int:
                 poller.start()
                 time.sleep(0.3)  # the long poll is waiting in the controller
                 start = time.perf_counter()
-                sha = commit(repo, f"release {version}", manifests(version))
+                sha = commit(repo, f"release {version}", fleet_manifests(version))
                 commits.append(time.perf_counter() - start)
                 ctl.hook(sha)
                 poller.join(70)

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from textwrap import dedent
 from typing import Any
 
 import git
@@ -21,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reconciler.cli import app
-from reconciler.sandbox import free_port
+from reconciler.sandbox import fleet_manifests, free_port
 from reconciler.webhook import sign
 
 from conftest import commit, write_tree
@@ -29,46 +28,6 @@ from docker_env import DockerEngine, Images
 
 pytestmark = pytest.mark.usefixtures("git_identity")
 SECRET = b"e2e-webhook-secret"
-
-
-def _manifests(port: int, version: str, image: str, state: str = "Running") -> dict[str, str]:
-    return {
-        "app.yaml": """\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Application
-            metadata: {name: web}
-            """,
-        f"releases/{version}.yaml": f"""\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Release
-            metadata: {{name: web-{version.replace(".", "-")}}}
-            spec:
-              application: web
-              version: "{version}"
-              containers:
-                - name: server
-                  image: {image}
-                  networks: [front]
-                  portBindings: ["127.0.0.1:{port}:8080"]
-            """,
-        "network.yaml": """\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Network
-            metadata: {name: front}
-            """,
-        "device.yaml": """\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Device
-            metadata: {name: pi-1}
-            spec: {systemModel: rpi4}
-            """,
-        "deployment.yaml": f"""\
-            apiVersion: hedgerow.dev/v1alpha1
-            kind: Deployment
-            metadata: {{name: web-pi-1}}
-            spec: {{application: web, release: "{version}", device: pi-1, state: {state}}}
-            """,
-    }
 
 
 @dataclass
@@ -80,7 +39,7 @@ class Fleet:
     port: int
 
     def push(self, message: str, files: dict[str, str]) -> str:
-        sha = commit(self.repo, message, {k: dedent(v) for k, v in files.items()})
+        sha = commit(self.repo, message, files)
         body = json.dumps({"after": sha}).encode()
         headers = {"X-Hub-Signature-256": sign(SECRET, body)}
         assert httpx.post(f"{self.url}/v1/hooks/git", content=body, headers=headers).is_success
@@ -129,7 +88,7 @@ def fleet(
     port = free_port()
     repo = git.Repo.init(tmp_path / "fleet", initial_branch="main")
     write_tree(Path(repo.working_dir), {})
-    commit(repo, "v1", {k: dedent(v) for k, v in _manifests(port, "1.0.0", images.v1).items()})
+    commit(repo, "v1", fleet_manifests("1.0.0", images.v1, port=port))
     data, agent_data = tmp_path / "controller", tmp_path / "agent"
     (tmp_path / "secret").write_bytes(SECRET)
     http = free_port()
@@ -191,16 +150,16 @@ def test_deploy_upgrade_stop_and_delete_through_git(fleet: Fleet, images: Images
     wait(lambda: fleet.served() == "1", "the release serving")
     wait(lambda: fleet.conditions().get("Ready") == "True", "Ready")
 
-    fleet.push("upgrade", _manifests(fleet.port, "1.1.0", images.v2))
+    fleet.push("upgrade", fleet_manifests("1.1.0", images.v2, port=fleet.port))
     wait(
         lambda: fleet.containers() == {"1.0.0": "exited", "1.1.0": "running"},
         "upgrade: new running, old kept stopped",
     )
     wait(lambda: fleet.served() == "2", "the new release serving")
 
-    fleet.push("stop", _manifests(fleet.port, "1.1.0", images.v2, state="Stopped"))
+    fleet.push("stop", fleet_manifests("1.1.0", images.v2, port=fleet.port, state="Stopped"))
     wait(lambda: fleet.containers() == {"1.0.0": "exited", "1.1.0": "exited"}, "stopped")
-    fleet.push("start", _manifests(fleet.port, "1.1.0", images.v2))
+    fleet.push("start", fleet_manifests("1.1.0", images.v2, port=fleet.port))
     wait(lambda: fleet.containers().get("1.1.0") == "running", "started again")
 
     Path(fleet.repo.working_dir, "deployment.yaml").unlink()
@@ -215,7 +174,7 @@ def test_deploy_upgrade_stop_and_delete_through_git(fleet: Fleet, images: Images
 
 def test_a_failing_upgrade_switches_back_and_is_degraded(fleet: Fleet, images: Images) -> None:
     wait(lambda: fleet.served() == "1", "the release serving")
-    fleet.push("bad upgrade", _manifests(fleet.port, "1.2.0", images.failing))
+    fleet.push("bad upgrade", fleet_manifests("1.2.0", images.failing, port=fleet.port))
     wait(lambda: fleet.conditions().get("Degraded") == "True", "Degraded", 90)
     assert fleet.containers().get("1.0.0") == "running"
     assert fleet.served() == "1"

@@ -19,18 +19,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from textwrap import dedent
 
 import docker.errors
 import git
 import pytest
 from pyrage import x25519
-from test_e2e import SECRET, Fleet, _healthy, _manifests, wait
+from test_e2e import SECRET, Fleet, _healthy, wait
 from typer.testing import CliRunner
 
 from reconciler.cli import app
 from reconciler.credentials import DEFAULT_RULES, CreationRule, render_credential
-from reconciler.sandbox import free_port
+from reconciler.sandbox import fleet_manifests, free_port
 from reconciler.secret import Secret
 
 from conftest import commit, write_tree
@@ -50,7 +49,7 @@ def manifests(
     redeploy: str | None = None,
 ) -> dict[str, str]:
     """test_e2e's manifests, with a container `imageCredential` and a deployment `redeploy`."""
-    files = _manifests(port, version, image)
+    files = fleet_manifests(version, image, port=port)
     release = f"releases/{version}.yaml"
     if credential is not None:
         files[release] = re.sub(
@@ -173,7 +172,7 @@ def site(tmp_path: Path, docker_engine: DockerEngine, images: Images) -> Iterato
     port, http = free_port(), free_port()
     repo = git.Repo.init(tmp_path / "fleet", initial_branch="main")
     write_tree(Path(repo.working_dir), {})
-    commit(repo, "v1", {k: dedent(v) for k, v in _manifests(port, "1.0.0", images.v1).items()})
+    commit(repo, "v1", fleet_manifests("1.0.0", images.v1, port=port))
     (tmp_path / "secret").write_bytes(SECRET)
     identity = x25519.Identity.generate()
     (tmp_path / "age.txt").write_text(f"{identity}\n")
