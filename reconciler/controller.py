@@ -112,7 +112,7 @@ class Controller:
         self._actions: dict[str, list[Action]] = {}
         self.listeners: list[Listener] = []
         self._present: dict[str, frozenset[str]] = {}  # images each device last reported
-        # device → the commit that last changed its desired state (since this process started)
+        # device → the commit that last changed its desired state (as stored; see resume)
         self._revisions: dict[str, str] = {}
 
     # -- revisions -----------------------------------------------------------------------------
@@ -125,6 +125,7 @@ class Controller:
             if report.valid:
                 self._remember(report)  # a store older than some fingerprint kind learns them
                 self.applied = Applied(sha, report, desired_fleet(report.catalog))
+                self._revisions = self.store.document_revisions()
                 self._notify(None)
 
     def sync(self) -> Outcome | None:
@@ -148,13 +149,16 @@ class Controller:
             self.store.append_events([EventIn(at, None, "rejected", message, revision=sha)])
             # every device is queued: each status must show the rejection
             return Outcome(sha, False, errors, self.devices())
-        self.store.record_attempt(sha, True, [], at)
-        self.store.mark_applied(sha, at)
-        self._remember(report)
         fleet, devices = self._desired(report)
+        gone = [d for d in devices if d not in fleet]
+        changed = [d for d in devices if d in fleet]
+        self.store.record_attempt(sha, True, [], at)
+        self.store.mark_applied(sha, at, changed, gone)
+        self._remember(report)
         self.applied = Applied(sha, report, fleet)
-        self._revisions = {d: r for d, r in self._revisions.items() if d in fleet}
-        self._revisions.update(dict.fromkeys(devices, sha))
+        for device in gone:
+            self._revisions.pop(device, None)
+        self._revisions.update(dict.fromkeys(changed, sha))
         message = f"revision {sha[:12]} applied"
         self.store.append_events([EventIn(at, None, "applied", message, revision=sha)])
         self._notify(devices)  # only their documents changed: the others stay as they are
@@ -255,7 +259,7 @@ class Controller:
     def document_revision(self, device: str) -> str:
         """The revision a device's document names: the commit that last changed what the
         device should run, so a commit changes the documents (and ETags) of the devices it
-        touches and no other. After a restart it is the applied revision, for every device."""
+        touches and no other (the applied revision for a store older than this record)."""
         assert self.applied is not None
         return self._revisions.get(device, self.applied.sha)
 

@@ -202,6 +202,16 @@ class Fingerprint(Base):
     fingerprint: Mapped[str] = mapped_column(String)
 
 
+class DocumentRevision(Base):
+    """Per device, the commit that last changed what it should run: the revision its desired
+    document names, kept across restarts so a restart changes no device's ETag."""
+
+    __tablename__ = "document_revisions"
+
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    revision: Mapped[str] = mapped_column(String)
+
+
 class Token(Base):
     __tablename__ = "tokens"
 
@@ -282,14 +292,38 @@ class Store:
         with self._sessions.begin() as session:
             session.execute(self._upsert(Revision, values, ["sha"]))
 
-    def mark_applied(self, sha: str, at: datetime) -> None:
-        """Record that the fleet now follows `sha`; it must have been recorded as an attempt."""
+    def mark_applied(
+        self,
+        sha: str,
+        at: datetime,
+        changed: Iterable[str] = (),
+        gone: Iterable[str] = (),
+    ) -> None:
+        """Record that the fleet now follows `sha`; it must have been recorded as an attempt.
+        In the same transaction, the documents of `changed` devices name `sha` from now on,
+        and devices `gone` from the fleet are forgotten."""
         with self._sessions.begin() as session:
             result = session.execute(
                 update(Revision).where(Revision.sha == sha).values(applied_at=_utc(at))
             )
             if _rowcount(result) == 0:
                 raise LookupError(f"revision {sha} was never recorded: record_attempt first")
+            if gone := sorted(gone):
+                session.execute(delete(DocumentRevision).where(DocumentRevision.device.in_(gone)))
+            if changed := sorted(changed):
+                statement = self._insert(DocumentRevision)
+                session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["device"], set_={"revision": statement.excluded.revision}
+                    ),
+                    [{"device": device, "revision": sha} for device in changed],
+                )
+
+    def document_revisions(self) -> dict[str, str]:
+        """Device → the revision its document names (see `mark_applied`)."""
+        with self._sessions() as session:
+            rows = session.execute(select(DocumentRevision.device, DocumentRevision.revision))
+            return {device: revision for device, revision in rows}
 
     def applied_revision(self) -> str | None:
         """The revision applied last (a revert to an older sha counts as its latest apply)."""

@@ -136,6 +136,25 @@ def test_a_restarted_controller_resumes_the_applied_revision(
     assert fresh.devices() == ["pi-1", "pi-2"]
 
 
+def test_documents_name_the_commit_that_changed_their_device_even_after_a_restart(
+    upstream: git.Repo, store: Store
+) -> None:
+    ctl = controller(upstream, store)
+    ctl.sync()
+    first = upstream.head.commit.hexsha
+    moved = dedent(BASE["devices.yaml"]).replace("site: nantes", "site: lyon")
+    second = commit(upstream, "pi-2 joins lyon", {"devices.yaml": moved})
+    outcome = ctl.sync()
+    assert outcome is not None and outcome.applied and outcome.devices == ["pi-2"]
+    revisions = {d: ctl.document_revision(d) for d in ("pi-1", "pi-2")}
+    assert revisions == {"pi-1": first, "pi-2": second}
+    fresh = controller(upstream, store)
+    fresh.resume()
+    assert {d: fresh.document_revision(d) for d in ("pi-1", "pi-2")} == revisions
+    document = fresh.desired_document("pi-1")
+    assert document is not None and document.revision == first
+
+
 def test_a_removed_deployment_clears_its_status(upstream: git.Repo, store: Store) -> None:
     ctl = controller(upstream, store)
     ctl.sync()

@@ -31,7 +31,15 @@ from reconciler.store import (
 )
 
 T0 = datetime(2025, 3, 30, 0, 30, 15, 123456, tzinfo=UTC)
-TABLES = {"revisions", "observed", "statuses", "events", "fingerprints", "tokens"}
+TABLES = {
+    "revisions",
+    "observed",
+    "statuses",
+    "events",
+    "fingerprints",
+    "tokens",
+    "document_revisions",
+}
 
 
 @pytest.fixture
@@ -79,7 +87,7 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     migrate(engine)
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
-    assert current_revision(engine) == head() == "0002"
+    assert current_revision(engine) == head() == "0003"
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]
@@ -95,7 +103,7 @@ def test_migrating_again_is_a_no_op_and_keeps_data(database_url: str, engine: sa
         assert second.token_hash("pi-1") == "hash-1"
     with engine.connect() as connection:
         versions = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-    assert [tuple(row) for row in versions] == [("0002",)]
+    assert [tuple(row) for row in versions] == [("0003",)]
 
 
 def insert_fingerprint(engine: sa.Engine, kind: str) -> None:
@@ -179,6 +187,17 @@ def test_reapplying_an_older_revision_makes_it_the_applied_one(store: Store) -> 
     store.mark_applied("aaa", at(5))
     assert store.applied_revision() == "aaa"
     assert store.last_attempt() == RevisionRecord("aaa", True, at(5), [], at(5))
+
+
+def test_applying_records_the_revision_each_changed_device_s_document_names(store: Store) -> None:
+    store.record_attempt("aaa", True, [], at(0))
+    store.mark_applied("aaa", at(0), changed=["pi-1", "pi-2", "pi-3"])
+    store.record_attempt("bbb", True, [], at(1))
+    store.mark_applied("bbb", at(1), changed=["pi-2"], gone=["pi-3"])
+    assert store.document_revisions() == {"pi-1": "aaa", "pi-2": "bbb"}
+    with pytest.raises(LookupError):
+        store.mark_applied("zzz", at(2), changed=["pi-1"])
+    assert store.document_revisions() == {"pi-1": "aaa", "pi-2": "bbb"}, "one transaction"
 
 
 def test_marking_an_unknown_revision_applied_is_an_error(store: Store) -> None:
