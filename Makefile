@@ -44,9 +44,9 @@ bench: $(STAMP)
 	tests/system-deps.sh --bench
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/plan.py
-	-$(BIN)/python bench/polls.py
+	$(BIN)/python bench/polls.py
 	$(BIN)/python bench/webhook.py
-	-$(BIN)/python bench/agent_memory.py
+	$(BIN)/python bench/agent_memory.py
 	$(BIN)/python bench/apply.py
 
 crds: $(STAMP)
