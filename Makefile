@@ -42,12 +42,12 @@ demo: $(STAMP) system-deps
 
 bench: $(STAMP)
 	tests/system-deps.sh --bench
-	$(BIN)/python bench/validate.py
-	$(BIN)/python bench/plan.py
-	$(BIN)/python bench/polls.py
-	$(BIN)/python bench/webhook.py
-	$(BIN)/python bench/agent_memory.py
-	$(BIN)/python bench/apply.py
+	$(BIN)/python -m bench.validate
+	$(BIN)/python -m bench.plan
+	$(BIN)/python -m bench.polls
+	$(BIN)/python -m bench.webhook
+	$(BIN)/python -m bench.agent_memory
+	$(BIN)/python -m bench.apply
 
 crds: $(STAMP)
 	$(BIN)/hedgerow crds

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import msgspec
 import requests
 
+from reconciler.errors import HedgerowError
 from reconciler.wire import DesiredDocument, StatusReport
 
 
-class ControllerUnreachable(Exception):
+class ControllerUnreachable(HedgerowError):
     """The controller could not be asked; the last desired state stays in force."""
 
 

@@ -9,7 +9,6 @@ safe to report: registry passwords never appear in it.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -44,10 +43,11 @@ from agent.steps import (
     Step,
     StopContainer,
 )
+from reconciler.logs import get_logger
 from reconciler.wire import Container, RegistryAuth
 
 MANAGED_FILTER = {"label": f"{MANAGED}=true"}
-log = logging.getLogger("hedgerow.agent")
+log = get_logger("hedgerow.agent")
 MiB = 1024 * 1024
 __all__ = [
     "ContainerFailed",
@@ -85,6 +85,16 @@ class Engine:
         self._starting: dict[str, tuple[StartContainer, int, float]] = {}
         self.stop_timeout = stop_timeout
 
+    @classmethod
+    def from_env(cls) -> Engine:
+        """The engine `DOCKER_HOST` names (or the default socket), as every Docker client;
+        raises EngineError when it does not answer."""
+        try:
+            return cls(docker.from_env())
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+            raise EngineError(f"no engine answers at {host}: {_explain(error)}") from None
+
     # -- reading --------------------------------------------------------------------------------
 
     def read(self) -> EngineState:
@@ -118,7 +128,7 @@ class Engine:
             for _ in self.api.events(decode=True, filters=MANAGED_FILTER):
                 notify()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
-            log.warning("engine events stopped: %s", _explain(error))
+            log.warning("engine events stopped", error=_explain(error))
 
     def free_bytes(self) -> tuple[str, int] | None:
         """Free space for the engine's data root, or None when it is not visible from here."""
@@ -171,7 +181,7 @@ class Engine:
         except docker.errors.APIError as error:
             if error.status_code != 409:
                 raise
-            log.info("image %s kept: %s", image, _explain(error))
+            log.info("image kept", image=image, reason=_explain(error))
 
     def _create_network(self, step: CreateNetwork) -> None:
         network = step.network

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from agent.steps import StartContainer
+from reconciler.errors import HedgerowError
 
 
-class EngineError(Exception):
+class EngineError(HedgerowError):
     """A step or a read failed; the message names what and why, without secrets."""
 
 

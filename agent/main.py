@@ -1,22 +1,26 @@
-"""`hedgerow agent` and `python -m agent`: run the agent against the local Docker engine."""
+"""`hedgerow-agent` (and `python -m agent`, `hedgerow agent`): run the agent against the local
+Docker engine. A device installs the agent alone (`pip install hedgerow`): this entry point
+needs msgspec, requests, docker and structlog, nothing of the controller's."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-import docker
-
 from agent.client import ControllerClient
 from agent.engine import Engine
+from agent.errors import EngineError
 from agent.poll import Agent, Debounce
+from reconciler import logs
+
+log = logs.get_logger("hedgerow.agent")
 
 
 def duration(text: str) -> float:
@@ -25,6 +29,22 @@ def duration(text: str) -> float:
     if match is None:
         raise ValueError(f"{text!r} is not a duration such as 30s or 2m")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def wait_for_engine(
+    stopping: Callable[[], bool], interval: float, sleep: Callable[[float], None] = time.sleep
+) -> Engine | None:
+    """The engine DOCKER_HOST names, once it answers (it may start after the agent at boot);
+    None when asked to stop first. Waits 1 s, doubling up to the poll interval."""
+    failures = 0
+    while not stopping():
+        try:
+            return Engine.from_env()
+        except EngineError as exc:
+            failures += 1
+            log.warning("waiting for the engine", error=str(exc), attempts=failures)
+            sleep(min(interval, 2.0 ** min(failures - 1, 10)))
+    return None
 
 
 def run(
@@ -37,7 +57,6 @@ def run(
 ) -> None:
     token = token_file.read_text(encoding="utf-8").strip()
     client = ControllerClient(controller, device, token, verify=str(ca_file) if ca_file else True)
-    engine = Engine(docker.from_env())  # DOCKER_HOST, as every Docker client
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -46,9 +65,13 @@ def run(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    engine = wait_for_engine(lambda: stopping, poll_interval)
+    if engine is None:
+        client.close()
+        return
     agent = Agent(client, engine, data_dir, interval=poll_interval)
     debounce = Debounce(2.0)  # a burst of engine events: at most one pass every 2 s
-    watcher = Engine(docker.from_env())  # its own connection for the event stream
+    watcher = Engine.from_env()  # its own connection for the event stream
     threading.Thread(target=watcher.watch, args=(debounce.notify,), daemon=True).start()
 
     def react_to_engine() -> None:
@@ -58,7 +81,7 @@ def run(
                 try:
                     agent.react()
                 except Exception:  # the poll loop goes on; it will converge again
-                    logging.getLogger("hedgerow.agent").exception("pass after an engine event")
+                    log.exception("pass after an engine event failed")
 
     threading.Thread(target=react_to_engine, daemon=True).start()
     try:
@@ -75,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/hedgerow"))
     parser.add_argument("--poll-interval", type=duration, default=30.0)
     parser.add_argument("--ca-file", type=Path, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=None,
+        help="json or console; default: json unless the logs go to a terminal",
     )
-    logging.getLogger("urllib3").setLevel(logging.WARNING)  # one line per poll is noise
+    args = parser.parse_args(argv)
+    logs.configure(args.log_format)
     run(args.controller, args.device, args.token_file, args.data_dir, args.poll_interval,
         args.ca_file)  # fmt: skip
     return 0

@@ -8,7 +8,6 @@ held (not retried, so the old release keeps serving) until its deployment change
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import time
@@ -34,6 +33,7 @@ from agent.steps import (
     present_images,
     release_reports,
 )
+from reconciler.logs import get_logger
 from reconciler.wire import (
     Deployment,
     DesiredDocument,
@@ -44,7 +44,7 @@ from reconciler.wire import (
 )
 
 SEQ_FILE = "events.json"
-log = logging.getLogger("hedgerow.agent")
+log = get_logger("hedgerow.agent")
 
 
 def event_kind(step: Step) -> EventKind:
@@ -209,7 +209,7 @@ class Agent:
             if app in by_app
         }
         for step in outcome.done:
-            log.info("%s", step.describe())
+            log.info("step done", step=step.describe())
             deployment = by_app.get(step.application or "")
             self.journal.add(
                 event_kind(step), step.describe(), deployment.deployment if deployment else None, at
@@ -219,7 +219,7 @@ class Agent:
             key = (failure.deployment, failure.message)
             seen.add(key)
             if key not in self._last_failures:  # a stuck pull is one event, not one per pass
-                log.warning("failed: %s", failure.message)
+                log.warning("step failed", error=failure.message, deployment=failure.deployment)
                 self.journal.add("error", failure.message, failure.deployment, at)
             wanted = by_app.get(failure.application or "")
             if wanted is not None and failure.exited and failure.application in outcome.rolled_back:
@@ -287,7 +287,7 @@ class Agent:
             self.fetch(wait)
             reachable = True
         except ControllerUnreachable as exc:
-            log.warning("%s; keeping the last desired state", exc)
+            log.warning("keeping the last desired state", error=str(exc))
             reachable = False
         if reachable:
             reachable = self.react()
@@ -308,7 +308,7 @@ class Agent:
             try:
                 self.report()
             except ControllerUnreachable as exc:
-                log.warning("report not sent: %s", exc)
+                log.warning("report not sent", error=str(exc))
                 return False
         return True
 

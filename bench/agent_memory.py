@@ -1,5 +1,7 @@
-"""Resident memory of an idle agent: `python -m agent` against a real controller process, its
-device running one small deployment on a private dockerd (root only: skipped otherwise).
+"""Resident memory of an idle agent, installed alone as on a device (`pip install hedgerow` into
+a new virtual environment: msgspec, requests, docker and structlog, nothing of the controller's),
+against a real controller process, its device running one small deployment on a private dockerd
+(root only: skipped otherwise).
 
 Once the container runs and a few polls have passed, VmRSS is read from /proc/PID/status; the
 baseline, in the same run, is a bare `python -c "import time; time.sleep(60)"`.
@@ -16,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
+from bench.common import (
+    agent_venv,
     busybox_image,
     controller,
     dockerd,
@@ -26,8 +29,7 @@ from common import (
     stop,
     wait,
 )
-
-from reconciler.sandbox import fleet_manifests
+from tests.support.fleet import fleet_manifests
 
 TARGET_MIB = 40.0
 DEVICE = "pi-1"
@@ -56,6 +58,7 @@ def main() -> int:
     baseline = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     with tempfile.TemporaryDirectory() as tmp, dockerd() as engine:
         work = Path(tmp)
+        hedgerow_agent = agent_venv(work / "venv")
         busybox_image(engine, IMAGE)
         repo = make_repo(work / "repo", fleet_manifests("1.0.0", IMAGE))
         with controller(repo, work) as ctl:
@@ -63,7 +66,7 @@ def main() -> int:
             token_file.write_text(ctl.token(DEVICE))
             log = (work / "agent.log").open("wb")
             agent = subprocess.Popen(
-                [sys.executable, "-m", "agent", "--controller", ctl.url, "--device", DEVICE,
+                [str(hedgerow_agent), "--controller", ctl.url, "--device", DEVICE,
                  "--token-file", str(token_file), "--data-dir", str(work / "agent"),
                  "--poll-interval", "2s"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,

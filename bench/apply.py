@@ -29,7 +29,9 @@ import docker
 from agent.converge import converge
 from agent.engine import Engine
 from agent.steps import MANAGED
-from reconciler.sandbox import DockerEngine, busybox, import_image, rootfs_tar, start_dockerd
+from reconciler.demo.engine import Engine as DockerEngine
+from reconciler.demo.engine import start_dockerd
+from reconciler.demo.images import busybox, rootfs_tar
 from reconciler.wire import Container, Deployment, DesiredDocument, Mount, Network, Volume
 
 TARGET = 1.2
@@ -114,10 +116,10 @@ def main() -> int:
 
 
 def measure(engine: DockerEngine, compose: str, rounds: int) -> int:
-    client = engine.client
+    client = docker.DockerClient(base_url=engine.host, timeout=120)
     tar = rootfs_tar(busybox(), "1")
     for image in IMAGES.values():
-        import_image(client, image, tar, SLEEP_CMD)
+        engine.import_image(image, tar, SLEEP_CMD)
     document = desired()
     env = {**os.environ, "DOCKER_HOST": engine.host}
     work = Path(tempfile.mkdtemp(prefix="hb-compose-"))

@@ -1,17 +1,17 @@
 """Shared parts of the benchmarks: a git repository of manifests, a controller process, a device
-token, a private dockerd and local images, each started and stopped by its own pid."""
+token, a private dockerd and local images, each started and stopped by its own pid.
+
+Run the benchmarks from the repository's root as modules (`python -m bench.polls`), as
+`make bench` does: they share the tests' fleet builder (`tests.support.fleet`)."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,9 +20,12 @@ from textwrap import dedent
 
 import httpx
 
-from reconciler.sandbox import free_port
-from reconciler.webhook import sign
+from reconciler.demo.daemons import SandboxError, free_port
+from reconciler.demo.engine import Engine, start_dockerd
+from reconciler.demo.images import busybox, rootfs_tar
+from reconciler.server.webhook import sign
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = b"bench-webhook-secret"
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Hedgerow Bench",
@@ -143,18 +146,9 @@ def controller(repo: Path, work: Path, *flags: str) -> Iterator[Controller]:
         stop(process, signal.SIGINT)
 
 
-# -- a private dockerd and local images, as tests/docker_env.py ------------------------------
+# -- a private dockerd and local images, the demo's parts (reconciler.demo) ----------------
 
-BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
-APPLETS = ("sh", "sleep", "httpd", "echo", "cat", "ls", "wget")
 SLEEP_CMD = """CMD ["sh", "-c", "trap 'exit 0' TERM; sleep 1000000 & wait"]"""
-
-
-@dataclass
-class Engine:
-    host: str
-    root: Path
-    process: subprocess.Popen[bytes]
 
 
 def engine_unavailable() -> str | None:
@@ -163,80 +157,38 @@ def engine_unavailable() -> str | None:
         return "starting a private dockerd needs root"
     if shutil.which("dockerd") is None:
         return "dockerd not found (Debian's docker.io)"
-    if not any(p.is_file() for p in BUSYBOX_PATHS):
-        return "busybox not found (Debian's busybox-static)"
+    try:
+        busybox()
+    except SandboxError as error:
+        return str(error)
     return None
 
 
 @contextlib.contextmanager
 def dockerd() -> Iterator[Engine]:
     """A private dockerd (vfs, no iptables) in a short temporary folder, stopped by its pid."""
-    import docker
-
-    root = Path(tempfile.mkdtemp(prefix="hb-", dir="/tmp"))
-    host = f"unix://{root}/docker.sock"
-    with (root / "dockerd.log").open("wb") as log:
-        process = subprocess.Popen(
-            [str(shutil.which("dockerd")), "--data-root", f"{root}/data", "--host", host,
-             "--exec-root", f"{root}/exec", "--pidfile", f"{root}/dockerd.pid",
-             "--storage-driver", "vfs", "--iptables=false"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
-    client: docker.DockerClient | None = None
+    engine = start_dockerd("hb-")
     try:
-
-        def ready() -> bool:
-            nonlocal client
-            if process.poll() is not None:
-                raise RuntimeError(f"dockerd exited: see {root}/dockerd.log")
-            with contextlib.suppress(Exception):
-                client = client or docker.DockerClient(base_url=host, timeout=120)
-                return bool(client.ping())
-            return False
-
-        wait(ready, 60, "dockerd", 0.2)
-        yield Engine(host, root, process)
+        yield engine
     finally:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                for container in client.api.containers(all=True, quiet=True):
-                    client.api.remove_container(container["Id"], force=True, v=True)
-            client.close()
-        stop(process)
-        subprocess.run(
-            f"grep -o ' {root}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
-            shell=True,
-            check=False,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        engine.stop()
 
 
 def busybox_image(engine: Engine, reference: str, cmd: str = SLEEP_CMD) -> None:
     """Import a one-binary busybox image as `reference`."""
-    import docker
+    engine.import_image(reference, rootfs_tar(busybox(), "1"), cmd)
 
-    binary = next(p for p in BUSYBOX_PATHS if p.is_file()).read_bytes()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
 
-        def add(name: str, kind: bytes, mode: int, data: bytes = b"", link: str = "") -> None:
-            info = tarfile.TarInfo(name)
-            info.type, info.mode, info.linkname, info.size = kind, mode, link, len(data)
-            archive.addfile(info, io.BytesIO(data) if data else None)
-
-        for folder, mode in (("bin", 0o755), ("data", 0o755), ("tmp", 0o1777)):
-            add(folder, tarfile.DIRTYPE, mode)
-        add("bin/busybox", tarfile.REGTYPE, 0o755, binary)
-        for applet in APPLETS:
-            add(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox")
-    repository, tag = reference.rsplit(":", 1)
-    client = docker.DockerClient(base_url=engine.host, timeout=120)
-    try:
-        client.api.import_image_from_data(
-            buffer.getvalue(), repository=repository, tag=tag, changes=[cmd]
-        )
-    finally:
-        client.close()
+def agent_venv(folder: Path) -> Path:
+    """The agent installed alone into a new virtual environment, as a device installs it
+    (`pip install hedgerow`, no extra); the path of its `hedgerow-agent`."""
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    subprocess.run(
+        [str(folder / "bin" / "pip"), "install", "--quiet", str(ROOT)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return folder / "bin" / "hedgerow-agent"
 
 
 def rss_kib(pid: int) -> int:

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from reconciler.catalog import Catalog
-from reconciler.desired import affected_devices, changed_files, desired_fleet, refresh_fleet
-from reconciler.plan import Action, converged, plan_device
-from reconciler.validate import validate_files
+from reconciler.core.desired import affected_devices, changed_files, desired_fleet, refresh_fleet
+from reconciler.core.plan import Action, converged, plan_device
+from reconciler.manifests.catalog import Catalog
+from reconciler.manifests.validate import validate_files
 
 T = TypeVar("T")
 GROUP = 100  # devices per label group; one group is 1% of 10,000

@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from common import make_repo, stop, wait
 
-from reconciler.sandbox import fleet_manifests, free_port
+from bench.common import make_repo, stop, wait
+from reconciler.demo.daemons import free_port
+from tests.support.fleet import fleet_manifests
 
 TARGET_RATIO = 0.7
 TARGET_RATE = 3500.0
@@ -39,11 +40,12 @@ def serve(port: int, work: Path, token: str) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from reconciler import tokens
-    from reconciler.controller import Controller
-    from reconciler.problems import Problem
-    from reconciler.serve import Runner, create_app
-    from reconciler.source import open_repo, resolve, tree_files
+    from reconciler.controller.controller import Controller
+    from reconciler.controller.runner import Runner
+    from reconciler.controller.source import open_repo, resolve, tree_files
+    from reconciler.manifests.problems import Problem
+    from reconciler.secrets import tokens
+    from reconciler.server.app import create_app
     from reconciler.store import Store, sqlite_url
 
     repo = open_repo(str(make_repo(work / "repo", fleet_manifests())))
@@ -62,7 +64,7 @@ def serve(port: int, work: Path, token: str) -> None:
         store.put_token(DEVICE, tokens.hash_token(token), datetime.now(UTC))
         controller = Controller(Source(), store, identities=[], fingerprint_key=b"k" * 32)
         runner = Runner(controller, interval=3600, resync=3600)
-        app = create_app(runner, None)
+        app = create_app(runner, webhook_secret=None, operator_token=None)
         app.router.routes.insert(0, Route("/bench/bare", bare))
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
@@ -100,7 +102,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk (Debian's package)", file=sys.stderr)
         return 2
-    from reconciler import tokens
+    from reconciler.secrets import tokens
 
     token = tokens.issue()
     port = free_port()

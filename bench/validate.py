@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.load import read_tree
-from reconciler.validate import validate_tree
+from reconciler.manifests.load import read_tree
+from reconciler.manifests.validate import validate_tree
 
 TARGET = 2.0
 DOCS_PER_FILE = 10

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import httpx
-from common import commit, controller, make_repo
 
-from reconciler.sandbox import fleet_manifests
+from bench.common import commit, controller, make_repo
+from tests.support.fleet import fleet_manifests
 
 TARGET = 1.0
 DEVICE = "pi-1"

@@ -1,109 +1,48 @@
-"""Shared fixtures: small repositories written to a temporary folder and validated for real."""
+"""Shared fixtures and the suite-wide checks: repositories written to a temporary folder and
+validated for real, the daemons of `tests/support`, the `e2e` marker, and the leak check."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from textwrap import dedent
 
 import git
 import pytest
+from hypothesis import settings
 
-from reconciler.validate import Report, validate_tree
+from reconciler.manifests.validate import Report, validate_tree
+from tests.support import properties
+from tests.support.leaks import PLAINTEXT_SECRETS
+from tests.support.repos import BASE, commit, write_tree
 
-# Fixtures shared across modules: a throwaway PostgreSQL server and a database URL per backend.
-pytest_plugins = ["postgres", "docker_env"]
+# A throwaway PostgreSQL server and a database URL per backend; a Docker engine, images, registry.
+pytest_plugins = ["tests.support.postgres", "tests.support.docker"]
 
-ROOT = Path(__file__).resolve().parent.parent
-MANIFESTS = ROOT / "manifests"
-
-# A minimal valid repository: one of each kind but credentials; tests add or replace files.
-BASE: dict[str, str] = {
-    "app.yaml": """\
-        apiVersion: hedgerow.dev/v1alpha1
-        kind: Application
-        metadata: {name: web}
-        spec: {description: A web server}
-        """,
-    "release.yaml": """\
-        apiVersion: hedgerow.dev/v1alpha1
-        kind: Release
-        metadata: {name: web-1-0-0}
-        spec:
-          application: web
-          version: "1.0.0"
-          supportedSystemModels: [rpi4]
-          containers:
-            - name: server
-              image: registry.example:5000/web/server:1.0.0
-              networks: [front]
-              volumes:
-                - {volume: data, target: /data}
-        """,
-    "resources.yaml": """\
-        apiVersion: hedgerow.dev/v1alpha1
-        kind: Network
-        metadata: {name: front}
-        ---
-        apiVersion: hedgerow.dev/v1alpha1
-        kind: Volume
-        metadata: {name: data}
-        """,
-    "devices.yaml": """\
-        apiVersion: hedgerow.dev/v1alpha1
-        kind: Device
-        metadata: {name: pi-1, labels: {site: lyon}}
-        spec: {systemModel: rpi4}
-        ---
-        apiVersion: hedgerow.dev/v1alpha1
-        kind: Device
-        metadata: {name: pi-2, labels: {site: nantes}}
-        spec: {systemModel: rpi4}
-        """,
-    "deployment.yaml": """\
-        apiVersion: hedgerow.dev/v1alpha1
-        kind: Deployment
-        metadata: {name: web-lyon}
-        spec:
-          application: web
-          release: "1.0.0"
-          selector: {matchLabels: {site: lyon}}
-        """,
-}
-
-# The upgrade of BASE's release, for tests that move a deployment from 1.0.0 to 1.1.0.
-RELEASE_110 = """\
-    apiVersion: hedgerow.dev/v1alpha1
-    kind: Release
-    metadata: {name: web-1-1-0}
-    spec:
-      application: web
-      version: "1.1.0"
-      containers:
-        - {name: server, image: registry.example:5000/web/server:1.1.0}
-    """
+# A test that uses one of these real parts is end to end: `pytest -m "not e2e"` leaves it out.
+E2E_FIXTURES = frozenset(
+    {"docker_engine", "local_images", "images", "registry", "postgresql_server"}
+)
 
 
-def resources(volume: str = "", network: str = "", extra: str = "") -> str:
-    """BASE's resources.yaml with specs for the volume `data` and the network `front`."""
-    return (
-        dedent(BASE["resources.yaml"])
-        .replace("metadata: {name: front}\n", f"metadata: {{name: front}}\n{network}")
-        .replace("metadata: {name: data}\n", f"metadata: {{name: data}}\n{volume}")
-        + extra
-    )
+settings.register_profile("quick", max_examples=properties.QUICK)
 
 
-def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(dedent(content), encoding="utf-8")
-    return root
+def pytest_configure(config: pytest.Config) -> None:
+    """`pytest -m "not e2e"` is the quick loop: property tests draw a third of their examples
+    (before the test modules are imported, so that their `examples(N)` see it)."""
+    if "not e2e" in (config.getoption("markexpr") or ""):
+        settings.load_profile("quick")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"hypothesis: {settings().max_examples} examples per 100 (quick loop: -m 'not e2e')"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture
@@ -114,14 +53,6 @@ def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(f"GIT_{who}_EMAIL", "test@hedgerow.invalid")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-
-
-def commit(repo: git.Repo, message: str, files: Mapping[str, str | bytes] | None = None) -> str:
-    """Write `files` into the working tree, stage everything and commit; the new sha."""
-    write_tree(Path(repo.working_dir), files or {})
-    repo.git.add(A=True)
-    repo.git.commit(m=message, allow_empty=True)
-    return repo.head.commit.hexsha
 
 
 @pytest.fixture
@@ -144,13 +75,6 @@ def validate_repo(tmp_path: Path) -> Callable[..., Report]:
 
 
 # -- secrets never leak ------------------------------------------------------------------------
-# Plaintext secrets the suite uses. Every test's captured stdout, stderr, log records and failure
-# text is scanned for them; a single occurrence fails the run.
-PLAINTEXT_SECRETS = (
-    "pl41n-Secret-do-not-leak",
-    "an0ther-Secret-do-not-leak",
-    "demo-password-change-me",
-)
 _LEAKS: list[str] = []
 
 

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-from test_agent_steps import V1, V2, ModelEngine, doc, web
 
 from agent.client import ControllerUnreachable, Fetched
 from agent.errors import PullError
 from agent.poll import Agent, Debounce, Journal
 from agent.steps import EngineState
 from reconciler.wire import DesiredDocument, StatusReport
+from tests.support.agent import V1, V2, ModelEngine, doc, web
 
 T = datetime(2026, 11, 26, tzinfo=UTC)
 

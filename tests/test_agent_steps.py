@@ -17,13 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.converge import converge
-from agent.errors import ContainerFailed, EngineError, PullError
+from agent.errors import EngineError, PullError
 from agent.state import FILE_NAME, load_desired, save_desired
 from agent.steps import (
     ContainerState,
     CreateContainer,
-    CreateNetwork,
-    CreateVolume,
     EngineState,
     PullImage,
     RemoveContainer,
@@ -43,7 +41,6 @@ from agent.steps import (
     rollback_steps,
 )
 from reconciler.wire import (
-    Container,
     Deployment,
     DesiredDocument,
     Mount,
@@ -51,8 +48,8 @@ from reconciler.wire import (
     RegistryAuth,
     Volume,
 )
-
-IMAGE = "local/app:1"
+from tests.support.agent import IMAGE, V1, V2, ModelEngine, ctr, doc, show, web
+from tests.support.properties import examples
 
 
 def imported_by(modules: str) -> list[str]:
@@ -65,75 +62,29 @@ def imported_by(modules: str) -> list[str]:
     return done.stdout.split()
 
 
-def test_the_agent_imports_only_the_wire_contract_and_docker_only_in_its_engine() -> None:
+def test_the_agent_loads_only_what_it_shares_and_docker_only_in_its_engine() -> None:
+    """At run time, as tests/test_architecture.py checks in the source: of the controller the
+    agent loads the wire contract, the exception base and the logging setup, nothing else."""
     assert imported_by("agent.steps, agent.converge, agent.state") == [
         "reconciler",
+        "reconciler.errors",
         "reconciler.wire",
     ]
-    loaded = imported_by("agent.engine")
-    assert [m for m in loaded if m.startswith("reconciler")] == ["reconciler", "reconciler.wire"]
+    assert "docker" not in imported_by("agent.steps, agent.converge, agent.state")
+    loaded = imported_by("agent.main")
+    assert [m for m in loaded if m.startswith("reconciler")] == [
+        "reconciler",
+        "reconciler.errors",
+        "reconciler.logs",
+        "reconciler.wire",
+    ]
     assert "docker" in loaded
-
-
-def ctr(name: str, image: str = IMAGE, **fields: object) -> Container:
-    return msgspec.convert({"name": name, "image": image, **fields}, Container)
-
-
-def web(
-    release: str = "1.0.0",
-    state: str = "Running",
-    redeploy: str | None = None,
-    digest: str = "d1",
-    image: str = IMAGE,
-    app: str = "web",
-    networks: tuple[str, ...] = ("front",),
-    volumes: tuple[tuple[str, str], ...] = (("data", "Retain"),),
-) -> Deployment:
-    """A two-container release: `server` depends on `db`, both on the networks and volumes."""
-    mounts = [Mount(volume=v, target=f"/{v}") for v, _ in volumes]
-    return msgspec.convert(
-        {
-            "deployment": f"{app}-lyon",
-            "application": app,
-            "release": release,
-            "state": state,
-            "redeploy": redeploy,
-            "digest": digest,
-            "containers": [
-                ctr("server", image, dependsOn=["db"], networks=list(networks), volumes=mounts),
-                ctr("db", image, networks=list(networks)),
-            ],
-            "networks": [Network(name=n) for n in networks],
-            "volumes": [{"name": v, "deletionPolicy": p} for v, p in volumes],
-        },
-        Deployment,
-    )
-
-
-def doc(*deployments: Deployment, auth: tuple[RegistryAuth, ...] = ()) -> DesiredDocument:
-    return DesiredDocument(
-        device="pi-1", revision="r1", deployments=list(deployments), registry_auth=list(auth)
-    )
 
 
 def converged(desired: DesiredDocument, images: tuple[str, ...] = (IMAGE,)) -> EngineState:
     """The engine once `desired` runs exactly, reached the way the agent would."""
     start = EngineState(images=frozenset(images))
     return apply(start, plan_steps(desired, start))
-
-
-def show(steps: list[Step]) -> list[str]:
-    """One short line per step, so the tables below read like the engine's log."""
-    lines = []
-    for step in steps:
-        if isinstance(step, CreateNetwork | CreateVolume):
-            name = step.network.name if isinstance(step, CreateNetwork) else step.volume.name
-            lines.append(f"{step.kind} {name}")
-        elif isinstance(step, PullImage | RemoveImage):
-            lines.append(f"{step.kind} {step.image}")
-        else:
-            lines.append(f"{step.kind} {step.name.removeprefix('hedgerow-')}")
-    return lines
 
 
 def run_and_check(desired: DesiredDocument, engine: EngineState) -> tuple[list[Step], EngineState]:
@@ -154,7 +105,6 @@ def drop(engine: EngineState, name: str) -> EngineState:
 
 # -- table: one desired change from a converged device --------------------------------------
 
-V1, V2 = "local/app:1", "local/app:2"
 CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
     ("nothing to do", doc(web()), doc(web()), []),
     (
@@ -502,49 +452,6 @@ def test_present_images_include_desired_references_as_written() -> None:
 # -- converge: one pass with failures, on a model engine --------------------------------------
 
 
-class ModelEngine:
-    """`apply` as an engine; steps matching `fail` raise instead, as the real engine would, and
-    starts matching `crash` succeed but the container exits during its start grace: the next
-    `failed_starts` finds it stopped."""
-
-    def __init__(
-        self,
-        state: EngineState,
-        fail: dict[str, EngineError],
-        crash: dict[str, str] | None = None,
-    ) -> None:
-        self.state = state
-        self.fail = fail
-        self.crash = crash or {}
-        self.log: list[str] = []
-        self.watched: list[StartContainer] = []
-
-    def read(self) -> EngineState:
-        return self.state
-
-    def run(self, step: Step) -> None:
-        line = show([step])[0]
-        self.log.append(line)
-        if line in self.fail:
-            raise self.fail[line]
-        self.state = apply(self.state, [step])
-        if isinstance(step, StartContainer):
-            self.watched.append(step)
-
-    def failed_starts(self) -> list[ContainerFailed]:
-        watched, self.watched = self.watched, []
-        failed = []
-        for step in watched:
-            message = self.crash.get(show([step])[0])
-            if message is not None:
-                self.state = apply(self.state, [StopContainer(step.name, "", "")])
-                failed.append(ContainerFailed(step, 3, message))
-        return failed
-
-    def next_check(self) -> float | None:
-        return 0.0 if self.watched else None
-
-
 def test_converge_switches_back_when_the_new_release_crashes_within_its_grace() -> None:
     engine = ModelEngine(
         converged(doc(web()), images=(V1, V2)),
@@ -708,7 +615,7 @@ PHASE = {
 }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(desired_documents(), engine_states())
 def test_one_pass_converges_from_any_engine_state(
     desired: DesiredDocument, engine: EngineState
@@ -765,7 +672,7 @@ def test_one_pass_converges_from_any_engine_state(
     )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(desired_documents(), engine_states(), st.data())
 def test_a_pass_cut_short_anywhere_is_finished_by_the_next_one(
     desired: DesiredDocument, engine: EngineState, data: st.DataObject
@@ -776,7 +683,7 @@ def test_a_pass_cut_short_anywhere_is_finished_by_the_next_one(
     run_and_check(desired, interrupted)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(desired_documents(), engine_states())
 def test_removals_only_touch_what_hedgerow_planned_to_remove(
     desired: DesiredDocument, engine: EngineState

@@ -39,20 +39,22 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from reconciler import tokens
-from reconciler.api import canonical_json, render_openapi
-from reconciler.cli import app as cli
-from reconciler.controller import Controller
-from reconciler.credentials import DEFAULT_RULES, CreationRule, render_credential
-from reconciler.problems import Problem
-from reconciler.sandbox import free_port
-from reconciler.secret import Secret
-from reconciler.serve import Runner, create_app
-from reconciler.source import open_repo, resolve, tree_files
+from reconciler.cli.app import app as cli
+from reconciler.controller.controller import Controller
+from reconciler.controller.runner import Runner
+from reconciler.controller.source import open_repo, resolve, tree_files
+from reconciler.core.status import ConditionType, DeploymentStatus
+from reconciler.demo.daemons import free_port
+from reconciler.manifests.credentials import DEFAULT_RULES, CreationRule, render_credential
+from reconciler.manifests.problems import Problem
+from reconciler.secrets import tokens
+from reconciler.secrets.secret import Secret
+from reconciler.server.app import create_app, render_openapi
+from reconciler.server.longpoll import canonical_json
 from reconciler.store import Store, sqlite_url
 from reconciler.wire import DesiredDocument, RegistryAuth
-
-from conftest import BASE, PLAINTEXT_SECRETS, RELEASE_110, ROOT, write_tree
+from tests.support.leaks import PLAINTEXT_SECRETS
+from tests.support.repos import BASE, RELEASE_110, ROOT, write_tree
 
 PASSWORD = PLAINTEXT_SECRETS[0]
 OPERATOR = "hdr_operator-token-for-tests"
@@ -169,7 +171,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         for device in ("pi-1", "pi-2"):
             issued[device] = tokens.issue()
             store.put_token(device, tokens.hash_token(issued[device]), datetime.now(UTC))
-        app = create_app(runner, None, operator_token=OPERATOR)
+        app = create_app(runner, webhook_secret=None, operator_token=OPERATOR)
         yield Env(repo, store, controller, runner, app, issued)
 
 
@@ -391,7 +393,7 @@ def test_registry_auth_until_the_device_reports_the_image_and_never_the_credenti
         response = client.get(path, headers=operator)
         assert response.status_code == 200
         assert PASSWORD not in response.text and CREDENTIAL not in response.text
-    assert PASSWORD not in json.dumps(env.store.observed_all())
+    assert PASSWORD not in msgspec.json.encode(env.store.observed_all()).decode()
     captured = capsys.readouterr()
     for text in (caplog.text, captured.out, captured.err):
         assert PASSWORD not in text
@@ -414,22 +416,24 @@ def test_a_status_report_is_stored_once_per_event_and_the_device_is_replanned(en
         assert response.status_code == 200
         assert response.json() == {"accepted": True, "lastSeq": 2}
 
-        observed, _ = env.store.get_observed("pi-1") or ({}, None)
-        assert "events" not in observed and observed["revision"] == sha
-        assert observed["releases"][0]["digest"] == digest and observed["images"] == [SERVER]
+        stored = env.store.get_observed("pi-1")
+        assert stored is not None
+        observed, _ = stored
+        assert observed.events == [] and observed.revision == sha
+        assert observed.releases[0].digest == digest and observed.images == [SERVER]
 
-        async def ready() -> dict[str, Any]:
+        async def ready() -> DeploymentStatus:
             for _ in range(250):
                 records = await asyncio.to_thread(env.store.statuses)
-                conditions = {c["type"]: c for r in records for c in r.status["conditions"]}
-                if conditions.get("Ready", {}).get("status") == "True":
-                    return conditions
+                for record in records:
+                    if record.status.condition(ConditionType.READY).true:
+                        return record.status
                 await asyncio.sleep(0.02)
             raise AssertionError("pi-1 was not re-planned after its report")
 
-        conditions = await ready()
-        assert conditions["Ready"]["reason"] == "Running"
-        assert conditions["Progressing"]["reason"] == "Settled"
+        settled = await ready()
+        assert settled.condition(ConditionType.READY).reason == "Running"
+        assert settled.condition(ConditionType.PROGRESSING).reason == "Settled"
 
         def agent_events() -> list[tuple[int | None, str, str | None]]:
             return [
@@ -500,7 +504,7 @@ def test_device_endpoints_need_the_device_s_own_token(
     )
     env.store.revoke_token("pi-1")  # as `hedgerow device token --revoke` does, from elsewhere
     later = time.monotonic() + 6  # token hashes are cached for 5 s, so polls cost no query
-    monkeypatch.setattr("reconciler.api.time.monotonic", lambda: later)
+    monkeypatch.setattr("reconciler.server.auth.time.monotonic", lambda: later)
     assert client.get(desired("pi-1"), headers=env.auth("pi-1")).status_code == 401
     assert client.get("/healthz").status_code == 200
 
@@ -542,7 +546,8 @@ def test_operator_endpoints_need_the_operator_token(env: Env) -> None:
     observed = client.get("/v1/observed", headers=operator).json()
     assert list(observed) == ["pi-1"] and observed["pi-1"]["images"] == [SERVER]
 
-    closed = TestClient(create_app(env.runner, None))  # no --operator-token-file: no operator API
+    # no --operator-token-file: no operator API
+    closed = TestClient(create_app(env.runner, webhook_secret=None, operator_token=None))
     response = closed.get("/v1/status", headers=operator)
     assert response.status_code == 401 and "--operator-token-file" in response.json()["detail"]
 
@@ -730,6 +735,7 @@ def _revision(url: str, trust: ssl.SSLContext) -> str | None:
         return None
 
 
+@pytest.mark.e2e  # a controller process
 def test_the_controller_serves_devices_and_operators_over_tls(served: Served) -> None:
     pi1 = served.tokens["pi-1"]
     document = served.get("/v1/devices/pi-1/desired", pi1)
@@ -762,6 +768,7 @@ def test_the_controller_serves_devices_and_operators_over_tls(served: Served) ->
         assert secret not in logged
 
 
+@pytest.mark.e2e  # a controller process
 def test_plan_from_what_devices_reported(
     served: Served, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

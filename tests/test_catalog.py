@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from reconciler.catalog import Catalog
-from reconciler.model import Deployment
-from reconciler.problems import Problem, Severity
-from reconciler.validate import Report
+from reconciler.manifests.catalog import Catalog
+from reconciler.manifests.model import Deployment
+from reconciler.manifests.problems import Problem, Severity
+from reconciler.manifests.validate import Report
 
 Validate = Callable[..., Report]
 

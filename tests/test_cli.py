@@ -15,9 +15,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from reconciler.cli import app
-
-from conftest import BASE, MANIFESTS, ROOT, write_tree
+from reconciler.cli.app import app
+from tests.support.repos import BASE, MANIFESTS, ROOT, write_tree
 
 CRDS = ROOT / "crds"
 runner = CliRunner()
@@ -328,6 +327,7 @@ def test_crds_rewrites_only_what_changed(tmp_path: Path) -> None:
 # -- the installed command ----------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # the installed console script, in a process
 def test_installed_console_script_validates_the_example() -> None:
     script = Path(sys.executable).with_name("hedgerow")
     assert script.is_file(), "install the project (pip install -e .) to get the hedgerow command"

@@ -10,12 +10,13 @@ from textwrap import dedent
 import git
 import pytest
 
-from reconciler.controller import Controller
-from reconciler.problems import Problem
-from reconciler.source import open_repo, resolve, tree_files
+from reconciler.controller.controller import Controller
+from reconciler.controller.source import open_repo, resolve, tree_files
+from reconciler.core.status import ConditionType
+from reconciler.manifests.problems import Problem
 from reconciler.store import Store
-
-from conftest import BASE, RELEASE_110, commit, resources
+from reconciler.wire import ReleaseReport, StatusReport
+from tests.support.repos import BASE, RELEASE_110, commit, resources
 
 
 class BranchSource:
@@ -60,10 +61,9 @@ def test_a_valid_commit_is_applied_and_queues_its_devices(upstream: git.Repo, st
     actions = ctl.reconcile("pi-1")
     assert [(a.action, a.to_release) for a in actions] == [("deploy", "1.0.0"), ("start", "1.0.0")]
     (status,) = [s.status for s in store.statuses()]
-    conditions = {c["type"]: c for c in status["conditions"]}
-    assert conditions["Synced"]["status"] == "True"
-    assert conditions["Ready"]["reason"] == "NotReported"
-    assert conditions["Progressing"]["reason"] == "Deploy+Start"
+    assert status.condition(ConditionType.SYNCED).status == "True"
+    assert status.condition(ConditionType.READY).reason == "NotReported"
+    assert status.condition(ConditionType.PROGRESSING).reason == "Deploy+Start"
     kinds = [e.kind for e in store.events(device="pi-1")]
     assert kinds == ["deploy", "start"]
     ctl.reconcile("pi-1")  # a resync with nothing new adds no event
@@ -86,9 +86,9 @@ def test_an_invalid_commit_is_rejected_whole_and_the_last_good_stays(
     (event,) = [e for e in store.events() if e.kind == "rejected"]
     assert event.device is None and "release-110.yaml:6" in event.message
     ctl.reconcile("pi-1")
-    synced = store.statuses()[0].status["conditions"][0]
-    assert synced["status"] == "False" and bad[:12] in synced["message"]
-    assert synced["revision"] == good
+    synced = store.statuses()[0].status.condition(ConditionType.SYNCED)
+    assert synced.status == "False" and bad[:12] in synced.message
+    assert synced.revision == good
     fixed = commit(upstream, "fix", {"release-110.yaml": RELEASE_110})
     recovered = ctl.sync()
     assert recovered is not None and recovered.applied and store.applied_revision() == fixed
@@ -113,12 +113,12 @@ def test_an_upgrade_queues_only_the_devices_it_touches(upstream: git.Repo, store
     commit(upstream, "upgrade", {"release-110.yaml": RELEASE_110, "deployment.yaml": deployment})
     outcome = ctl.sync()
     assert outcome is not None and outcome.devices == ["pi-1"]
+    running = ReleaseReport(
+        application="web", release="1.0.0", deployment="web-lyon", running=True, complete=True
+    )
     store.put_observed(
-        "pi-1",
-        {"releases": [{"application": "web", "release": "1.0.0", "deployment": "web-lyon",
-                       "running": True}]},
-        datetime(2026, 1, 1, tzinfo=UTC),
-    )  # fmt: skip
+        StatusReport(device="pi-1", releases=[running]), datetime(2026, 1, 1, tzinfo=UTC)
+    )
     (action,) = ctl.reconcile("pi-1")
     assert (action.action, action.from_release, action.to_release) == ("upgrade", "1.0.0", "1.1.0")
 

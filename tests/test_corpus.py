@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.problems import Problem, Severity
-from reconciler.validate import validate_tree
-
-from conftest import BASE, write_tree
+from reconciler.manifests.problems import Problem, Severity
+from reconciler.manifests.validate import validate_tree
+from tests.support.repos import BASE, write_tree
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 CASES = sorted(CORPUS.glob("*.yaml"))

@@ -10,11 +10,10 @@ import jsonschema
 import pytest
 import yaml
 
-from reconciler import crds
-from reconciler.load import read_tree
-from reconciler.model import KINDS
-
-from conftest import MANIFESTS, ROOT
+from reconciler.manifests import crds
+from reconciler.manifests.load import read_tree
+from reconciler.manifests.model import KINDS
+from tests.support.repos import MANIFESTS, ROOT
 
 CRDS = ROOT / "crds"
 

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from reconciler.cli import app
-from reconciler.credentials import changed, fingerprints
-from reconciler.validate import validate_tree
-
-from conftest import BASE, PLAINTEXT_SECRETS, write_tree
+from reconciler.cli.app import app
+from reconciler.manifests.credentials import changed, fingerprints
+from reconciler.manifests.validate import validate_tree
+from tests.support.leaks import PLAINTEXT_SECRETS
+from tests.support.repos import BASE, write_tree
 
 PASSWORD, OTHER_PASSWORD, _ = PLAINTEXT_SECRETS
 SOPS_CONFIG = """\
@@ -88,6 +88,7 @@ def sops_decrypt(path: Path, key_file: Path) -> dict[str, Any]:
     return decrypted
 
 
+@pytest.mark.e2e
 def test_create_writes_a_file_the_real_sops_decrypts_with_either_recipient(
     repo: Path, keys: Keys
 ) -> None:
@@ -148,6 +149,7 @@ def test_create_needs_recipients(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert result.exit_code == 2 and "--age" in result.output
 
 
+@pytest.mark.e2e
 def test_create_with_age_flags_and_no_config(tmp_path: Path, keys: Keys) -> None:
     out = tmp_path / "elsewhere" / "c.yaml"
     result = invoke(
@@ -167,6 +169,7 @@ def test_create_rejects_bad_names_and_empty_passwords(repo: Path) -> None:
     assert empty.exit_code == 2 and "empty" in empty.output
 
 
+@pytest.mark.e2e
 def test_a_file_made_by_real_sops_validates_in_hedgerow(repo: Path, keys: Keys) -> None:
     path = repo / "credentials" / "from-sops.yaml"
     path.parent.mkdir(exist_ok=True)

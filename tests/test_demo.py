@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.sandbox import port_taken
-
-from docker_env import DockerEngine
+from reconciler.demo.daemons import port_taken
+from tests.support.docker import DockerEngine
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 PULLED = re.compile(r"authorized request.* http\.request\.method=(GET|HEAD) .*"

@@ -7,11 +7,11 @@ from textwrap import dedent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.catalog import Catalog
-from reconciler.desired import affected_devices, changed_files, desired_fleet, refresh_fleet
-from reconciler.validate import validate_files
-
-from conftest import BASE
+from reconciler.core.desired import affected_devices, changed_files, desired_fleet, refresh_fleet
+from reconciler.manifests.catalog import Catalog
+from reconciler.manifests.validate import validate_files
+from tests.support.properties import examples
+from tests.support.repos import BASE
 
 DEVICES = ["pi-1", "pi-2", "pi-3", "pi-4"]
 SITES = ["lyon", "nantes"]
@@ -48,7 +48,7 @@ states = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(states, states)
 def test_refresh_equals_full_recomputation(
     before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]

@@ -8,75 +8,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import git
-import httpx
 import pytest
 from typer.testing import CliRunner
 
-from reconciler.cli import app
-from reconciler.sandbox import fleet_manifests, free_port
-from reconciler.webhook import sign
-
-from conftest import commit, write_tree
-from docker_env import DockerEngine, Images
+from reconciler.cli.app import app
+from reconciler.demo.daemons import free_port
+from tests.support.docker import DockerEngine, Images
+from tests.support.e2e import SECRET, Fleet, healthy, wait
+from tests.support.fleet import fleet_manifests
+from tests.support.repos import commit, write_tree
 
 pytestmark = pytest.mark.usefixtures("git_identity")
-SECRET = b"e2e-webhook-secret"
-
-
-@dataclass
-class Fleet:
-    repo: git.Repo
-    url: str
-    data: Path
-    engine: DockerEngine
-    port: int
-
-    def push(self, message: str, files: dict[str, str]) -> str:
-        sha = commit(self.repo, message, files)
-        body = json.dumps({"after": sha}).encode()
-        headers = {"X-Hub-Signature-256": sign(SECRET, body)}
-        assert httpx.post(f"{self.url}/v1/hooks/git", content=body, headers=headers).is_success
-        return sha
-
-    def containers(self) -> dict[str, str]:
-        """Release → state of the containers this test's deployment owns."""
-        found = self.engine.client.containers.list(
-            all=True, filters={"label": "hedgerow.deployment=web-pi-1"}
-        )
-        return {c.labels["hedgerow.release"]: c.status for c in found}
-
-    def status(self) -> dict[str, Any]:
-        result = CliRunner().invoke(app, ["status", "--data-dir", str(self.data), "-o", "json"])
-        loaded: dict[str, Any] = json.loads(result.output)
-        return loaded
-
-    def conditions(self) -> dict[str, str]:
-        deployments = self.status()["deployments"]
-        if not deployments:
-            return {}
-        return {c["type"]: c["status"] for c in deployments[0]["conditions"]}
-
-    def served(self) -> str | None:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/VERSION", timeout=1).text.strip()
-        except httpx.HTTPError:
-            return None
-
-
-def wait(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -113,7 +59,7 @@ def fleet(
            "--listen", f"127.0.0.1:{http}", "--webhook-secret-file", str(tmp_path / "secret"),
            "--interval", "3600"], "controller")  # fmt: skip
     try:
-        wait(lambda: _healthy(url), "the controller")
+        wait(lambda: healthy(url), "the controller")
         token = CliRunner().invoke(app, ["device", "token", "pi-1", "--data-dir", str(data)])
         assert token.exit_code == 0, token.output
         (tmp_path / "token").write_text(token.stdout.strip())
@@ -138,13 +84,6 @@ def fleet(
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).json()["revision"] is not None
-    except httpx.HTTPError:
-        return False
-
-
 def test_deploy_upgrade_stop_and_delete_through_git(fleet: Fleet, images: Images) -> None:
     wait(lambda: fleet.containers() == {"1.0.0": "running"}, "deploy → running")
     wait(lambda: fleet.served() == "1", "the release serving")
@@ -165,11 +104,15 @@ def test_deploy_upgrade_stop_and_delete_through_git(fleet: Fleet, images: Images
     Path(fleet.repo.working_dir, "deployment.yaml").unlink()
     fleet.push("delete", {})
     wait(lambda: fleet.containers() == {}, "delete: containers gone")
-    events = CliRunner().invoke(
-        app, ["events", "--device", "pi-1", "--data-dir", str(fleet.data), "-o", "json"]
-    )
-    kinds = {e["event"] for e in json.loads(events.output)}
-    assert {"started", "stopped", "deleting"} <= kinds
+
+    def kinds() -> set[str]:
+        events = CliRunner().invoke(
+            app, ["events", "--device", "pi-1", "--data-dir", str(fleet.data), "-o", "json"]
+        )
+        return {e["event"] for e in json.loads(events.output)}
+
+    # the agent reports its events after the pass that removed the containers
+    wait(lambda: {"started", "stopped", "deleting"} <= kinds(), "the events reported")
 
 
 def test_a_failing_upgrade_switches_back_and_is_degraded(fleet: Fleet, images: Images) -> None:

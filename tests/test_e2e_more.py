@@ -1,8 +1,8 @@
 """More end to end scenarios on real parts: private images pulled with forwarded credentials,
 pulls that fail, redeploys, and an agent or a controller that goes away and comes back.
 
-The harness is test_e2e's (manifests, `Fleet`, `wait`), with the processes under the test's
-control: each can be stopped and started again on the same data and the same address.
+The harness is test_e2e's (`Fleet`, `wait` of `tests.support.e2e`), with the processes under
+the test's control: each can be stopped and started again on the same data and the same address.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ import docker.errors
 import git
 import pytest
 from pyrage import x25519
-from test_e2e import SECRET, Fleet, _healthy, wait
 from typer.testing import CliRunner
 
-from reconciler.cli import app
-from reconciler.credentials import DEFAULT_RULES, CreationRule, render_credential
-from reconciler.sandbox import fleet_manifests, free_port
-from reconciler.secret import Secret
-
-from conftest import commit, write_tree
-from docker_env import DockerEngine, Images, Registry
+from reconciler.cli.app import app
+from reconciler.demo.daemons import free_port
+from reconciler.manifests.credentials import DEFAULT_RULES, CreationRule, render_credential
+from reconciler.secrets.secret import Secret
+from tests.support.docker import DockerEngine, Images, Registry
+from tests.support.e2e import SECRET, Fleet, healthy, wait
+from tests.support.fleet import fleet_manifests
+from tests.support.repos import commit, write_tree
 
 pytestmark = pytest.mark.usefixtures("git_identity")
 LABEL = "hedgerow.deployment=web-pi-1"
@@ -110,7 +110,7 @@ class Site(Fleet):
             "--webhook-secret-file", str(self.root / "secret"), "--interval", "3600",
             "--age-key-file", str(self.root / "age.txt"),
         ])  # fmt: skip
-        wait(lambda: _healthy(self.url), "the controller")
+        wait(lambda: healthy(self.url), "the controller")
 
     def start_agent(self) -> None:
         self._spawn("agent", [
@@ -253,6 +253,10 @@ def test_a_private_image_needs_its_forwarded_credential_and_it_never_leaks(
         {str(f): f.read_bytes() for f in (site.root / "agent").rglob("*") if f.is_file()}
     )
     assert len(outputs) >= 6
+    for log in site.logs.iterdir():  # JSON lines when not on a terminal, as in production
+        for line in log.read_text().splitlines():
+            if not line.startswith("hedgerow controller: following"):  # the command's banner
+                assert {"timestamp", "level", "logger", "event"} <= json.loads(line).keys()
     leaks = [name for name, text in outputs.items() if registry.password.encode() in text]
     assert leaks == [], "the registry password appears in these outputs"
     assert registry.username  # sanity: the secret searched for is not empty

@@ -31,7 +31,7 @@ from agent.engine import (
     split_reference,
 )
 from agent.steps import MANAGED, EngineState, plan_steps, release_reports
-from reconciler.sandbox import free_port
+from reconciler.demo.daemons import free_port
 from reconciler.wire import (
     Container,
     Deployment,
@@ -39,8 +39,7 @@ from reconciler.wire import (
     Network,
     RegistryAuth,
 )
-
-from docker_env import DockerEngine, Images, Registry
+from tests.support.docker import DockerEngine, Images, Registry
 
 # -- translation of the wire contract, without an engine ----------------------------------------
 

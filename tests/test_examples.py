@@ -6,12 +6,12 @@ import os
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
-from reconciler.model.credential import ENCRYPTED
-from reconciler.validate import validate_tree
-
-from conftest import MANIFESTS
+from reconciler.manifests.model.credential import ENCRYPTED
+from reconciler.manifests.validate import validate_tree
+from tests.support.repos import MANIFESTS
 
 
 def test_example_repository_is_valid_without_warnings() -> None:
@@ -38,6 +38,7 @@ def test_example_repository_covers_what_the_issue_promises() -> None:
         assert catalog.targets(deployment.manifest), deployment.name
 
 
+@pytest.mark.e2e
 def test_example_credential_is_encrypted_by_real_sops_and_decrypts_with_the_demo_key() -> None:
     path = MANIFESTS / "credentials" / "registry-demo.yaml"
     document = yaml.safe_load(path.read_text())

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from reconciler.model.fields import (
+from reconciler.manifests.model.fields import (
     EnvName,
     Hostname,
     Memory,
@@ -27,8 +27,9 @@ from reconciler.model.fields import (
     check_version,
     parse_bytes,
 )
-from reconciler.problems import Problem
-from reconciler.validate import Report
+from reconciler.manifests.problems import Problem
+from reconciler.manifests.validate import Report
+from tests.support.properties import examples
 
 Validate = Callable[..., Report]
 
@@ -128,14 +129,14 @@ def _accepted(value: str) -> bool:
     return True
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(versions)
 def test_generated_semver_is_accepted(value: str) -> None:
     check_version(value)
     assert semver.Version.is_valid(value)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.one_of(st.text("0123456789.-+abcv", max_size=16), versions))
 def test_version_agrees_with_semver_library(value: str) -> None:
     assert _accepted(value) == semver.Version.is_valid(value)

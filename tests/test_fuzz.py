@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.problems import Problem
-from reconciler.validate import Report, validate_tree
-
-from conftest import BASE, write_tree
+from reconciler.manifests.problems import Problem
+from reconciler.manifests.validate import Report, validate_tree
+from tests.support.properties import examples
+from tests.support.repos import BASE, write_tree
 
 Validate = Callable[..., Report]
 FUZZ_FILE = "fuzz.yaml"
@@ -104,7 +104,7 @@ yamlish = st.lists(st.sampled_from(FRAGMENTS), max_size=60).map("".join)
 
 
 @settings(
-    max_examples=100,
+    max_examples=examples(100),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -114,7 +114,7 @@ def test_random_bytes_never_raise(repo: Path, content: bytes) -> None:
 
 
 @settings(
-    max_examples=200,
+    max_examples=examples(200),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.model.imageref import ImageReference, check_registry, parse_image
-from reconciler.validate import Report
+from reconciler.manifests.model.imageref import ImageReference, check_registry, parse_image
+from reconciler.manifests.validate import Report
+from tests.support.properties import examples
 
 SHA256 = "sha256:" + "0123456789abcdef" * 4
 SHA512 = "sha512:" + "fedcba9876543210" * 8
@@ -203,7 +204,7 @@ def references(draw: st.DrawFn, *, tag: bool | None = None, digest: bool | None 
     return domain, path, chosen_tag, chosen_digest
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(references())
 def test_generated_reference_is_kept_and_reassembles(parts: Parts) -> None:
     domain, path, tag, digest = parts
@@ -221,7 +222,7 @@ def _last_component_span(path: str) -> tuple[int, int]:
     return start, len(path)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(references(), st.data())
 def test_upper_case_letter_in_path_is_refused(parts: Parts, data: st.DataObject) -> None:
     domain, path, tag, digest = parts
@@ -233,7 +234,7 @@ def test_upper_case_letter_in_path_is_refused(parts: Parts, data: st.DataObject)
         parse_image(assemble(domain, bad_path, tag, digest))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(references(tag=True), st.data())
 def test_bad_tag_character_is_refused(parts: Parts, data: st.DataObject) -> None:
     domain, path, tag, digest = parts
@@ -245,7 +246,7 @@ def test_bad_tag_character_is_refused(parts: Parts, data: st.DataObject) -> None
         parse_image(assemble(domain, path, bad_tag, digest))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(references(digest=True), st.data())
 def test_truncated_digest_is_refused(parts: Parts, data: st.DataObject) -> None:
     domain, path, tag, digest = parts

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.load import MAX_FILE_BYTES, Document, load_bytes, load_files, read_tree
-from reconciler.problems import Problem
-from reconciler.validate import validate_tree
-
-from conftest import BASE, write_tree
+from reconciler.manifests.load import MAX_FILE_BYTES, Document, load_bytes, load_files, read_tree
+from reconciler.manifests.problems import Problem
+from reconciler.manifests.validate import validate_tree
+from tests.support.repos import BASE, write_tree
 
 
 def _load(text: str | bytes) -> tuple[list[Document], list[Problem]]:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from reconciler.source import Mirror, SourceError, redact, tree_files, watch_refs
+from reconciler.controller.source import Mirror, SourceError, redact, tree_files, watch_refs
 
 VOLUME = "kind: Volume\n"
 SECRET = "s3cr3t"

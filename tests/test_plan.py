@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.desired import DesiredDeployment
-from reconciler.plan import ObservedRelease, apply, plan_device
+from reconciler.core.desired import DesiredDeployment
+from reconciler.core.plan import ObservedRelease, apply, plan_device
 
 
 def want(

@@ -11,9 +11,8 @@ import git
 import pytest
 from typer.testing import CliRunner, Result
 
-from reconciler.cli import app
-
-from conftest import BASE, MANIFESTS, write_tree
+from reconciler.cli.app import app
+from tests.support.repos import BASE, MANIFESTS, write_tree
 
 runner = CliRunner()
 

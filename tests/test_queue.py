@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from reconciler.queue import (
+from reconciler.controller.queue import (
     FakeClock,
     MonotonicClock,
     QueueShutDown,
@@ -27,6 +27,7 @@ from reconciler.queue import (
     run_workers,
     sleep,
 )
+from tests.support.properties import examples
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
@@ -545,11 +546,13 @@ class QueueMachine(RuleBasedStateMachine):
         assert (len(self.queue), self.queue.delayed()) == (0, 0)
 
 
-QueueMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+QueueMachine.TestCase.settings = settings(
+    max_examples=examples(150), stateful_step_count=40, deadline=None
+)
 TestQueueMachine = QueueMachine.TestCase
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     adds=st.lists(st.tuples(KEYS, st.integers(0, 3)), min_size=1, max_size=12),
     fails=st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 3)),

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from textwrap import dedent
 
-from reconciler.plan import Action
-from reconciler.problems import Problem, Severity
-from reconciler.review import (
+from reconciler.core.plan import Action
+from reconciler.core.review import (
     CredentialChange,
     FieldChange,
     Format,
@@ -19,9 +18,9 @@ from reconciler.review import (
     render,
     review,
 )
-from reconciler.validate import Report, validate_files
-
-from conftest import BASE, resources
+from reconciler.manifests.problems import Problem, Severity
+from reconciler.manifests.validate import Report, validate_files
+from tests.support.repos import BASE, resources
 
 HEADER = "apiVersion: hedgerow.dev/v1alpha1\n"
 USERNAME = (

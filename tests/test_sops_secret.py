@@ -1,4 +1,5 @@
-"""reconciler.secret: a Secret never shows its value by accident; fingerprints detect change."""
+"""reconciler.secrets.secret: a Secret never shows its value by accident; fingerprints detect
+change."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pickle
 
 import pytest
 
-from reconciler.secret import Secret, fingerprint
+from reconciler.secrets.secret import Secret, fingerprint
 
 MASK = "Secret('********')"
 VALUE = "hunter2-pa55"

@@ -8,11 +8,10 @@ from pathlib import Path
 import git
 import pytest
 
-from reconciler.load import MAX_FILE_BYTES, read_tree
-from reconciler.problems import Problem
-from reconciler.source import SourceError, open_repo, resolve, tree_files
-
-from conftest import write_tree
+from reconciler.controller.source import SourceError, open_repo, resolve, tree_files
+from reconciler.manifests.load import MAX_FILE_BYTES, read_tree
+from reconciler.manifests.problems import Problem
+from tests.support.repos import write_tree
 
 VOLUME = "kind: Volume\n"
 

@@ -18,9 +18,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from reconciler import wire
+from reconciler.core.status import ConditionType, DeploymentStatus, condition
 from reconciler.store import (
-    MIGRATIONS,
-    Base,
     EventIn,
     EventRecord,
     RevisionRecord,
@@ -29,6 +29,8 @@ from reconciler.store import (
     migrate,
     sqlite_url,
 )
+from reconciler.store.schema import Base
+from reconciler.store.store import MIGRATIONS
 
 T0 = datetime(2025, 3, 30, 0, 30, 15, 123456, tzinfo=UTC)
 TABLES = {
@@ -60,6 +62,35 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 
 def at(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
+
+
+def report(device: str, *releases: str, revision: str | None = None) -> wire.StatusReport:
+    """What `device` reports: web's `releases`, running, of deployment web-lyon."""
+    found = [
+        wire.ReleaseReport(
+            application="web", release=r, deployment="web-lyon", running=True, complete=True
+        )
+        for r in releases
+    ]
+    return wire.StatusReport(device=device, revision=revision, releases=found)
+
+
+def status(deployment: str, device: str, reason: str) -> DeploymentStatus:
+    """web 1.1.0 wanted Running, 1.0.0 running; `reason` tells one status from another."""
+    return DeploymentStatus(
+        deployment=deployment,
+        device=device,
+        application="web",
+        desired_release="1.1.0",
+        observed_release="1.0.0",
+        desired_state="Running",
+        observed_state="Running",
+        revision="aaa",
+        conditions=(
+            condition(ConditionType.SYNCED, True, reason, "", "aaa"),
+            condition(ConditionType.READY, False, "Starting", "", "aaa"),
+        ),
+    )
 
 
 def event(device: str = "pi-1", kind: str = "deploy", **fields: Any) -> EventIn:
@@ -226,36 +257,26 @@ def test_rejected_lists_invalid_revisions_newest_first(store: Store) -> None:
 def test_observed_state_per_device(store: Store) -> None:
     assert store.get_observed("pi-1") is None
     assert store.observed_all() == {}
-    store.put_observed("pi-1", {"web": [{"release": "1.0.0", "running": True}]}, at(0))
-    store.put_observed("pi-2", {}, at(1))
-    store.put_observed("pi-1", {"web": [{"release": "1.1.0", "running": True}]}, at(2))
-    assert store.get_observed("pi-1") == ({"web": [{"release": "1.1.0", "running": True}]}, at(2))
+    store.put_observed(report("pi-1", "1.0.0"), at(0))
+    store.put_observed(report("pi-2"), at(1))
+    store.put_observed(report("pi-1", "1.1.0"), at(2))
+    assert store.get_observed("pi-1") == (report("pi-1", "1.1.0"), at(2))
     assert store.observed_all() == {
-        "pi-1": {"web": [{"release": "1.1.0", "running": True}]},
-        "pi-2": {},
+        "pi-1": report("pi-1", "1.1.0"),
+        "pi-2": report("pi-2"),
     }
 
 
 def test_statuses_are_replaced_per_deployment_and_device(store: Store) -> None:
-    def status(reason: str) -> dict[str, Any]:
-        return {
-            "conditions": {
-                "Synced": {"status": True, "reason": reason, "message": "", "revision": "aaa"},
-                "Ready": {"status": False, "reason": "Starting", "message": "", "revision": "aaa"},
-            },
-            "desired": {"release": "1.1.0", "state": "Running"},
-            "observed": {"release": "1.0.0", "state": "Running"},
-        }
-
     assert store.statuses() == []
-    store.put_status("web-lyon", "pi-2", status("A"))
-    store.put_status("web-lyon", "pi-1", status("B"))
-    store.put_status("db", "pi-1", status("C"))
-    store.put_status("web-lyon", "pi-2", status("D"))
+    store.put_status(status("web-lyon", "pi-2", "A"))
+    store.put_status(status("web-lyon", "pi-1", "B"))
+    store.put_status(status("db", "pi-1", "C"))
+    store.put_status(status("web-lyon", "pi-2", "D"))
     assert store.statuses() == [
-        StatusRecord("db", "pi-1", status("C")),
-        StatusRecord("web-lyon", "pi-1", status("B")),
-        StatusRecord("web-lyon", "pi-2", status("D")),
+        StatusRecord("db", "pi-1", status("db", "pi-1", "C")),
+        StatusRecord("web-lyon", "pi-1", status("web-lyon", "pi-1", "B")),
+        StatusRecord("web-lyon", "pi-2", status("web-lyon", "pi-2", "D")),
     ]
 
 
@@ -406,7 +427,7 @@ def test_times_come_back_as_the_same_instant_in_utc(store: Store) -> None:
     local = datetime(2025, 3, 30, 3, 59, 59, 999999, tzinfo=paris)
     store.record_attempt("aaa", True, [], local)
     store.mark_applied("aaa", local)
-    store.put_observed("pi-1", {}, local)
+    store.put_observed(report("pi-1"), local)
     store.put_token("pi-1", "h", local)
     store.append_events([event(at=local)])
     store.append_device_events("pi-1", [(1, event(at=local))])
@@ -430,8 +451,9 @@ def test_naive_times_are_refused(store: Store) -> None:
 
 
 def test_json_documents_round_trip(store: Store) -> None:
+    text = 'héllo 🌱 "quoted" \\ back\nslash'
     document: dict[str, Any] = {
-        "text": 'héllo 🌱 "quoted" \\ back\nslash',
+        "text": text,
         "nested": {"list": [1, 2.5, -0.0, True, False, None, [], {}], "empty": ""},
         "big": 2**62,
         "negative": -(2**53) - 1,
@@ -439,11 +461,41 @@ def test_json_documents_round_trip(store: Store) -> None:
         "keys with.dots": {"$and'quotes\"": 1},
         "unicode-key-ü": ["ß"],
     }
-    store.put_observed("pi-1", document, T0)
-    store.put_status("dep", "pi-1", document)
+    container = wire.ContainerReport(name=text, state=text, image_present=False, error=text)
+    release = wire.ReleaseReport(
+        application=text,
+        release=text,
+        deployment=text,
+        running=False,
+        complete=False,
+        redeploy=text,
+        digest="",
+        error=text,
+        containers=[container],
+    )
+    events = [
+        wire.Event(seq=2**62, at=text, kind="error", message=text, deployment=text),
+        wire.Event(seq=2**53 + 1, at="", kind="started", message=""),  # not exact as a float
+    ]
+    reported = wire.StatusReport(
+        device="pi-1", revision=text, releases=[release], images=[text, ""], events=events
+    )
+    written = DeploymentStatus(
+        deployment="dep",
+        device="pi-1",
+        application=text,
+        desired_release=text,
+        observed_release=None,
+        desired_state="Stopped",
+        observed_state=None,
+        revision=text,
+        conditions=(condition(ConditionType.DEGRADED, True, text, text, text),),
+    )
+    store.put_observed(reported, T0)
+    store.put_status(written)
     store.record_attempt("aaa", False, [document, {}], T0)
-    assert store.get_observed("pi-1") == (document, T0)
-    assert store.statuses() == [StatusRecord("dep", "pi-1", document)]
+    assert store.get_observed("pi-1") == (reported, T0)
+    assert store.statuses() == [StatusRecord("dep", "pi-1", written)]
     assert store.rejected(1)[0].errors == [document, {}]
 
 
@@ -452,10 +504,10 @@ def test_json_documents_round_trip(store: Store) -> None:
 
 def test_two_stores_on_one_database_see_each_others_writes(store: Store, database_url: str) -> None:
     with Store.open(database_url) as other:
-        store.put_observed("pi-1", {"from": "first"}, T0)
-        assert other.get_observed("pi-1") == ({"from": "first"}, T0)
-        other.put_observed("pi-1", {"from": "second"}, at(1))
-        assert store.observed_all() == {"pi-1": {"from": "second"}}
+        store.put_observed(report("pi-1", revision="first"), T0)
+        assert other.get_observed("pi-1") == (report("pi-1", revision="first"), T0)
+        other.put_observed(report("pi-1", revision="second"), at(1))
+        assert store.observed_all() == {"pi-1": report("pi-1", revision="second")}
         mine = store.append_events([event(kind="a")])
         theirs = other.append_events([event(kind="b")])
         assert theirs[0] > mine[0]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from reconciler import tokens
-from reconciler.cli import app
+from reconciler.cli.app import app
+from reconciler.secrets import tokens
 from reconciler.store import Store, sqlite_url
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -44,8 +44,8 @@ def test_a_token_is_stored_as_its_sha256_and_checked_against_it() -> None:
 def test_the_owner_of_a_hash_is_found_for_403s(store: Store) -> None:
     token = tokens.issue()
     store.put_token("pi-1", tokens.hash_token(token), T0)
-    assert tokens.owner(store, tokens.hash_token(token)) == "pi-1"
-    assert tokens.owner(store, tokens.hash_token(tokens.issue())) is None
+    assert store.token_owner(tokens.hash_token(token)) == "pi-1"
+    assert store.token_owner(tokens.hash_token(tokens.issue())) is None
 
 
 def test_device_token_prints_the_token_once_and_stores_only_its_hash(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from reconciler.webhook import PREFIX, sign, verify_signature
+from reconciler.server.webhook import PREFIX, sign, verify_signature
 
 SECRET = b"It's a Secret to Everybody"
 BODY = b'{"ref":"refs/heads/main","after":"0123abcd"}'

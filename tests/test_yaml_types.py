@@ -6,7 +6,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.load import _Loader, load_bytes
+from reconciler.manifests.load import _Loader, load_bytes
 
 SAMPLES = [
     "yes", "No", "on", "OFF", "true", "False", "~", "null", "", "0x1F", "0o17", "017", "1_000",

@@ -1,0 +1,1 @@
+"""The `hedgerow` command: commands only parse arguments and print (one output helper)."""

@@ -1,0 +1,25 @@
+"""The `hedgerow` command tree: every command, registered in one place."""
+
+from __future__ import annotations
+
+import typer
+
+from reconciler.cli import controller, credential, demo, device, manifests, observe, review
+
+app = typer.Typer(
+    help="Hedgerow: GitOps for containers on fleets of edge devices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(manifests.validate)
+app.command()(manifests.crds)
+app.command()(review.plan)
+app.add_typer(credential.app, name="credential")
+app.command()(controller.controller)
+app.command()(observe.status)
+app.command()(observe.events)
+app.add_typer(device.app, name="device")
+app.command()(device.agent)
+app.command()(controller.openapi)
+app.command()(demo.demo)

@@ -1,0 +1,130 @@
+"""`hedgerow controller` (the composition of git, store, controller and HTTP) and
+`hedgerow openapi` (its API, as a document)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reconciler import logs
+from reconciler.cli.options import DataDir, Db, LogFormatOption, open_store
+from reconciler.cli.output import fail, identities, read_token
+from reconciler.manifests.problems import Problem
+
+
+def controller(
+    repo: Annotated[str, typer.Option("--repo", help="Path, file://, https:// or ssh:// URL.")],
+    branch: Annotated[str, typer.Option("--branch", help="Branch to follow.")] = "main",
+    path: Annotated[str, typer.Option("--path", help="Folder of the manifests.")] = "",
+    db: Db = None,
+    listen: Annotated[str, typer.Option("--listen", help="HTTP address.")] = "127.0.0.1:8080",
+    data_dir: DataDir = Path(".hedgerow"),
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between fetches.")] = 30,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="See commits to a local repository at once.")
+    ] = False,
+    webhook_secret_file: Annotated[
+        Path | None, typer.Option("--webhook-secret-file", help="Enables POST /v1/hooks/git.")
+    ] = None,
+    age_key_file: Annotated[
+        Path | None, typer.Option("--age-key-file", help="age identities for credentials.")
+    ] = None,
+    operator_token_file: Annotated[
+        Path | None,
+        typer.Option("--operator-token-file", help="Enables the operator API (/v1/status...)."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (chain): serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
+    log_format: LogFormatOption = None,
+) -> None:
+    """Follow a branch, apply each valid commit whole, and reconcile every device."""
+    # Imported here, not at the top: `hedgerow validate` and friends never load the server.
+    import uvicorn
+
+    from reconciler.controller.controller import Controller
+    from reconciler.controller.keys import fingerprint_key
+    from reconciler.controller.runner import Runner
+    from reconciler.controller.source import Mirror, SourceError, watch_refs
+    from reconciler.server.app import create_app
+
+    host, _, port = listen.rpartition(":")
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
+    operator_token = read_token(operator_token_file) if operator_token_file else None
+    keys = identities(age_key_file)
+    try:
+        mirror = Mirror(repo, branch, data_dir / "git")
+    except SourceError as exc:
+        fail(str(exc))
+    secret = webhook_secret_file.read_bytes().strip() if webhook_secret_file else None
+    logs.configure(log_format.value if log_format else None)
+    store = open_store(db, data_dir)
+
+    class Source:
+        def fetch(self) -> str:
+            return mirror.fetch()
+
+        def files(self, sha: str) -> Iterator[tuple[str, bytes | Problem]]:
+            return mirror.files(sha, path)
+
+    runner = Runner(
+        Controller(Source(), store, identities=keys, fingerprint_key=fingerprint_key(data_dir)),
+        interval=interval,
+    )
+    app = create_app(runner, webhook_secret=secret, operator_token=operator_token)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning",
+                       log_config=None,  # our handler (reconciler.logs) renders its lines
+                       ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+                       # long polls would otherwise hold a stop for up to a minute
+                       timeout_graceful_shutdown=3)
+    )  # fmt: skip
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        extra = [server.serve()]
+        if watch:
+            extra.append(watch_refs(Path(repo), runner.wake, stop=stop))
+        try:
+            await runner.run(*extra)
+        finally:
+            stop.set()
+
+    scheme = "https" if tls_cert else "http"
+    typer.echo(f"hedgerow controller: following {mirror.display_url} {branch}; {scheme}://{listen}")
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.close()
+
+
+def openapi(
+    output: Annotated[Path, typer.Option("--output", help="Where the document lives.")] = Path(
+        "docs/openapi.json"
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 when the file is stale; write nothing.")
+    ] = False,
+) -> None:
+    """Write the controller's OpenAPI document, generated from the app."""
+    from reconciler.server.app import render_openapi
+
+    text = render_openapi()
+    if check:
+        current = output.read_text(encoding="utf-8") if output.exists() else None
+        if current != text:
+            typer.echo(f"{output} is stale: run `hedgerow openapi`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {output}")

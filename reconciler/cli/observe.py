@@ -1,0 +1,115 @@
+"""`hedgerow status` and `hedgerow events`: what the controller did, read from its store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from reconciler.cli.options import DataDir, Db, OutputOption, open_store
+from reconciler.cli.output import Output, console
+from reconciler.store import EventRecord, StatusRecord, Store
+
+
+def status(
+    db: Db = None,
+    data_dir: DataDir = Path(".hedgerow"),
+    output: OutputOption = Output.text,
+) -> None:
+    """The applied revision, rejected commits, and every deployment's status and conditions."""
+    with open_store(db, data_dir) as store:
+        if output is Output.json:
+            typer.echo(json.dumps(status_json(store), indent=2))
+        else:
+            print_status(store)
+
+
+def status_json(store: Store) -> dict[str, Any]:
+    return {
+        "revision": store.applied_revision(),
+        "rejected": [
+            {"revision": r.sha, "at": r.at.isoformat(), "errors": r.errors}
+            for r in store.rejected(limit=10)
+        ],
+        "deployments": [s.status.to_json() for s in _statuses(store)],
+    }
+
+
+def print_status(store: Store) -> None:
+    """The `hedgerow status` table (the demo prints it too)."""
+    out = console()
+    applied = store.applied_revision()
+    out.print(f"revision: {applied or '(none applied yet)'}")
+    for record in store.rejected(limit=10):
+        out.print(
+            f"[red]rejected[/] {record.sha[:12]} at {record.at:%Y-%m-%d %H:%M:%S}: "
+            f"{len(record.errors)} error(s)"
+        )
+        for error in record.errors[:5]:
+            out.print(f"  {error['file']}:{error['line']}: {error['message']}", markup=False)
+    table = Table(title="Deployments")
+    for column in ("deployment", "device", "application", "desired", "observed", "state",
+                   "conditions"):  # fmt: skip
+        table.add_column(column)
+    for entry in _statuses(store):
+        s = entry.status
+        conditions = " ".join(f"{c.type}={c.status}({c.reason})" for c in s.conditions)
+        table.add_row(
+            entry.deployment,
+            entry.device,
+            s.application,
+            s.desired_release or "-",
+            s.observed_release or "-",
+            f"{s.desired_state}/{s.observed_state or '?'}",
+            conditions,
+        )
+    out.print(table)
+
+
+def _statuses(store: Store) -> list[StatusRecord]:
+    return sorted(store.statuses(), key=lambda s: (s.deployment, s.device))
+
+
+def events(
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    deployment: Annotated[str | None, typer.Option("--deployment")] = None,
+    after: Annotated[int | None, typer.Option("--after", help="Events after this id.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    db: Db = None,
+    data_dir: DataDir = Path(".hedgerow"),
+    output: OutputOption = Output.text,
+) -> None:
+    """The event history, oldest first; page with --after the last id shown."""
+    with open_store(db, data_dir) as store:
+        found = store.events(device=device, deployment=deployment, after_id=after, limit=limit)
+    if output is Output.json:
+        typer.echo(json.dumps([_event_json(e) for e in found], indent=2))
+        return
+    table = Table(title="Events")
+    for column in ("id", "at", "device", "deployment", "event", "message"):
+        table.add_column(column, overflow="fold")
+    for event in found:
+        table.add_row(
+            str(event.id),
+            f"{event.at:%Y-%m-%d %H:%M:%S}",
+            event.device or "-",
+            event.deployment or "-",
+            event.kind,
+            event.message,
+        )
+    console().print(table)
+
+
+def _event_json(event: EventRecord) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": event.at.isoformat(),
+        "device": event.device,
+        "deployment": event.deployment,
+        "event": event.kind,
+        "message": event.message,
+        "revision": event.revision,
+    }

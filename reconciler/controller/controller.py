@@ -1,0 +1,295 @@
+"""The controller: follow a branch, apply each valid commit whole, and reconcile every device.
+
+Level-triggered: `sync` turns the branch tip into the desired state (or a rejection that keeps
+the last good revision in force) and queues the devices whose desired state changed;
+`reconcile(device)` recomputes that device's plan and statuses from scratch. The blocking
+parts (git, the database) are plain methods; `run` in `reconciler.controller.runner` drives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import msgspec
+
+from reconciler import wire
+from reconciler.core.desired import (
+    affected_devices,
+    changed_files,
+    desired_fleet,
+    refresh_fleet,
+    spec_digest,
+)
+from reconciler.core.document import Applied, Fleet, desired_document, pull_credentials
+from reconciler.core.immutable import (
+    ResourceKind,
+    credential_changed,
+    release_changed,
+    resource_changed,
+    resources,
+)
+from reconciler.core.observed import observed_releases
+from reconciler.core.plan import Action, plan_device
+from reconciler.core.status import deployment_status
+from reconciler.manifests.credentials import changed, fingerprints
+from reconciler.manifests.problems import Problem
+from reconciler.manifests.validate import Report, validate_files
+from reconciler.secrets.sops import Identity
+from reconciler.store import EventIn, FingerprintKind, Store
+
+# Told which devices' desired documents may have changed (None: every device); may be called
+# from the controller's worker thread, so listeners must be thread-safe.
+Listener = Callable[[Sequence[str] | None], None]
+
+
+class Source(Protocol):
+    """Where revisions come from: the tip of a branch, and the manifests of a commit."""
+
+    def fetch(self) -> str: ...
+
+    def files(self, sha: str) -> Iterable[tuple[str, bytes | Problem]]: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    sha: str
+    applied: bool
+    errors: list[Problem]
+    devices: list[str]  # queued for reconciliation
+
+
+class Controller:
+    def __init__(
+        self,
+        source: Source,
+        store: Store,
+        *,
+        identities: Sequence[Identity],
+        fingerprint_key: bytes,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.identities = list(identities)
+        self.key = fingerprint_key
+        self.now = now
+        self.applied: Applied | None = None
+        self._actions: dict[str, list[Action]] = {}
+        self.listeners: list[Listener] = []
+        self._present: dict[str, frozenset[str]] = {}  # images each device last reported
+        # device → the commit that last changed its desired state (as stored; see resume)
+        self._revisions: dict[str, str] = {}
+
+    # -- revisions -----------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """After a restart, rebuild the applied state from the revision the store recorded."""
+        sha = self.store.applied_revision()
+        if sha is not None:
+            report = self._validate(sha)
+            if report.valid:
+                self._remember(report)  # a store older than some fingerprint kind learns them
+                self.applied = Applied(sha, report, desired_fleet(report.catalog))
+                self._revisions = self.store.document_revisions()
+                self._notify(None)
+
+    def sync(self) -> Outcome | None:
+        """Fetch the branch and consider its tip; None when it was already considered."""
+        sha = self.source.fetch()
+        last = self.store.last_attempt()
+        if last is not None and last.sha == sha and (self.applied or not last.valid):
+            return None
+        return self.consider(sha)
+
+    def consider(self, sha: str) -> Outcome:
+        """Validate one commit as a whole; apply it, or reject it and keep the last good one."""
+        report = self._validate(sha)
+        errors = [*report.errors, *self._immutability(report)]
+        at = self.now()
+        if errors:
+            self.store.record_attempt(sha, False, [p.to_json() for p in errors], at)
+            summary = "; ".join(p.render() for p in errors[:3])
+            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+            message = f"commit {sha[:12]} rejected: {summary}{more}"
+            self.store.append_events([EventIn(at, None, "rejected", message, revision=sha)])
+            # every device is queued: each status must show the rejection
+            return Outcome(sha, False, errors, self.devices())
+        fleet, devices = self._desired(report)
+        gone = [d for d in devices if d not in fleet]
+        changed = [d for d in devices if d in fleet]
+        self.store.record_attempt(sha, True, [], at)
+        self.store.mark_applied(sha, at, changed, gone)
+        self._remember(report)
+        self.applied = Applied(sha, report, fleet)
+        for device in gone:
+            self._revisions.pop(device, None)
+        self._revisions.update(dict.fromkeys(changed, sha))
+        message = f"revision {sha[:12]} applied"
+        self.store.append_events([EventIn(at, None, "applied", message, revision=sha)])
+        self._notify(devices)  # only their documents changed: the others stay as they are
+        return Outcome(sha, True, [], devices)
+
+    def _desired(self, report: Report) -> tuple[Fleet, list[str]]:
+        """The new desired fleet, and the devices it changes: recomputed only where the
+        commit touched deployments or devices, so a small commit to a large fleet is cheap."""
+        if self.applied is None:
+            full = desired_fleet(report.catalog)
+            return full, sorted(full)
+        old, before = self.applied.report.catalog, self.applied.fleet
+        scope = affected_devices(old, report.catalog, changed_files(old, report.catalog))
+        fleet = refresh_fleet(before, report.catalog, scope)
+        return fleet, sorted(d for d in scope if before.get(d) != fleet.get(d))
+
+    def _remember(self, report: Report) -> None:
+        """Keep fingerprints of everything ever applied, so a name can never be reused."""
+        digests: list[tuple[FingerprintKind, dict[str, str]]] = [
+            ("release", _release_digests(report)),
+            *_resource_digests(report).items(),
+            ("credential", fingerprints(report.credentials, self.key)),
+        ]
+        for kind, current in digests:
+            self.store.put_fingerprints(kind, {**self.store.fingerprints(kind), **current})
+
+    def _validate(self, sha: str) -> Report:
+        return validate_files(self.source.files(sha), self.identities)
+
+    def _immutability(self, report: Report) -> list[Problem]:
+        """Releases, volumes, networks and credentials once applied never change under the
+        same name, even after a commit removed them."""
+        catalog = report.catalog
+        problems: list[Problem] = []
+        for key in changed(self.store.fingerprints("release"), _release_digests(report)):
+            entry = catalog.release(*key.split("@", 1))
+            assert entry is not None
+            problems.append(release_changed(entry))
+        for kind, digests in _resource_digests(report).items():
+            entries = resources(catalog)[kind]
+            for name in changed(self.store.fingerprints(kind), digests):
+                problems.append(resource_changed(entries[name]))
+        credentials = fingerprints(report.credentials, self.key)
+        for name in changed(self.store.fingerprints("credential"), credentials):
+            problems.append(credential_changed(catalog.credentials[name]))
+        return problems
+
+    # -- devices -------------------------------------------------------------------------------
+
+    def devices(self) -> list[str]:
+        return sorted(self.applied.fleet) if self.applied else []
+
+    def reconcile(self, device: str) -> list[Action]:
+        """Plan one device from its desired and observed state; record statuses and events."""
+        if self.applied is None:
+            return []
+        desired = self.applied.fleet.get(device, {})
+        reported = self.store.get_observed(device)
+        observed, errors = observed_releases(reported[0]) if reported else ({}, {})
+        actions = plan_device(desired, observed)
+        last = self.store.last_attempt()
+        rejected = last.sha if last is not None and not last.valid else None
+        for application, want in desired.items():
+            status = deployment_status(
+                device,
+                want,
+                observed.get(application, []) if reported else None,
+                actions,
+                self.applied.sha,
+                rejected=rejected,
+                error=errors.get(want.deployment),
+            )
+            self.store.put_status(status)
+        self.store.prune_statuses(device, [want.deployment for want in desired.values()])
+        if actions != self._actions.get(device):
+            at = self.now()
+            self.store.append_events(
+                [
+                    EventIn(at, device, a.action, a.reason, a.deployment, self.applied.sha)
+                    for a in actions
+                ]
+            )
+            self._actions[device] = actions
+        return actions
+
+    # -- the device API ------------------------------------------------------------------------
+
+    def desired_document(self, device: str) -> wire.DesiredDocument | None:
+        """What `device` should run, with pull credentials only for images it has not reported;
+        None when the applied revision has no such device."""
+        applied = self.applied
+        if applied is None or device not in applied.fleet:
+            return None
+        return desired_document(
+            applied, device, self.images_present(device), self.document_revision(device)
+        )
+
+    def document_revision(self, device: str) -> str:
+        """The revision a device's document names: the commit that last changed what the
+        device should run, so a commit changes the documents (and ETags) of the devices it
+        touches and no other (the applied revision for a store older than this record)."""
+        assert self.applied is not None
+        return self._revisions.get(device, self.applied.sha)
+
+    def ingest(self, report: wire.StatusReport) -> int:
+        """Store an agent's report: its observed state replaces the last, its events are stored
+        once per sequence number (a retried report adds nothing). Returns the highest sequence
+        number stored for the device, 0 before any. Raises ValueError, storing nothing, for an
+        event time without a UTC offset."""
+        device = report.device
+        events = [
+            (
+                e.seq,
+                EventIn(_timestamp(e.at), device, e.kind, e.message, e.deployment, report.revision),
+            )
+            for e in report.events
+        ]
+        before = self._pending_auth(device)
+        # its events are stored one by one, below
+        self.store.put_observed(msgspec.structs.replace(report, events=[]), self.now())
+        self._present[device] = frozenset(report.images)
+        last = self.store.append_device_events(device, events)
+        if self._pending_auth(device) != before:
+            self._notify([device])  # its document gains or loses registry credentials
+        return last or 0
+
+    def images_present(self, device: str) -> frozenset[str]:
+        """The images `device` last reported: kept in memory, so a poll reads no database."""
+        present = self._present.get(device)
+        if present is None:
+            reported = self.store.get_observed(device)
+            present = frozenset(reported[0].images) if reported else frozenset()
+            self._present[device] = present
+        return present
+
+    def _pending_auth(self, device: str) -> set[str]:
+        """The images whose credentials the device's document carries now."""
+        if self.applied is None:
+            return set()
+        return set(pull_credentials(self.applied, device)) - self.images_present(device)
+
+    def _notify(self, devices: Sequence[str] | None) -> None:
+        for listener in self.listeners:
+            listener(devices)
+
+
+def _timestamp(value: str) -> datetime:
+    """An agent's RFC 3339 time; one without an offset would be ambiguous once stored."""
+    at = datetime.fromisoformat(value)
+    if at.tzinfo is None:
+        raise ValueError(f"event time {value!r} has no UTC offset")
+    return at
+
+
+def _resource_digests(report: Report) -> dict[ResourceKind, dict[str, str]]:
+    return {
+        kind: {name: spec_digest(entry.manifest) for name, entry in entries.items()}
+        for kind, entries in resources(report.catalog).items()
+    }
+
+
+def _release_digests(report: Report) -> dict[str, str]:
+    return {
+        f"{r.manifest.spec.application}@{r.manifest.spec.version}": spec_digest(r.manifest)
+        for r in report.catalog.releases.values()
+    }

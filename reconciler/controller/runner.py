@@ -1,0 +1,154 @@
+"""Run the controller: poll and watch the branch, and work the device queue.
+
+All controller calls (git, database) run in one worker thread, so the store sees one writer and
+the event loop never blocks; the loop only waits, schedules and serves HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from reconciler import wire
+from reconciler.controller.controller import Controller, Listener
+from reconciler.controller.queue import WorkQueue, resync_delay, run_workers
+from reconciler.core.document import Fleet
+from reconciler.logs import get_logger
+from reconciler.store import Store
+
+T = TypeVar("T")
+log = get_logger("hedgerow.controller")
+
+
+class Runner:
+    """The loops around one Controller. `wake()` asks for a fetch now (webhook, watch)."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        interval: float = 30.0,
+        resync: float = 300.0,
+        workers: int = 2,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.controller = controller
+        self.interval = interval
+        self.resync = resync
+        self.workers = workers
+        self.rng = rng or random.Random()
+        self.queue = WorkQueue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedgerow")
+        self._wake = asyncio.Event()
+        self.synced = asyncio.Event()  # set after each completed sync, for tests and health
+        self.reconciled: list[Callable[[float], None]] = []  # told each reconcile's seconds
+
+    # -- what the HTTP API needs (reconciler.server.backend.Backend) ---------------------------
+
+    @property
+    def store(self) -> Store:
+        return self.controller.store
+
+    def wake(self) -> None:
+        """Fetch now (a webhook, a watched commit)."""
+        self._wake.set()
+
+    def revision(self) -> str | None:
+        applied = self.controller.applied
+        return applied.sha if applied else None
+
+    def fleet(self) -> Fleet | None:
+        applied = self.controller.applied
+        return applied.fleet if applied else None
+
+    def document_key(self, device: str) -> tuple[str, frozenset[str]] | None:
+        """What a device's document depends on (its revision and the images it reported);
+        None when the applied revision has no such device."""
+        applied = self.controller.applied
+        if applied is None or device not in applied.fleet:
+            return None
+        return self.controller.document_revision(device), self.controller.images_present(device)
+
+    def desired_document(self, device: str) -> wire.DesiredDocument | None:
+        return self.controller.desired_document(device)
+
+    async def report(self, report: wire.StatusReport) -> int:
+        """Store a report in the worker (the store's one writer), then re-plan the device."""
+        last = await self.call(self.controller.ingest, report)
+        self.queue.add(report.device)
+        return last
+
+    def queue_depth(self) -> int:
+        return self.queue.depth()
+
+    def on_change(self, listener: Listener) -> None:
+        self.controller.listeners.append(listener)
+
+    def on_reconciled(self, observer: Callable[[float], None]) -> None:
+        self.reconciled.append(observer)
+
+    # -- the loops -----------------------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def poll(self) -> None:
+        """Fetch on every wake-up, or every interval (jittered by 10% against herds)."""
+        while not self.queue.shutting_down:
+            try:
+                outcome = await self.call(self.controller.sync)
+            except Exception as exc:  # a fetch that fails is retried at the next interval
+                log.warning("sync failed", error=str(exc))
+            else:
+                if outcome is not None:
+                    log.info(
+                        "revision applied" if outcome.applied else "revision rejected",
+                        revision=outcome.sha,
+                        errors=len(outcome.errors),
+                        devices=len(outcome.devices),
+                    )
+                    for device in outcome.devices:
+                        self.queue.add(device)
+                self.synced.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), resync_delay(self.interval, self.rng))
+            self._wake.clear()
+
+    async def resync_all(self) -> None:
+        """Level-triggered safety net: every device is reconciled again now and then."""
+        while not self.queue.shutting_down:
+            await asyncio.sleep(resync_delay(self.resync, self.rng))
+            for device in self.controller.devices():
+                self.queue.add(device)
+
+    async def run(self, *extra: Awaitable[None]) -> None:
+        await self.call(self.controller.resume)
+        for device in self.controller.devices():
+            self.queue.add(device)
+
+        async def reconcile(device: str) -> None:
+            started = time.perf_counter()
+            try:
+                await self.call(self.controller.reconcile, device)
+            finally:
+                for observe in self.reconciled:
+                    observe(time.perf_counter() - started)
+
+        def failed(device: str, exc: Exception) -> None:
+            log.warning("reconcile failed", device=device, error=str(exc))
+
+        try:
+            await asyncio.gather(
+                self.poll(),
+                self.resync_all(),
+                run_workers(self.queue, reconcile, self.workers, on_error=failed),
+                *extra,
+            )
+        finally:
+            self.queue.shutdown()
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,106 @@
+"""The projection of a device's desired document: the revision in force, folded into exactly
+what one device must receive (pure). Registry credentials go only with the images that need
+them and the device has not reported present; a credential's name never leaves the controller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+
+import msgspec
+
+from reconciler import wire
+from reconciler.core.desired import DesiredDeployment
+from reconciler.manifests.catalog import Catalog
+from reconciler.manifests.credentials import Credential
+from reconciler.manifests.model import Release
+from reconciler.manifests.model.imageref import parse_image
+from reconciler.manifests.validate import Report
+
+Fleet = Mapping[str, Mapping[str, DesiredDeployment]]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The revision in force: its commit, its validated manifests and what each device runs."""
+
+    sha: str
+    report: Report
+    fleet: Fleet
+
+
+def desired_document(
+    applied: Applied, device: str, present: Set[str], revision: str
+) -> wire.DesiredDocument:
+    """The wire document of one device at the applied revision (pure); `present` are the images
+    the device reported, which need no credentials; `revision` is the one the document names."""
+    catalog = applied.report.catalog
+    deployments = []
+    for want in sorted(applied.fleet.get(device, {}).values(), key=lambda d: d.deployment):
+        release = catalog.release(want.application, want.release)
+        assert release is not None  # an applied revision resolves every deployment's release
+        deployments.append(wire_deployment(catalog, want, release.manifest))
+    auth = [
+        wire.RegistryAuth(
+            image=image,
+            serveraddress=credential.registry or parse_image(image).domain or "docker.io",
+            username=credential.username.reveal(),
+            password=credential.password.reveal(),
+        )
+        for image, credential in sorted(pull_credentials(applied, device).items())
+        if image not in present
+    ]
+    return wire.DesiredDocument(
+        device=device, revision=revision, deployments=deployments, registry_auth=auth
+    )
+
+
+def pull_credentials(applied: Applied, device: str) -> dict[str, Credential]:
+    """Image → decrypted credential for the device's containers that name one. Without an age
+    key the controller has no decrypted credential, and the image is pulled anonymously."""
+    found: dict[str, Credential] = {}
+    catalog, credentials = applied.report.catalog, applied.report.credentials
+    for want in sorted(applied.fleet.get(device, {}).values(), key=lambda d: d.deployment):
+        release = catalog.release(want.application, want.release)
+        for container in release.manifest.spec.containers if release else ():
+            name = container.image_credential
+            credential = credentials.get(name) if name is not None else None
+            if credential is not None:
+                found.setdefault(container.image, credential)
+    return found
+
+
+def wire_deployment(catalog: Catalog, want: DesiredDeployment, release: Release) -> wire.Deployment:
+    containers = release.spec.containers
+    volumes = sorted({mount.volume for c in containers for mount in c.volumes})
+    networks = sorted({network for c in containers for network in c.networks})
+    return wire.Deployment(
+        deployment=want.deployment,
+        application=want.application,
+        release=want.release,
+        state=want.state,
+        redeploy=want.redeploy,
+        digest=want.digest,
+        containers=[
+            msgspec.convert(
+                c.model_dump(mode="json", by_alias=True, exclude={"image_credential"}),
+                wire.Container,
+            )
+            for c in containers
+        ],
+        volumes=[
+            msgspec.convert(
+                {"name": name, **catalog.volumes[name].manifest.spec.model_dump(by_alias=True)},
+                wire.Volume,
+            )
+            for name in volumes
+        ],
+        networks=[
+            msgspec.convert(
+                {"name": name, **catalog.networks[name].manifest.spec.model_dump(by_alias=True)},
+                wire.Network,
+            )
+            for name in networks
+        ],
+    )

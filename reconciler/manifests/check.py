@@ -1,0 +1,203 @@
+"""Turn one loaded document into a typed manifest, or into findings that say how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from reconciler import API_VERSION
+from reconciler.manifests.load import Document
+from reconciler.manifests.model import KINDS, Manifest
+from reconciler.manifests.problems import FieldPath, Problem, Severity, render_path
+
+M = TypeVar("M", bound=Manifest, covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked(Generic[M]):
+    """A valid manifest and the document it came from, for locating later findings."""
+
+    manifest: M
+    document: Document
+
+    @property
+    def name(self) -> str:
+        return self.manifest.metadata.name
+
+    def problem(
+        self, path: FieldPath, message: str, severity: Severity = Severity.ERROR
+    ) -> Problem:
+        return problem_at(self.document, path, message, severity)
+
+
+def problem_at(
+    document: Document,
+    path: FieldPath,
+    message: str,
+    severity: Severity = Severity.ERROR,
+    *,
+    at_key: bool = False,
+) -> Problem:
+    line, column = document.locate(path, at_key=at_key)
+    return Problem(
+        document.file,
+        line,
+        column,
+        document.kind,
+        document.name,
+        render_path(path) or None,
+        message,
+        severity,
+    )
+
+
+def suggest(word: str, options: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` when a close match exists, else ``."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.65)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_document(document: Document) -> Checked[Manifest] | list[Problem]:
+    data = document.data
+    if not isinstance(data, dict):
+        return [
+            problem_at(
+                document,
+                (),
+                "a manifest must be a mapping with apiVersion, kind, metadata and spec; "
+                f"this document is {_type_name(data)}",
+            )
+        ]
+    kind = data.get("kind")
+    if kind is None:
+        return [problem_at(document, (), f"kind is missing; use one of {', '.join(KINDS)}")]
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        hint = ""
+        if isinstance(kind, str) and kind.startswith("ENC["):
+            hint = (
+                "; the whole file was encrypted: let sops encrypt only the secrets with "
+                "`encrypted_regex: ^(username|password)$` in .sops.yaml"
+            )
+        shown = kind if isinstance(kind, str) else _type_name(kind)
+        return [
+            problem_at(
+                document,
+                ("kind",),
+                f"unknown kind {shown!r}{suggest(str(kind), KINDS)}; "
+                f"use one of {', '.join(KINDS)}{hint}",
+            )
+        ]
+    try:
+        manifest = model.model_validate(data)
+    except ValidationError as exc:
+        return [_to_problem(document, model, error) for error in exc.errors(include_input=True)]
+    problems = [problem_at(document, ("spec", *p), msg) for p, msg in manifest.spec.findings()]
+    return problems or Checked(manifest, document)
+
+
+def _to_problem(document: Document, model: type[BaseModel], error: ErrorDetails) -> Problem:
+    loc: FieldPath = tuple(p for p in error["loc"] if p != "[key]")
+    kind = error["type"]
+    at_key = False
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(model, loc[:-1])
+        field = str(loc[-1])
+        message = f"unknown field {field!r}{suggest(field, allowed)}"
+        if allowed:
+            message += f"; allowed here: {', '.join(allowed)}"
+        at_key = True
+    elif kind == "missing":
+        message = f"required field {loc[-1]!s} is missing"
+    elif loc == ("apiVersion",):
+        message = f"apiVersion must be {API_VERSION}"
+    else:
+        message = _message(error)
+    return problem_at(document, loc, message, at_key=at_key)
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "float_type": "a number",
+}
+
+
+def _message(error: ErrorDetails) -> str:
+    if error["type"] == "literal_error":
+        options = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        got = error.get("input")
+        hint = suggest(got, options) if isinstance(got, str) else ""
+        shown = repr(got) if isinstance(got, str) else _type_name(got)
+        return f"must be one of {', '.join(options)}; got {shown}{hint}"
+    if error["type"] == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
+        return "must not be empty"
+    expected = _EXPECTED.get(error["type"])
+    if expected is None:
+        return error["msg"]
+    got = error.get("input")
+    message = f"expected {expected}, got {_type_name(got)}"
+    if expected == "a string" and isinstance(got, bool | int | float):
+        message += "; quote the value in YAML"
+    return message
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _allowed_fields(model: type[BaseModel], loc: FieldPath) -> list[str]:
+    """The YAML field names accepted at `loc`, for did-you-mean."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            args = typing.get_args(current)
+            current = args[0] if args else None
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            current = next(
+                (f.annotation for n, f in current.model_fields.items() if f.alias == part), None
+            )
+        else:
+            current = typing.get_args(current)[-1] if typing.get_args(current) else None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated and Optional, keeping the interesting type."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = rest[0] if len(rest) == 1 else annotation
+            if len(rest) != 1:
+                return annotation
+        else:
+            return annotation

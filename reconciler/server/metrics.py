@@ -1,0 +1,77 @@
+"""Prometheus metrics: reconcile durations, queue depth, deployments by condition, polls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter as Tally
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from reconciler.server.backend import Backend
+
+
+class Metrics:
+    """One registry per app, so that several apps in one process (tests) never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.reconcile_seconds = Histogram(
+            "hedgerow_reconcile_seconds", "Time to reconcile one device.", registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "hedgerow_queue_depth",
+            "Devices ready and waiting for a worker.",
+            registry=self.registry,
+        )
+        self.deployments = Gauge(
+            "hedgerow_deployments",
+            "Deployments on devices, by condition type and status.",
+            ["condition", "status"],
+            registry=self.registry,
+        )
+        self.polls = Counter(
+            "hedgerow_polls_total",
+            "Desired-state polls by HTTP status code.",
+            ["code"],
+            registry=self.registry,
+        )
+        self._poll_codes: dict[int, Any] = {}
+
+    def poll(self, code: int) -> None:
+        """Count a poll; the labelled child is looked up once per code (a poll is hot)."""
+        child = self._poll_codes.get(code)
+        if child is None:
+            child = self._poll_codes[code] = self.polls.labels(code=str(code))
+        child.inc()
+
+
+def install(app: FastAPI, backend: Backend, metrics: Metrics) -> None:
+    backend.on_reconciled(metrics.reconcile_seconds.observe)
+
+    @app.get(
+        "/metrics",
+        operation_id="getMetrics",
+        tags=["metrics"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
+    async def prometheus() -> Response:
+        """Prometheus text format: reconcile time, queue depth, conditions, polls."""
+        statuses = await asyncio.to_thread(backend.store.statuses)
+        counts = Tally(
+            (c.type.value, c.status) for record in statuses for c in record.status.conditions
+        )
+        metrics.deployments.clear()
+        for (condition, value), n in sorted(counts.items()):
+            metrics.deployments.labels(condition=condition, status=value).set(n)
+        metrics.queue_depth.set(backend.queue_depth())
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,29 @@
+"""The state store (adapter): SQLite by default, PostgreSQL by URL, migrated by Alembic.
+
+`records` are the plain values it takes and gives, `schema` the tables, `store` the queries.
+"""
+
+from reconciler.store.records import (
+    FINGERPRINT_KINDS,
+    EventIn,
+    EventRecord,
+    FingerprintKind,
+    JSONObject,
+    RevisionRecord,
+    StatusRecord,
+)
+from reconciler.store.store import DATABASE_FILE, Store, migrate, sqlite_url
+
+__all__ = [
+    "DATABASE_FILE",
+    "FINGERPRINT_KINDS",
+    "EventIn",
+    "EventRecord",
+    "FingerprintKind",
+    "JSONObject",
+    "RevisionRecord",
+    "StatusRecord",
+    "Store",
+    "migrate",
+    "sqlite_url",
+]

@@ -1,0 +1,59 @@
+"""What the store hands back and takes: plain immutable records, no SQLAlchemy in sight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from reconciler.core.status import DeploymentStatus
+
+JSONObject = dict[str, Any]
+FingerprintKind = Literal["credential", "release", "volume", "network"]
+FINGERPRINT_KINDS: tuple[str, ...] = get_args(FingerprintKind)
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionRecord:
+    """One git revision the controller tried: valid or not, with its findings."""
+
+    sha: str
+    valid: bool
+    at: datetime  # of the last attempt
+    errors: list[JSONObject]
+    applied_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecord:
+    """The status of one deployment on one device, as the core computed it."""
+
+    deployment: str
+    device: str
+    status: DeploymentStatus
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    """An event to append; the store gives it an id."""
+
+    at: datetime
+    device: str | None  # None for events of a revision as a whole (a rejected commit)
+    kind: str  # deploy, rejected, started, error, ...
+    message: str
+    deployment: str | None = None
+    revision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A stored event; `agent_seq` is set for events a device's agent reported."""
+
+    id: int
+    at: datetime
+    device: str | None
+    kind: str
+    message: str
+    deployment: str | None
+    revision: str | None
+    agent_seq: int | None

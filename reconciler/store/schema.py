@@ -1,0 +1,136 @@
+"""The schema as SQLAlchemy models; the Alembic migrations in `migrations/` are its history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+JSONObject = dict[str, Any]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on both sides: SQLite keeps no offset, PostgreSQL answers in its zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "pk": "pk_%(table_name)s",
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+        }
+    )
+
+
+class Revision(Base):
+    __tablename__ = "revisions"
+
+    sha: Mapped[str] = mapped_column(String, primary_key=True)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    errors: Mapped[list[JSONObject]] = mapped_column(JSON)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Observed(Base):
+    __tablename__ = "observed"
+
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    document: Mapped[JSONObject] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Status(Base):
+    __tablename__ = "statuses"
+
+    deployment: Mapped[str] = mapped_column(String, primary_key=True)
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    status: Mapped[JSONObject] = mapped_column(JSON)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("device", "agent_seq"),  # NULLs are distinct: controller events
+        Index(None, "device", "id"),
+        Index(None, "deployment", "id"),
+    )
+
+    # BIGINT on PostgreSQL; SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    device: Mapped[str | None] = mapped_column(String)
+    deployment: Mapped[str | None] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    message: Mapped[str] = mapped_column(Text)
+    revision: Mapped[str | None] = mapped_column(String)
+    agent_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Fingerprint(Base):
+    __tablename__ = "fingerprints"
+    __table_args__ = (
+        CheckConstraint("kind IN ('credential', 'release', 'volume', 'network')", name="kind"),
+    )
+
+    kind: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String)
+
+
+class DocumentRevision(Base):
+    """Per device, the commit that last changed what it should run: the revision its desired
+    document names, kept across restarts so a restart changes no device's ETag."""
+
+    __tablename__ = "document_revisions"
+
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    revision: Mapped[str] = mapped_column(String)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+def utc(at: datetime) -> datetime:
+    """Refuse naive datetimes: a time without a zone is ambiguous once stored."""
+    if at.tzinfo is None or at.tzinfo.utcoffset(at) is None:
+        raise ValueError(f"naive datetime {at.isoformat()}: pass a timezone-aware one")
+    return at.astimezone(UTC)

@@ -1,0 +1,427 @@
+"""The controller's state store: SQLite by default, PostgreSQL by URL.
+
+The pure core computes (validation, desired state, plans, statuses); this module only persists
+what the controller must remember across restarts and what an API shows: revisions tried and
+applied, what each device reported, deployment statuses, events, fingerprints and device token
+hashes. No business logic lives here, and no secret is ever stored: credentials are kept as keyed
+fingerprints and device tokens as hashes, both computed by the caller.
+
+The schema is owned by the Alembic migrations in `migrations/`; `Store.open` migrates
+to the latest revision, so a new version of the controller upgrades its database on start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import msgspec
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, CursorResult, make_url
+from sqlalchemy.orm import sessionmaker
+
+from reconciler import wire
+from reconciler.core.status import DeploymentStatus
+from reconciler.store.records import (
+    FINGERPRINT_KINDS,
+    EventIn,
+    EventRecord,
+    FingerprintKind,
+    JSONObject,
+    RevisionRecord,
+    StatusRecord,
+)
+from reconciler.store.schema import (
+    Base,
+    DocumentRevision,
+    Event,
+    Fingerprint,
+    Observed,
+    Revision,
+    Status,
+    Token,
+    utc,
+)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+DATABASE_FILE = "hedgerow.db"
+# Serialises migrations of one PostgreSQL database when several controllers start at once.
+_MIGRATION_LOCK = 0x6865_6467_6572  # "hedger"
+
+
+def sqlite_url(data_dir: Path | str) -> str:
+    """The default database: one SQLite file in the controller's data directory."""
+    return f"sqlite:///{Path(data_dir) / DATABASE_FILE}"
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to the latest schema (or to `revision`, to test a migration from
+    an older one); a no-op when it is there already."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+class Store:
+    """Synchronous persistence for the controller; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str | URL) -> Self:
+        """Connect and migrate. `postgresql://` means psycopg 3; SQLite files get their folder."""
+        parsed = make_url(url)
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(parsed)
+            _sqlite_transactions(engine)
+        elif backend == "postgresql":
+            engine = create_engine(parsed, pool_pre_ping=True)
+        else:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite:// or postgresql://")
+        try:
+            migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        """Close every pooled connection (PostgreSQL cannot drop a database still in use)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # revisions
+
+    def record_attempt(
+        self, sha: str, valid: bool, errors: Sequence[JSONObject], at: datetime
+    ) -> None:
+        """Remember that `sha` was validated; a new attempt of the same sha replaces the last."""
+        values = {"sha": sha, "valid": valid, "errors": list(errors), "attempted_at": utc(at)}
+        with self._sessions.begin() as session:
+            session.execute(self._upsert(Revision, values, ["sha"]))
+
+    def mark_applied(
+        self,
+        sha: str,
+        at: datetime,
+        changed: Iterable[str] = (),
+        gone: Iterable[str] = (),
+    ) -> None:
+        """Record that the fleet now follows `sha`; it must have been recorded as an attempt.
+        In the same transaction, the documents of `changed` devices name `sha` from now on,
+        and devices `gone` from the fleet are forgotten."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(Revision).where(Revision.sha == sha).values(applied_at=utc(at))
+            )
+            if _rowcount(result) == 0:
+                raise LookupError(f"revision {sha} was never recorded: record_attempt first")
+            if gone := sorted(gone):
+                session.execute(delete(DocumentRevision).where(DocumentRevision.device.in_(gone)))
+            if changed := sorted(changed):
+                statement = self._insert(DocumentRevision)
+                session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["device"], set_={"revision": statement.excluded.revision}
+                    ),
+                    [{"device": device, "revision": sha} for device in changed],
+                )
+
+    def document_revisions(self) -> dict[str, str]:
+        """Device → the revision its document names (see `mark_applied`)."""
+        with self._sessions() as session:
+            rows = session.execute(select(DocumentRevision.device, DocumentRevision.revision))
+            return {device: revision for device, revision in rows}
+
+    def applied_revision(self) -> str | None:
+        """The revision applied last (a revert to an older sha counts as its latest apply)."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(Revision.sha)
+                .where(Revision.applied_at.is_not(None))
+                .order_by(Revision.applied_at.desc(), Revision.sha)
+                .limit(1)
+            )
+
+    def last_attempt(self) -> RevisionRecord | None:
+        with self._sessions() as session:
+            row = session.scalar(
+                select(Revision).order_by(Revision.attempted_at.desc(), Revision.sha).limit(1)
+            )
+            return None if row is None else _revision(row)
+
+    def rejected(self, limit: int = 20) -> list[RevisionRecord]:
+        """The invalid revisions, newest first, with their findings."""
+        _check_limit(limit)
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(Revision)
+                .where(Revision.valid.is_(False))
+                .order_by(Revision.attempted_at.desc(), Revision.sha)
+                .limit(limit)
+            )
+            return [_revision(row) for row in rows]
+
+    # observed state
+
+    def put_observed(self, report: wire.StatusReport, at: datetime) -> None:
+        """Replace what `report.device` last reported (its events are appended apart)."""
+        values = {"device": report.device, "document": msgspec.to_builtins(report), "at": utc(at)}
+        with self._sessions.begin() as session:
+            session.execute(self._upsert(Observed, values, ["device"]))
+
+    def get_observed(self, device: str) -> tuple[wire.StatusReport, datetime] | None:
+        with self._sessions() as session:
+            row = session.get(Observed, device)
+            return None if row is None else (_report(row.document), row.at)
+
+    def observed_all(self) -> dict[str, wire.StatusReport]:
+        with self._sessions() as session:
+            rows = session.scalars(select(Observed).order_by(Observed.device))
+            return {row.device: _report(row.document) for row in rows}
+
+    # deployment statuses
+
+    def put_status(self, status: DeploymentStatus) -> None:
+        """Replace the status of a deployment on a device (conditions, releases, state)."""
+        values = {
+            "deployment": status.deployment,
+            "device": status.device,
+            "status": status.to_json(),
+        }
+        with self._sessions.begin() as session:
+            session.execute(self._upsert(Status, values, ["deployment", "device"]))
+
+    def prune_statuses(self, device: str, keep: Iterable[str]) -> None:
+        """Forget statuses of deployments that no longer target `device`."""
+        kept = list(keep)
+        with self._sessions.begin() as session:
+            query = delete(Status).where(Status.device == device)
+            if kept:
+                query = query.where(Status.deployment.not_in(kept))
+            session.execute(query)
+
+    def statuses(self) -> list[StatusRecord]:
+        with self._sessions() as session:
+            rows = session.scalars(select(Status).order_by(Status.deployment, Status.device))
+            return [
+                StatusRecord(row.deployment, row.device, DeploymentStatus.from_json(row.status))
+                for row in rows
+            ]
+
+    # events
+
+    def append_events(self, events: Sequence[EventIn]) -> list[int]:
+        """Append events in order; returns their ids, increasing."""
+        if not events:
+            return []
+        with self._sessions.begin() as session:
+            ids = session.scalars(
+                insert(Event).returning(Event.id, sort_by_parameter_order=True),
+                [_event_values(e, None) for e in events],
+            )
+            return list(ids)
+
+    def append_device_events(
+        self, device: str, events: Iterable[tuple[int, EventIn]]
+    ) -> int | None:
+        """Append an agent's events, ignoring sequence numbers already stored: a retried report
+        is not counted twice. Returns the highest sequence number stored for the device."""
+        rows = []
+        # in sequence order: ids follow it, and racing retries take row locks in the same order
+        for seq, item in sorted(events, key=lambda pair: pair[0]):
+            if item.device != device:
+                raise ValueError(f"event of device {item.device!r} reported by {device!r}")
+            rows.append(_event_values(item, seq))
+        with self._sessions.begin() as session:
+            if rows:
+                statement = self._insert(Event).on_conflict_do_nothing(
+                    index_elements=["device", "agent_seq"]
+                )
+                session.execute(statement, rows)
+            return session.scalar(select(func.max(Event.agent_seq)).where(Event.device == device))
+
+    def events(
+        self,
+        device: str | None = None,
+        deployment: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        """One page of events, oldest first: pass the last id seen as `after_id` for the next."""
+        _check_limit(limit)
+        query = select(Event).order_by(Event.id).limit(limit)
+        if device is not None:
+            query = query.where(Event.device == device)
+        if deployment is not None:
+            query = query.where(Event.deployment == deployment)
+        if after_id is not None:
+            query = query.where(Event.id > after_id)
+        with self._sessions() as session:
+            return [
+                EventRecord(
+                    e.id, e.at, e.device, e.kind, e.message, e.deployment, e.revision, e.agent_seq
+                )
+                for e in session.scalars(query)
+            ]
+
+    # fingerprints
+
+    def put_fingerprints(self, kind: FingerprintKind, fingerprints: Mapping[str, str]) -> None:
+        """Replace every fingerprint of `kind`: a name missing from `fingerprints` is forgotten.
+        Credential fingerprints are keyed HMACs computed by the caller, never plaintext."""
+        _check_kind(kind)
+        with self._sessions.begin() as session:
+            session.execute(delete(Fingerprint).where(Fingerprint.kind == kind))
+            if fingerprints:
+                session.execute(
+                    insert(Fingerprint),
+                    [
+                        {"kind": kind, "name": name, "fingerprint": value}
+                        for name, value in sorted(fingerprints.items())
+                    ],
+                )
+
+    def fingerprints(self, kind: FingerprintKind) -> dict[str, str]:
+        _check_kind(kind)
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Fingerprint.name, Fingerprint.fingerprint)
+                .where(Fingerprint.kind == kind)
+                .order_by(Fingerprint.name)
+            )
+            return {name: value for name, value in rows}
+
+    # device tokens: hashes only
+
+    def put_token(self, device: str, token_hash: str, at: datetime) -> None:
+        """Set the hash of `device`'s token, replacing any previous one."""
+        values = {"device": device, "token_hash": token_hash, "issued_at": utc(at)}
+        with self._sessions.begin() as session:
+            session.execute(self._upsert(Token, values, ["device"]))
+
+    def revoke_token(self, device: str) -> bool:
+        """Forget `device`'s token; False when it had none."""
+        with self._sessions.begin() as session:
+            return _rowcount(session.execute(delete(Token).where(Token.device == device))) > 0
+
+    def token_hash(self, device: str) -> str | None:
+        with self._sessions() as session:
+            return session.scalar(select(Token.token_hash).where(Token.device == device))
+
+    def token_owner(self, token_hash: str) -> str | None:
+        """The device a token hash belongs to: tells an unknown token from another device's."""
+        with self._sessions() as session:
+            query = select(Token.device).where(Token.token_hash == token_hash).limit(1)
+            return session.scalar(query)
+
+    # helpers
+
+    def _insert(self, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+        """INSERT with ON CONFLICT: both dialects spell it the same, from different modules."""
+        if self._engine.dialect.name == "postgresql":
+            return postgresql.insert(model)
+        return sqlite.insert(model)
+
+    def _upsert(
+        self, model: type[Base], values: Mapping[str, Any], keys: Sequence[str]
+    ) -> postgresql.Insert | sqlite.Insert:
+        """One atomic statement, so two writers never race between a read and a write."""
+        statement = self._insert(model).values(dict(values))
+        return statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: statement.excluded[name] for name in values if name not in keys},
+        )
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in FINGERPRINT_KINDS:
+        raise ValueError(f"unknown fingerprint kind {kind!r}; expected one of {FINGERPRINT_KINDS}")
+
+
+def _rowcount(result: object) -> int:
+    """Rows touched by an UPDATE or DELETE (the ORM types its result as a plain Result)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+def _report(document: JSONObject) -> wire.StatusReport:
+    """A stored report, decoded as the wire type it was stored from."""
+    return msgspec.convert(document, wire.StatusReport)
+
+
+def _revision(row: Revision) -> RevisionRecord:
+    return RevisionRecord(row.sha, row.valid, row.attempted_at, row.errors, row.applied_at)
+
+
+def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
+    return {
+        "at": utc(item.at),
+        "device": item.device,
+        "deployment": item.deployment,
+        "kind": item.kind,
+        "message": item.message,
+        "revision": item.revision,
+        "agent_seq": seq,
+    }
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Real transactions on SQLite: pysqlite otherwise commits before DDL and begins lazily, so a
+    failed migration would leave half a schema. WAL lets readers and one writer work at once."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")

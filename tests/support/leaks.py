@@ -1,0 +1,10 @@
+"""Plaintext secrets the suite uses. Every test's captured stdout, stderr, log records and failure
+text is scanned for them by `tests/conftest.py`; a single occurrence fails the run."""
+
+from __future__ import annotations
+
+PLAINTEXT_SECRETS = (
+    "pl41n-Secret-do-not-leak",
+    "an0ther-Secret-do-not-leak",
+    "demo-password-change-me",
+)

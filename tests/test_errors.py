@@ -1,0 +1,116 @@
+"""One exception tree, and one error body on every HTTP error."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import agent
+import reconciler
+from reconciler.controller.controller import Controller
+from reconciler.controller.runner import Runner
+from reconciler.errors import HedgerowError
+from reconciler.server.app import create_app, openapi_document
+from reconciler.store import Store
+
+OPERATOR = "hdr_operator-token-for-error-tests"
+
+
+def exception_classes() -> list[type[BaseException]]:
+    found: dict[str, type[BaseException]] = {}
+    for package in (reconciler, agent):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name.endswith("__main__") or ".migrations" in info.name:
+                continue
+            module = importlib.import_module(info.name)
+            for _, value in inspect.getmembers(module, inspect.isclass):
+                if issubclass(value, BaseException) and value.__module__ == info.name:
+                    found[f"{value.__module__}.{value.__qualname__}"] = value
+    return list(found.values())
+
+
+def test_every_exception_of_ours_is_a_hedgerow_error() -> None:
+    classes = exception_classes()
+    assert len(classes) >= 12  # the walk finds them: sops, source, queue, agent, demo, ...
+    assert [c.__name__ for c in classes if not issubclass(c, HedgerowError)] == []
+
+
+class _Nothing:
+    def fetch(self) -> str:
+        raise AssertionError("not fetched in this test")
+
+    def files(self, sha: str) -> Any:
+        return []
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Any:
+    with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
+        runner = Runner(Controller(_Nothing(), store, identities=[], fingerprint_key=b"k"))
+        app = create_app(runner, webhook_secret=b"s", operator_token=OPERATOR)
+        yield TestClient(app, raise_server_exceptions=False)
+
+
+def is_error_body(response: Any) -> bool:
+    body = response.json()
+    return set(body) == {"detail"} and isinstance(body["detail"], str) and body["detail"] != ""
+
+
+def test_every_error_has_the_one_body(client: TestClient) -> None:
+    operator = {"Authorization": f"Bearer {OPERATOR}"}
+    answers = {
+        "no token": client.get("/v1/status"),
+        "bad operator token": client.get("/v1/status", headers={"Authorization": "Bearer x"}),
+        "validation (FastAPI's own 422)": client.get("/v1/events?limit=0", headers=operator),
+        "validation of a type": client.get("/v1/events?after=x", headers=operator),
+        "unknown route": client.get("/v1/nothing"),
+        "wrong method": client.delete("/healthz"),
+        "unsigned webhook": client.post("/v1/hooks/git", content=b"{}"),
+        "device without token": client.get("/v1/devices/pi-1/desired"),
+        "report without token": client.put("/v1/devices/pi-1/status", content=b"{}"),
+    }
+    codes = {name: response.status_code for name, response in answers.items()}
+    assert codes == {
+        "no token": 401,
+        "bad operator token": 401,
+        "validation (FastAPI's own 422)": 422,
+        "validation of a type": 422,
+        "unknown route": 404,
+        "wrong method": 405,
+        "unsigned webhook": 401,
+        "device without token": 401,
+        "report without token": 401,
+    }
+    assert [name for name, response in answers.items() if not is_error_body(response)] == []
+    assert "query.limit" in answers["validation (FastAPI's own 422)"].json()["detail"]
+
+
+def test_an_unexpected_failure_is_a_500_with_the_one_body(tmp_path: Path) -> None:
+    """A store that cannot answer (here: never migrated) fails the route; the client gets
+    the one error body, not Starlette's plain text or a traceback."""
+    from sqlalchemy import create_engine
+
+    store = Store(create_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}"))
+    runner = Runner(Controller(_Nothing(), store, identities=[], fingerprint_key=b"k"))
+    app = create_app(runner, webhook_secret=None, operator_token=OPERATOR)
+    response = TestClient(app, raise_server_exceptions=False).get("/metrics")
+    assert response.status_code == 500 and is_error_body(response)
+    assert "Traceback" not in response.text and "sqlite" not in response.text.lower()
+
+
+def test_the_openapi_document_describes_the_one_error_body() -> None:
+    document = openapi_document()
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ErrorBody" in schemas
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                if int(code) >= 400:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method)
