@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import make_repo, stop, wait
+from bench.common import ROOT, make_repo, stop, wait
 from reconciler.demo.daemons import free_port
 from tests.support.fleet import fleet_manifests
 
@@ -110,8 +110,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         log = (Path(tmp) / "server.log").open("wb")
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), tmp, token],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            [sys.executable, "-m", "bench.polls", "--serve", str(port), tmp, token],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
         )  # fmt: skip
         try:
             auth = {"Authorization": f"Bearer {token}"}
