@@ -92,16 +92,34 @@ def test_every_error_has_the_one_body(client: TestClient) -> None:
 
 
 def test_an_unexpected_failure_is_a_500_with_the_one_body(tmp_path: Path) -> None:
-    """A store that cannot answer (here: never migrated) fails the route; the client gets
-    the one error body, not Starlette's plain text or a traceback."""
+    """A bug in a route (here: the queue's depth fails) is a 500 with the one error body, not
+    Starlette's plain text or a traceback."""
+
+    class Broken(Runner):
+        def queue_depth(self) -> int:
+            raise RuntimeError("a bug with a detail that stays in the log")
+
+    with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
+        runner = Broken(Controller(_Nothing(), store, identities=[], fingerprint_key=b"k"))
+        app = create_app(runner, webhook_secret=None, operator_token=OPERATOR)
+        response = TestClient(app, raise_server_exceptions=False).get("/metrics")
+    assert response.status_code == 500 and is_error_body(response)
+    assert "Traceback" not in response.text and "detail that stays" not in response.text
+
+
+def test_a_store_that_does_not_answer_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    """A database that does not answer (here: never migrated, so every query fails) is a 503
+    the client retries, with the one error body."""
     from sqlalchemy import create_engine
 
     store = Store(create_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}"))
     runner = Runner(Controller(_Nothing(), store, identities=[], fingerprint_key=b"k"))
     app = create_app(runner, webhook_secret=None, operator_token=OPERATOR)
-    response = TestClient(app, raise_server_exceptions=False).get("/metrics")
-    assert response.status_code == 500 and is_error_body(response)
-    assert "Traceback" not in response.text and "sqlite" not in response.text.lower()
+    response = TestClient(app, raise_server_exceptions=False).get(
+        "/v1/status", headers={"Authorization": f"Bearer {OPERATOR}"}
+    )
+    assert response.status_code == 503 and is_error_body(response)
+    assert response.headers["retry-after"] == "5"
 
 
 def test_the_openapi_document_describes_the_one_error_body() -> None:
@@ -111,6 +129,6 @@ def test_the_openapi_document_describes_the_one_error_body() -> None:
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             for code, response in operation["responses"].items():
-                if int(code) >= 400:
+                if int(code) >= 400 and path != "/readyz":  # its 503 is the readiness report
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method)

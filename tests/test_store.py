@@ -26,6 +26,7 @@ from reconciler.store import (
     RevisionRecord,
     StatusRecord,
     Store,
+    StoreError,
     migrate,
     sqlite_url,
 )
@@ -171,7 +172,7 @@ def test_the_migrated_schema_matches_the_models(store: Store, engine: sa.Engine)
 
 
 def test_open_refuses_other_databases() -> None:
-    with pytest.raises(ValueError, match="unsupported database 'mysql'"):
+    with pytest.raises(StoreError, match="unsupported database 'mysql'"):
         Store.open("mysql://localhost/hedgerow")
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from reconciler import logs
-from reconciler.cli.options import DataDir, Db, LogFormatOption, open_store
+from reconciler.cli.options import DataDir, Db, LogFormatOption, store_url, wait_for_store
 from reconciler.cli.output import fail, identities, read_token
 from reconciler.manifests.problems import Problem
 
@@ -64,7 +64,11 @@ def controller(
         fail(str(exc))
     secret = webhook_secret_file.read_bytes().strip() if webhook_secret_file else None
     logs.configure(log_format.value if log_format else None)
-    store = open_store(db, data_dir)
+    log = logs.get_logger("hedgerow.controller")
+    try:
+        store = wait_for_store(store_url(db, data_dir), log)
+    except KeyboardInterrupt:
+        raise typer.Exit(1) from None
 
     class Source:
         def fetch(self) -> str:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from reconciler.cli.output import Output
-from reconciler.store import Store, sqlite_url
+from reconciler.cli.output import Output, fail
+from reconciler.store import Store, StoreError, StoreUnavailable, sqlite_url
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
 AgeKeyFile = Annotated[
@@ -40,5 +42,32 @@ LogFormatOption = Annotated[
 ]
 
 
+def store_url(db: str | None, data_dir: Path) -> str:
+    return db or sqlite_url(data_dir)
+
+
 def open_store(db: str | None, data_dir: Path) -> Store:
-    return Store.open(db or sqlite_url(data_dir))
+    """The store a command reads: one line and exit 1 when it cannot be opened."""
+    try:
+        return Store.open(store_url(db, data_dir))
+    except StoreError as exc:
+        fail(str(exc), code=1)
+
+
+def wait_for_store(
+    url: str, log: Any, sleep: Callable[[float], None] = time.sleep, ceiling: float = 30.0
+) -> Store:
+    """The controller's store, once its database answers (PostgreSQL may start after the
+    controller, or be restarting): one log line per attempt, backing off up to `ceiling`. A
+    store that can never work (a corrupt SQLite file) is one line and exit 1."""
+    attempt = 0
+    while True:
+        try:
+            return Store.open(url)
+        except StoreUnavailable as exc:
+            delay = min(ceiling, 2.0**attempt)
+            attempt += 1
+            log.warning("waiting for the store", error=str(exc), retry_in=delay)
+            sleep(delay)
+        except StoreError as exc:
+            fail(str(exc), code=1)

@@ -47,6 +47,8 @@ class Runner:
         self._wake = asyncio.Event()
         self.synced = asyncio.Event()  # set after each completed sync, for tests and health
         self.reconciled: list[Callable[[float], None]] = []  # told each reconcile's seconds
+        self.fetched_at: float | None = None  # monotonic time of the last fetch that worked
+        self.fetch_error: str | None = None  # why the last fetch failed, None when it worked
 
     # -- what the HTTP API needs (reconciler.server.backend.Backend) ---------------------------
 
@@ -86,6 +88,14 @@ class Runner:
     def queue_depth(self) -> int:
         return self.queue.depth()
 
+    def source_status(self) -> tuple[bool, str]:
+        """Whether the last fetch of the branch worked, and what to tell an operator."""
+        if self.fetch_error is not None:
+            return False, f"the last fetch failed: {self.fetch_error}"
+        if self.fetched_at is None:
+            return False, "not fetched yet"
+        return True, f"fetched {time.monotonic() - self.fetched_at:.0f} s ago"
+
     def on_change(self, listener: Listener) -> None:
         self.controller.listeners.append(listener)
 
@@ -103,8 +113,10 @@ class Runner:
             try:
                 outcome = await self.call(self.controller.sync)
             except Exception as exc:  # a fetch that fails is retried at the next interval
-                log.warning("sync failed", error=str(exc))
+                self.fetch_error = str(exc) or type(exc).__name__
+                log.warning("sync failed", error=self.fetch_error)
             else:
+                self.fetched_at, self.fetch_error = time.monotonic(), None
                 if outcome is not None:
                     log.info(
                         "revision applied" if outcome.applied else "revision rejected",

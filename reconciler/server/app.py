@@ -4,11 +4,14 @@ device routes, the operator routes, long polls, metrics, the webhook, health and
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import create_engine
 
 from reconciler import wire
@@ -16,7 +19,7 @@ from reconciler.core.document import Fleet
 from reconciler.server import device, errors, metrics, openapi, operator, webhook
 from reconciler.server.auth import TokenCache
 from reconciler.server.backend import Backend
-from reconciler.store import Store
+from reconciler.store import Store, StoreUnavailable
 
 
 def create_app(
@@ -32,6 +35,25 @@ def create_app(
     async def healthz() -> dict[str, str | None]:
         """Liveness, and the applied revision."""
         return {"status": "ok", "revision": backend.revision()}
+
+    @app.get(
+        "/readyz",
+        operation_id="getReadiness",
+        tags=["health"],
+        response_model=Ready,
+        responses={503: {"description": "Not ready: see each check's reason.", "model": Ready}},
+    )
+    async def readyz() -> JSONResponse:
+        """Readiness: the store answers and a revision is in force (then devices are served);
+        the git source is reported too, but a source that fails does not stop the serving."""
+        checks = {
+            "store": await _store_check(backend),
+            "source": Check(*backend.source_status()),
+            "revision": _revision_check(backend.revision()),
+        }
+        ready = checks["store"].ok and checks["revision"].ok
+        body = Ready(ready=ready, checks=checks).model_dump()
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     counters = metrics.Metrics()
     webhook.install(app, backend, webhook_secret)
@@ -68,11 +90,43 @@ class _Described:
     def queue_depth(self) -> int:
         return 0
 
+    def source_status(self) -> tuple[bool, str]:
+        return False, "not a running controller"
+
     def on_change(self, listener: Callable[..., None]) -> None:
         pass
 
     def on_reconciled(self, observer: Callable[[float], None]) -> None:
         pass
+
+
+class Check(BaseModel):
+    ok: bool
+    reason: str
+
+    def __init__(self, ok: bool, reason: str) -> None:
+        super().__init__(ok=ok, reason=reason)
+
+
+class Ready(BaseModel):
+    ready: bool
+    checks: dict[str, Check]
+
+
+async def _store_check(backend: Backend) -> Check:
+    try:
+        await asyncio.wait_for(asyncio.to_thread(backend.store.ping), timeout=3)
+    except StoreUnavailable as error:
+        return Check(False, str(error))
+    except TimeoutError:
+        return Check(False, "the store did not answer within 3 s")
+    return Check(True, "answers")
+
+
+def _revision_check(revision: str | None) -> Check:
+    if revision is None:
+        return Check(False, "no revision applied yet")
+    return Check(True, f"revision {revision} in force")
 
 
 def openapi_document() -> dict[str, Any]:

@@ -49,6 +49,10 @@ class Backend(Protocol):
 
     def queue_depth(self) -> int: ...
 
+    def source_status(self) -> tuple[bool, str]:
+        """Whether the git source answered at its last fetch, and a reason for people."""
+        ...
+
     def on_change(self, listener: ChangeListener) -> None: ...
 
     def on_reconciled(self, observer: Callable[[float], None]) -> None:

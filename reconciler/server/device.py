@@ -25,10 +25,11 @@ from reconciler.server.auth import (
 )
 from reconciler.server.backend import Backend
 from reconciler.server.bodies import Out
-from reconciler.server.errors import described, error_response
+from reconciler.server.errors import described, error_response, unavailable
 from reconciler.server.longpoll import MAX_WAIT, Changes, Documents, long_poll, parse_wait
 from reconciler.server.metrics import Metrics
 from reconciler.server.openapi import wire_ref
+from reconciler.store import StoreUnavailable
 
 _REFUSED = {
     "_401": "No token, or an unknown one.",
@@ -64,13 +65,22 @@ class DesiredRoute:
                 if_none_match = value.decode("latin-1")
         name = scope["path_params"]["name"]
         response: Response
+
+        async def recheck() -> None:
+            await authorize_device(self.cache, name, token, fresh=True)
+
         try:
             await authorize_device(self.cache, name, token)
             wait = parse_wait(scope["query_string"])
-            response = await long_poll(self.documents, self.changes, name, wait, if_none_match)
+            response = await long_poll(
+                self.documents, self.changes, name, wait, if_none_match, recheck
+            )
         except HTTPException as exc:
             self.metrics.poll(exc.status_code)
             response = error_response(exc.status_code, str(exc.detail), exc.headers)
+        except StoreUnavailable as exc:
+            self.metrics.poll(503)
+            response = unavailable(exc)
         else:
             self.metrics.poll(response.status_code)
         await response(scope, receive, send)
@@ -106,7 +116,8 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         responses={
             **described(
                 **_REFUSED,
-                _404="The applied revision has no such device.",
+                _404="The applied revision has no such device, or the name cannot be one.",
+                _503="The store does not answer and the document needs it: retry.",
                 _422="`wait` is not a number of seconds from 0 to 60.",
             ),
             200: {
@@ -131,7 +142,11 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         tags=["device"],
         response_model=Accepted,
         dependencies=[Depends(device_access(cache))],
-        responses=described(**_REFUSED, _422="Invalid, or for another device."),
+        responses=described(
+            **_REFUSED,
+            _422="Invalid, or for another device.",
+            _503="The store does not answer: keep the report and send it again later.",
+        ),
         openapi_extra={
             "requestBody": {
                 "required": True,

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from reconciler.logs import get_logger
+from reconciler.store import StoreUnavailable
 
 log = get_logger("hedgerow.server")
 
@@ -31,6 +32,14 @@ def error_response(
     status: int, detail: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=dict(headers or {}))
+
+
+RETRY_AFTER = 5  # seconds: what a client waits before retrying a 503 of the store
+
+
+def unavailable(error: StoreUnavailable) -> JSONResponse:
+    """503 with Retry-After: the store does not answer; nothing was stored or sent."""
+    return error_response(503, str(error), {"Retry-After": str(RETRY_AFTER)})
 
 
 def described(**codes: str) -> dict[int | str, dict[str, Any]]:
@@ -52,6 +61,11 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(422, validation_detail(exc.errors()))
 
+    async def store_down(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StoreUnavailable)
+        log.warning("store unavailable", path=request.url.path, error=str(exc))
+        return unavailable(exc)
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error(
             "request failed",
@@ -63,6 +77,7 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StoreUnavailable, store_down)
     app.add_exception_handler(Exception, unexpected)
 
 

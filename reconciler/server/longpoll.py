@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from urllib.parse import parse_qs
 
@@ -89,19 +89,34 @@ class Documents:
 
 
 async def long_poll(
-    documents: Documents, changes: Changes, name: str, wait: float, if_none_match: str | None
+    documents: Documents,
+    changes: Changes,
+    name: str,
+    wait: float,
+    if_none_match: str | None,
+    recheck: Callable[[], Awaitable[None]],
 ) -> Response:
+    """The device's document, or 304 after up to `wait` seconds. A poll that waited and is
+    about to send a document calls `recheck` first (the token, read again from the store):
+    a token revoked while the poll waited never receives a document, nor the pull
+    credentials it may carry."""
     if wait <= 0:  # a plain conditional GET: no waiter to register
         return answer(await documents.get(name), name, if_none_match)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    waited = False
     with changes.watch(name) as changed:
         while True:
             response = answer(await documents.get(name), name, if_none_match)
-            if response.status_code != 304 or deadline - loop.time() <= 0:
+            if response.status_code != 304:
+                if waited:
+                    await recheck()
+                return response
+            if deadline - loop.time() <= 0:
                 return response
             with suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), deadline - loop.time())
+            waited = True
             changed.clear()  # before reading again: a change during the read wakes us anew
 
 

@@ -3,6 +3,7 @@
 `records` are the plain values it takes and gives, `schema` the tables, `store` the queries.
 """
 
+from reconciler.store.errors import StoreError, StoreUnavailable
 from reconciler.store.records import (
     FINGERPRINT_KINDS,
     EventIn,
@@ -12,7 +13,7 @@ from reconciler.store.records import (
     RevisionRecord,
     StatusRecord,
 )
-from reconciler.store.store import DATABASE_FILE, Store, migrate, sqlite_url
+from reconciler.store.store import DATABASE_FILE, Store, display_url, migrate, sqlite_url
 
 __all__ = [
     "DATABASE_FILE",
@@ -24,6 +25,9 @@ __all__ = [
     "RevisionRecord",
     "StatusRecord",
     "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "display_url",
     "migrate",
     "sqlite_url",
 ]

@@ -12,11 +12,12 @@ to the latest revision, so a new version of the controller upgrades its database
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import msgspec
 from alembic import command
@@ -34,10 +35,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, CursorResult, make_url
+from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
 
 from reconciler import wire
 from reconciler.core.status import DeploymentStatus
+from reconciler.store.errors import StoreError, StoreUnavailable
 from reconciler.store.records import (
     FINGERPRINT_KINDS,
     EventIn,
@@ -68,6 +72,37 @@ _MIGRATION_LOCK = 0x6865_6467_6572  # "hedger"
 def sqlite_url(data_dir: Path | str) -> str:
     """The default database: one SQLite file in the controller's data directory."""
     return f"sqlite:///{Path(data_dir) / DATABASE_FILE}"
+
+
+T = TypeVar("T")
+UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+
+
+def display_url(url: str | URL) -> str:
+    """A store URL fit to print: the password hidden, a SQLite file as its path."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _reason(error: BaseException) -> str:
+    """The driver's first line, without SQLAlchemy's statement and background link."""
+    original = getattr(error, "orig", None) or error
+    return (str(original).strip().splitlines() or [type(original).__name__])[0]
+
+
+def _translated(method: Callable[..., T]) -> Callable[..., T]:
+    """A store method whose database does not answer raises StoreUnavailable."""
+
+    @functools.wraps(method)
+    def call(self: Store, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except UNAVAILABLE as error:
+            raise StoreUnavailable(f"the store does not answer: {_reason(error)}") from None
+
+    return call
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
@@ -104,15 +139,32 @@ class Store:
             engine = create_engine(parsed)
             _sqlite_transactions(engine)
         elif backend == "postgresql":
-            engine = create_engine(parsed, pool_pre_ping=True)
+            # a stopped server answers at once; an unreachable one must not hold a request long
+            engine = create_engine(
+                parsed, pool_pre_ping=True, pool_timeout=5, connect_args={"connect_timeout": 5}
+            )
         else:
-            raise ValueError(f"unsupported database {backend!r}: use sqlite:// or postgresql://")
+            raise StoreError(f"unsupported database {backend!r}: use sqlite:// or postgresql://")
+        shown = display_url(parsed)
         try:
             migrate(engine)
+        except UNAVAILABLE as error:
+            engine.dispose()
+            if backend == "sqlite":  # a local file that cannot be read is not coming back
+                raise StoreError(f"{shown}: {_reason(error)}") from None
+            raise StoreUnavailable(f"{shown} does not answer: {_reason(error)}") from None
+        except DatabaseError as error:  # SQLite: "file is not a database"
+            engine.dispose()
+            raise StoreError(f"{shown}: {_reason(error)}") from None
         except BaseException:
             engine.dispose()
             raise
         return cls(engine)
+
+    def ping(self) -> None:
+        """One round trip: raises StoreUnavailable when the database does not answer."""
+        with self._engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
     def close(self) -> None:
         """Close every pooled connection (PostgreSQL cannot drop a database still in use)."""
@@ -408,6 +460,13 @@ def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
         "revision": item.revision,
         "agent_seq": seq,
     }
+
+
+# Every query of the store: a database that does not answer is StoreUnavailable, one type the
+# edges handle (503 with Retry-After in the API, a one-line error in a command).
+for _name, _method in list(vars(Store).items()):
+    if not _name.startswith("_") and _name not in ("open", "close") and callable(_method):
+        setattr(Store, _name, _translated(_method))
 
 
 def _sqlite_transactions(engine: Engine) -> None:

@@ -152,10 +152,10 @@ class PostgresServer:
         if done.returncode != 0:
             pytest.fail(f"initdb failed:\n{done.stdout}{done.stderr}", pytrace=False)
 
-    def start(self) -> None:
-        """pg_ctl start on a free port; the server's output goes to postgres.log."""
+    def start(self, port: int | None = None) -> None:
+        """pg_ctl start on `port` or a free one; the server's output goes to postgres.log."""
         for _ in range(_START_ATTEMPTS):
-            self.port = free_port()
+            self.port = port or free_port()
             options = [
                 "-c", "listen_addresses=127.0.0.1",
                 "-p", str(self.port),
@@ -187,6 +187,12 @@ class PostgresServer:
             f"PostgreSQL did not start:\n{done.stdout}{done.stderr}\n{log[-4000:]}",
             pytrace=False,
         )
+
+    def halt(self) -> None:
+        """Stop the server and keep its data, so `start(port)` brings it back: an outage."""
+        done = self._run("pg_ctl", "stop", "--pgdata", str(self.data), "-m", "fast", "-w")
+        if done.returncode != 0:
+            pytest.fail(f"pg_ctl stop failed:\n{done.stdout}{done.stderr}", pytrace=False)
 
     def stop(self) -> None:
         """Stop by the pid file (fast shutdown); the recorded pid gets SIGQUIT if that fails."""
