@@ -43,6 +43,7 @@ from reconciler.cli.app import app as cli
 from reconciler.controller.controller import Controller
 from reconciler.controller.runner import Runner
 from reconciler.controller.source import open_repo, resolve, tree_files
+from reconciler.core.document import canonical_json
 from reconciler.core.status import ConditionType, DeploymentStatus
 from reconciler.demo.daemons import free_port
 from reconciler.manifests.credentials import DEFAULT_RULES, CreationRule, render_credential
@@ -50,7 +51,6 @@ from reconciler.manifests.problems import Problem
 from reconciler.secrets import tokens
 from reconciler.secrets.secret import Secret
 from reconciler.server.app import create_app, render_openapi
-from reconciler.server.longpoll import canonical_json
 from reconciler.store import Store, sqlite_url
 from reconciler.wire import DesiredDocument, RegistryAuth
 from tests.support.leaks import PLAINTEXT_SECRETS

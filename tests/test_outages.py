@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,77 @@ def test_a_corrupt_sqlite_file_is_one_line_naming_it(tmp_path: Path, git_identit
     )  # fmt: skip
     assert started.returncode == 1
     assert str(data / "hedgerow.db") in started.stderr and "Traceback" not in started.stderr
+
+
+def test_a_restarted_controller_serves_stored_documents_before_validating_again(
+    tmp_path: Path, git_identity: None
+) -> None:
+    """The port used to stay closed while the whole revision was validated again (16 s with
+    42,000 files). Now a device holding its ETag gets its 304 before validation ends."""
+    many = "---\n".join(
+        f"apiVersion: hedgerow.dev/v1alpha1\nkind: Device\n"
+        f"metadata: {{name: d{i}, labels: {{site: far}}}}\nspec: {{systemModel: rpi4}}\n"
+        for i in range(6000)
+    )
+    repo = git.Repo.init(
+        write_tree(tmp_path / "repo", {**BASE, "many.yaml": many}), initial_branch="main"
+    )
+    repo.git.add(A=True)
+    repo.git.commit(m="a fleet")
+    data, port = tmp_path / "data", free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [*HEDGEROW, "controller", "--repo", str(tmp_path / "repo"), "--data-dir",
+               str(data), "--listen", f"127.0.0.1:{port}", "--log-format", "json"]  # fmt: skip
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+    def stop(process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    first = start(tmp_path / "first.log")
+    try:
+        wait(lambda: answers(url), 120, "the first start")
+        token = subprocess.run(
+            [*HEDGEROW, "device", "token", "pi-1", "--data-dir", str(data)],
+            capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+        ).stdout.strip()  # fmt: skip
+        auth = {"Authorization": f"Bearer {token}"}
+        before = httpx.get(f"{url}/v1/devices/pi-1/desired", headers=auth, timeout=10)
+        assert before.status_code == 200
+    finally:
+        stop(first)
+
+    log = tmp_path / "second.log"
+    second = start(log)
+    try:
+        answered: httpx.Response | None = None
+        while answered is None:
+            try:
+                answered = httpx.get(
+                    f"{url}/v1/devices/pi-1/desired",
+                    headers={**auth, "If-None-Match": before.headers["etag"]},
+                    timeout=10,
+                )
+            except httpx.TransportError:
+                time.sleep(0.01)
+        answered_at = time.time()
+        assert answered.status_code == 304, answered.text
+        wait(lambda: b'"resumed"' in log.read_bytes(), 120, "the revision validated again")
+        entries = [json.loads(line) for line in log.read_text().splitlines() if line[:1] == "{"]
+        (resumed,) = [e for e in entries if e["event"] == "resumed"]
+        resumed_at = datetime.fromisoformat(resumed["timestamp"]).timestamp()
+        assert answered_at < resumed_at, (
+            f"answered {resumed_at - answered_at:.2f} s after validation ended"
+        )
+        after = httpx.get(f"{url}/v1/devices/pi-1/desired", headers=auth, timeout=10)
+        assert after.headers["etag"] == before.headers["etag"]  # the same bytes, validated
+        assert after.content == before.content
+    finally:
+        stop(second)

@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from reconciler import wire
+from reconciler.core.document import StoredDocument
 from reconciler.core.status import ConditionType, DeploymentStatus, condition
 from reconciler.store import (
     EventIn,
@@ -119,7 +120,7 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     migrate(engine)
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
-    assert current_revision(engine) == head() == "0003"
+    assert current_revision(engine) == head() == "0005"
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]
@@ -135,7 +136,7 @@ def test_migrating_again_is_a_no_op_and_keeps_data(database_url: str, engine: sa
         assert second.token_hash("pi-1") == "hash-1"
     with engine.connect() as connection:
         versions = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-    assert [tuple(row) for row in versions] == [("0003",)]
+    assert [tuple(row) for row in versions] == [(head(),)]
 
 
 def insert_fingerprint(engine: sa.Engine, kind: str) -> None:
@@ -230,6 +231,43 @@ def test_applying_records_the_revision_each_changed_device_s_document_names(stor
     with pytest.raises(LookupError):
         store.mark_applied("zzz", at(2), changed=["pi-1"])
     assert store.document_revisions() == {"pi-1": "aaa", "pi-2": "bbb"}, "one transaction"
+
+
+def test_documents_are_kept_with_their_revision_and_without_credentials(store: Store) -> None:
+    """What a restarted controller serves at once: the body, and which images need a pull
+    credential (the credential itself never reaches the store)."""
+    body = b'{"deployments":[],"device":"pi-1","registryAuth":[],"revision":"aaa"}'
+    document = StoredDocument("aaa", body, ("r.example/app:1",))
+    store.record_attempt("aaa", True, [], at(0))
+    store.mark_applied("aaa", at(0), ["pi-1", "pi-2"], documents={"pi-1": document})
+    assert store.stored_document("pi-1") == document
+    assert store.stored_document("pi-2") is None  # its revision only
+    assert store.undocumented() == {"pi-2"}
+    later = StoredDocument("aaa", body.replace(b"pi-1", b"pi-2"), ())
+    store.put_documents({"pi-2": later})
+    assert store.stored_document("pi-2") == later and store.undocumented() == set()
+    store.record_attempt("bbb", True, [], at(1))
+    store.mark_applied("bbb", at(1), gone=["pi-1"])
+    assert store.stored_document("pi-1") is None
+
+
+def test_a_document_serves_a_device_that_holds_its_credentialed_images() -> None:
+    document = StoredDocument("aaa", b"{}", ("r.example/app:1", "r.example/db:2"))
+    assert document.serves({"r.example/app:1", "r.example/db:2", "busybox:1"})
+    assert not document.serves({"r.example/app:1"})
+    assert StoredDocument("aaa", b"{}", ()).serves(set())
+
+
+def test_0005_keeps_document_revisions_without_bodies(database_url: str, engine: sa.Engine) -> None:
+    migrate(engine, "0003")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO document_revisions (device, revision) VALUES ('pi-1', 'aaa')")
+        )
+    with Store.open(database_url) as migrated:
+        assert migrated.document_revisions() == {"pi-1": "aaa"}
+        assert migrated.stored_document("pi-1") is None
+        assert migrated.undocumented() == {"pi-1"}
 
 
 def test_marking_an_unknown_revision_applied_is_an_error(store: Store) -> None:

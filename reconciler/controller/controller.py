@@ -23,7 +23,14 @@ from reconciler.core.desired import (
     refresh_fleet,
     spec_digest,
 )
-from reconciler.core.document import Applied, Fleet, desired_document, pull_credentials
+from reconciler.core.document import (
+    Applied,
+    Fleet,
+    StoredDocument,
+    desired_document,
+    pull_credentials,
+    stored_document,
+)
 from reconciler.core.immutable import (
     ResourceKind,
     credential_changed,
@@ -92,9 +99,23 @@ class Controller:
             report = self._validate(sha)
             if report.valid:
                 self._remember(report)  # a store older than some fingerprint kind learns them
-                self.applied = Applied(sha, report, desired_fleet(report.catalog))
+                applied = Applied(sha, report, desired_fleet(report.catalog))
                 self._revisions = self.store.document_revisions()
+                self._document_missing(applied)
+                self.applied = applied
                 self._notify(None)
+
+    def _document_missing(self, applied: Applied) -> None:
+        """Store the documents a store older than them lacks, so the next start serves them."""
+        missing = self.store.undocumented() & set(applied.fleet)
+        revision = self._revisions.get
+        self.store.put_documents(
+            {d: stored_document(applied, d, revision(d, applied.sha)) for d in sorted(missing)}
+        )
+
+    def stored_document(self, device: str) -> StoredDocument | None:
+        """The document the store kept for `device`: what a starting controller serves."""
+        return self.store.stored_document(device)
 
     def sync(self) -> Outcome | None:
         """Fetch the branch and consider its tip; None when it was already considered."""
@@ -120,10 +141,12 @@ class Controller:
         fleet, devices = self._desired(report)
         gone = [d for d in devices if d not in fleet]
         changed = [d for d in devices if d in fleet]
+        applied = Applied(sha, report, fleet)
+        documents = {device: stored_document(applied, device, sha) for device in changed}
         self.store.record_attempt(sha, True, [], at)
-        self.store.mark_applied(sha, at, changed, gone)
+        self.store.mark_applied(sha, at, changed, gone, documents)
         self._remember(report)
-        self.applied = Applied(sha, report, fleet)
+        self.applied = applied
         for device in gone:
             self._revisions.pop(device, None)
         self._revisions.update(dict.fromkeys(changed, sha))

@@ -10,14 +10,16 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+import msgspec
 
 from reconciler import wire
 from reconciler.controller.controller import Controller, Listener
 from reconciler.controller.queue import WorkQueue, resync_delay, run_workers
-from reconciler.core.document import Fleet
+from reconciler.core.document import DocumentUnavailable, Fleet
 from reconciler.logs import get_logger
 from reconciler.store import Store
 
@@ -47,6 +49,7 @@ class Runner:
         self._wake = asyncio.Event()
         self.synced = asyncio.Event()  # set after each completed sync, for tests and health
         self.reconciled: list[Callable[[float], None]] = []  # told each reconcile's seconds
+        self.resuming = True  # until the applied revision is validated again at start
         self.fetched_at: float | None = None  # monotonic time of the last fetch that worked
         self.fetch_error: str | None = None  # why the last fetch failed, None when it worked
 
@@ -68,15 +71,27 @@ class Runner:
         applied = self.controller.applied
         return applied.fleet if applied else None
 
-    def document_key(self, device: str) -> tuple[str, frozenset[str]] | None:
+    def document_key(self, device: str) -> Hashable | None:
         """What a device's document depends on (its revision and the images it reported);
-        None when the applied revision has no such device."""
+        None when the applied revision has no such device. While the controller starts, the
+        stored document stands for it (one key, looked up once per device, off the loop)."""
         applied = self.controller.applied
-        if applied is None or device not in applied.fleet:
+        if applied is None:
+            return ("stored", device) if self.resuming else None
+        if device not in applied.fleet:
             return None
         return self.controller.document_revision(device), self.controller.images_present(device)
 
     def desired_document(self, device: str) -> wire.DesiredDocument | None:
+        """The device's document; while the controller starts, the one the store kept, when
+        it is whole (it needs no credential the device lacks). Called in a thread."""
+        if self.controller.applied is None and self.resuming:
+            stored = self.controller.stored_document(device)
+            if stored is None or not stored.serves(self.controller.images_present(device)):
+                raise DocumentUnavailable(
+                    "the controller is starting and cannot serve this document yet: retry"
+                )
+            return msgspec.json.decode(stored.body, type=wire.DesiredDocument)
         return self.controller.desired_document(device)
 
     async def report(self, report: wire.StatusReport) -> int:
@@ -139,7 +154,19 @@ class Runner:
                 self.queue.add(device)
 
     async def run(self, *extra: Awaitable[None]) -> None:
+        """Serve at once (`extra` holds the HTTP server): devices get their stored documents
+        while the applied revision is validated again, then the loops start."""
+        try:
+            await asyncio.gather(self._resume_and_loop(), *extra)
+        finally:
+            self.queue.shutdown()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _resume_and_loop(self) -> None:
+        started = time.monotonic()
         await self.call(self.controller.resume)
+        self.resuming = False
+        log.info("resumed", revision=self.revision(), seconds=round(time.monotonic() - started, 3))
         for device in self.controller.devices():
             self.queue.add(device)
 
@@ -154,13 +181,8 @@ class Runner:
         def failed(device: str, exc: Exception) -> None:
             log.warning("reconcile failed", device=device, error=str(exc))
 
-        try:
-            await asyncio.gather(
-                self.poll(),
-                self.resync_all(),
-                run_workers(self.queue, reconcile, self.workers, on_error=failed),
-                *extra,
-            )
-        finally:
-            self.queue.shutdown()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.gather(
+            self.poll(),
+            self.resync_all(),
+            run_workers(self.queue, reconcile, self.workers, on_error=failed),
+        )

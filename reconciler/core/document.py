@@ -5,6 +5,7 @@ them and the device has not reported present; a credential's name never leaves t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import msgspec
 
 from reconciler import wire
 from reconciler.core.desired import DesiredDeployment
+from reconciler.errors import HedgerowError
 from reconciler.manifests.catalog import Catalog
 from reconciler.manifests.credentials import Credential
 from reconciler.manifests.model import Release
@@ -19,6 +21,42 @@ from reconciler.manifests.model.imageref import parse_image
 from reconciler.manifests.validate import Report
 
 Fleet = Mapping[str, Mapping[str, DesiredDeployment]]
+
+
+class DocumentUnavailable(HedgerowError):
+    """A device's document cannot be served yet (the controller is starting and the stored
+    document would need pull credentials it has not decrypted yet): retry shortly."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """A device's document as the store keeps it, so a restarted controller serves it before
+    its revision is validated again: without any credential (no secret is ever stored), with
+    the images whose pulls need one. Served as it is while the device has all of them."""
+
+    revision: str
+    body: bytes  # canonical JSON of the document with no registry credentials
+    credential_images: tuple[str, ...]
+
+    def serves(self, present: Set[str]) -> bool:
+        """Whether this body is the whole document for a device holding `present` images."""
+        return all(image in present for image in self.credential_images)
+
+
+def canonical_json(document: wire.DesiredDocument) -> bytes:
+    """Sorted keys, no spaces: equal documents are equal bytes, so the ETag is stable."""
+    return msgspec.json.encode(msgspec.to_builtins(document), order="sorted")
+
+
+def etag(body: bytes) -> str:
+    return f'"{hashlib.sha256(body).hexdigest()}"'
+
+
+def stored_document(applied: Applied, device: str, revision: str) -> StoredDocument:
+    """What the store keeps of `device`'s document at `revision` (pure)."""
+    images = tuple(sorted(pull_credentials(applied, device)))
+    document = desired_document(applied, device, frozenset(images), revision)
+    return StoredDocument(revision, canonical_json(document), images)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from reconciler import wire
+from reconciler.core.document import DocumentUnavailable
 from reconciler.server.auth import (
     DeviceName,
     TokenCache,
@@ -78,7 +79,7 @@ class DesiredRoute:
         except HTTPException as exc:
             self.metrics.poll(exc.status_code)
             response = error_response(exc.status_code, str(exc.detail), exc.headers)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, DocumentUnavailable) as exc:
             self.metrics.poll(503)
             response = unavailable(exc)
         else:
@@ -117,7 +118,7 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
             **described(
                 **_REFUSED,
                 _404="The applied revision has no such device, or the name cannot be one.",
-                _503="The store does not answer and the document needs it: retry.",
+                _503="The store does not answer, or the controller is starting: retry.",
                 _422="`wait` is not a number of seconds from 0 to 60.",
             ),
             200: {

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
+from reconciler.errors import HedgerowError
 from reconciler.logs import get_logger
 from reconciler.store import StoreUnavailable
 
@@ -37,8 +38,9 @@ def error_response(
 RETRY_AFTER = 5  # seconds: what a client waits before retrying a 503 of the store
 
 
-def unavailable(error: StoreUnavailable) -> JSONResponse:
-    """503 with Retry-After: the store does not answer; nothing was stored or sent."""
+def unavailable(error: HedgerowError) -> JSONResponse:
+    """503 with Retry-After: the store does not answer, or the controller is starting;
+    nothing was stored or sent."""
     return error_response(503, str(error), {"Retry-After": str(RETRY_AFTER)})
 
 

@@ -7,17 +7,15 @@ changes (a new revision touching it, pull credentials gained or lost) or the wai
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from urllib.parse import parse_qs
 
-import msgspec
 from fastapi import HTTPException
 from starlette.responses import Response
 
-from reconciler import wire
+from reconciler.core.document import canonical_json, etag
 from reconciler.server.backend import Backend
 
 MAX_WAIT = 60.0
@@ -129,15 +127,6 @@ def answer(found: tuple[bytes, str] | None, name: str, if_none_match: str | None
     if matches(if_none_match, tag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
-
-
-def canonical_json(document: wire.DesiredDocument) -> bytes:
-    """Sorted keys, no spaces: equal documents are equal bytes, so the ETag is stable."""
-    return msgspec.json.encode(msgspec.to_builtins(document), order="sorted")
-
-
-def etag(body: bytes) -> str:
-    return f'"{hashlib.sha256(body).hexdigest()}"'
 
 
 def matches(if_none_match: str | None, tag: str) -> bool:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -113,12 +114,15 @@ class Fingerprint(Base):
 
 class DocumentRevision(Base):
     """Per device, the commit that last changed what it should run: the revision its desired
-    document names, kept across restarts so a restart changes no device's ETag."""
+    document names, kept across restarts so a restart changes no device's ETag; and the
+    document itself without credentials, served by a restarted controller at once."""
 
     __tablename__ = "document_revisions"
 
     device: Mapped[str] = mapped_column(String, primary_key=True)
     revision: Mapped[str] = mapped_column(String)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    credential_images: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class Token(Base):

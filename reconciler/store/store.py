@@ -37,9 +37,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, CursorResult, make_url
 from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from reconciler import wire
+from reconciler.core.document import StoredDocument
 from reconciler.core.status import DeploymentStatus
 from reconciler.store.errors import StoreError, StoreUnavailable
 from reconciler.store.records import (
@@ -197,10 +198,11 @@ class Store:
         at: datetime,
         changed: Iterable[str] = (),
         gone: Iterable[str] = (),
+        documents: Mapping[str, StoredDocument] | None = None,
     ) -> None:
         """Record that the fleet now follows `sha`; it must have been recorded as an attempt.
-        In the same transaction, the documents of `changed` devices name `sha` from now on,
-        and devices `gone` from the fleet are forgotten."""
+        In the same transaction, the documents of `changed` devices name `sha` from now on
+        (with their `documents`, when given), and devices `gone` from the fleet are forgotten."""
         with self._sessions.begin() as session:
             result = session.execute(
                 update(Revision).where(Revision.sha == sha).values(applied_at=utc(at))
@@ -210,19 +212,63 @@ class Store:
             if gone := sorted(gone):
                 session.execute(delete(DocumentRevision).where(DocumentRevision.device.in_(gone)))
             if changed := sorted(changed):
-                statement = self._insert(DocumentRevision)
-                session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["device"], set_={"revision": statement.excluded.revision}
-                    ),
-                    [{"device": device, "revision": sha} for device in changed],
+                stored = documents or {}
+                self._put_documents(
+                    session, {device: (sha, stored.get(device)) for device in changed}
                 )
+
+    def put_documents(self, documents: Mapping[str, StoredDocument]) -> None:
+        """Keep the documents of devices (each names its own revision): a controller that
+        starts on a store without them fills them in."""
+        if documents:
+            with self._sessions.begin() as session:
+                self._put_documents(
+                    session, {device: (d.revision, d) for device, d in documents.items()}
+                )
+
+    def _put_documents(
+        self, session: Session, rows: Mapping[str, tuple[str, StoredDocument | None]]
+    ) -> None:
+        statement = self._insert(DocumentRevision)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["device"],
+                set_={
+                    "revision": statement.excluded.revision,
+                    "body": statement.excluded.body,
+                    "credential_images": statement.excluded.credential_images,
+                },
+            ),
+            [
+                {
+                    "device": device,
+                    "revision": revision,
+                    "body": document.body if document else None,
+                    "credential_images": list(document.credential_images) if document else None,
+                }
+                for device, (revision, document) in sorted(rows.items())
+            ],
+        )
 
     def document_revisions(self) -> dict[str, str]:
         """Device → the revision its document names (see `mark_applied`)."""
         with self._sessions() as session:
             rows = session.execute(select(DocumentRevision.device, DocumentRevision.revision))
             return {device: revision for device, revision in rows}
+
+    def stored_document(self, device: str) -> StoredDocument | None:
+        """The document kept for `device`, None when there is none (or only its revision)."""
+        with self._sessions() as session:
+            row = session.get(DocumentRevision, device)
+            if row is None or row.body is None:
+                return None
+            return StoredDocument(row.revision, row.body, tuple(row.credential_images or ()))
+
+    def undocumented(self) -> set[str]:
+        """Devices whose revision is kept without their document (a store older than it)."""
+        with self._sessions() as session:
+            query = select(DocumentRevision.device).where(DocumentRevision.body.is_(None))
+            return set(session.scalars(query))
 
     def applied_revision(self) -> str | None:
         """The revision applied last (a revert to an older sha counts as its latest apply)."""
