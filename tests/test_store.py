@@ -452,6 +452,14 @@ def test_device_tokens_are_hashes_that_can_be_revoked(store: Store) -> None:
     assert store.token_hash("pi-2") == "argon2:other"
 
 
+def test_many_token_hashes_are_set_at_once(store: Store) -> None:
+    store.put_token("pi-1", "old", at(0))
+    store.put_tokens({f"pi-{i}": f"hash-{i}" for i in range(1, 501)}, at(1))
+    assert store.token_hash("pi-1") == "hash-1" and store.token_hash("pi-500") == "hash-500"
+    assert store.token_owner("hash-250") == "pi-250"
+    store.put_tokens({}, at(2))  # nothing to do
+
+
 def test_the_schema_has_no_place_for_a_secret(store: Store) -> None:
     columns = {c.name for table in Base.metadata.tables.values() for c in table.columns}
     assert not {name for name in columns if "password" in name or "secret" in name}

@@ -437,6 +437,26 @@ class Store:
         with self._sessions.begin() as session:
             session.execute(self._upsert(Token, values, ["device"]))
 
+    def put_tokens(self, hashes: Mapping[str, str], at: datetime) -> None:
+        """Set the token hashes of many devices in one transaction (a fleet being set up)."""
+        if not hashes:
+            return
+        statement = self._insert(Token)
+        with self._sessions.begin() as session:
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["device"],
+                    set_={
+                        "token_hash": statement.excluded.token_hash,
+                        "issued_at": statement.excluded.issued_at,
+                    },
+                ),
+                [
+                    {"device": device, "token_hash": value, "issued_at": utc(at)}
+                    for device, value in sorted(hashes.items())
+                ],
+            )
+
     def revoke_token(self, device: str) -> bool:
         """Forget `device`'s token; False when it had none."""
         with self._sessions.begin() as session:

@@ -1,0 +1,186 @@
+"""A simulated fleet against the real `hedgerow controller`: devices that hold long polls with
+their ETags over raw HTTP/1.1 and send status reports (tests/support/simulator.py), on the
+repository layout of bench/plan.py (three deployments per device, one by label selector).
+
+It prints, for N devices:
+- fan-out: a commit that changes every device's document → each long-polling device's 200
+  (p50, p99, max, and how many were not answered within 75 s);
+- reports: converged reports with one event at an offered rate → achieved rate and p50/p99;
+- memory: the controller's RSS with the fleet and no connection, and per held long poll;
+- start-up: a restart until a device holding its ETag is answered.
+
+Run from the repository's root: `python -m bench.fleet --devices 1000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from bench.common import commit, make_repo, revision, rss_kib, stop, wait
+from bench.plan import GROUP, repository
+from reconciler.demo.daemons import free_port
+from reconciler.secrets import tokens
+from reconciler.server.webhook import sign
+from reconciler.store import Store, sqlite_url
+from tests.support.simulator import percentile, raise_open_files, simulated
+
+SECRET = b"bench-fleet-secret"
+
+
+def files(devices: int, release: str) -> dict[str, str]:
+    """The repository, with every device's a0 deployment at `release`."""
+    out = {}
+    for path, content in repository(devices, None):
+        text = content.decode()
+        if path.startswith("deployments/a0/"):
+            text = text.replace('release: "1.0.0"', f'release: "{release}"')
+        out[path] = text
+    return out
+
+
+class Controller:
+    """`hedgerow controller` on a data folder, started and restarted by pid."""
+
+    def __init__(self, repo: Path, work: Path, db: str | None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.work = work
+        (work / "secret").write_bytes(SECRET)
+        self.command = [
+            sys.executable, "-m", "reconciler", "controller", "--repo", str(repo),
+            "--data-dir", str(work / "data"), "--listen", f"127.0.0.1:{self.port}",
+            "--webhook-secret-file", str(work / "secret"), "--interval", "3600",
+            "--log-format", "json", *(["--db", db] if db else []),
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.work / f"controller-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process, signal.SIGINT, grace=60)
+
+    def hook(self, sha: str) -> None:
+        body = f'{{"after": "{sha}"}}'.encode()
+        headers = {"X-Hub-Signature-256": sign(SECRET, body)}
+        httpx.post(f"{self.url}/v1/hooks/git", content=body, headers=headers).raise_for_status()
+
+    def rss_mib(self) -> float:
+        assert self.process is not None
+        return rss_kib(self.process.pid) / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=1, help="simulator processes")
+    parser.add_argument("--report-rate", type=float, default=200.0, help="reports per second")
+    parser.add_argument("--report-seconds", type=float, default=10.0)
+    parser.add_argument("--db", default=None, help="a PostgreSQL URL; default SQLite")
+    args = parser.parse_args()
+    if args.devices % GROUP:
+        parser.error(f"--devices must be a multiple of {GROUP}")
+    raise_open_files()
+    names = [f"dev-{d}" for d in range(args.devices)]
+    with tempfile.TemporaryDirectory(prefix="hb-fleet-") as tmp:
+        work = Path(tmp)
+        repo = make_repo(work / "repo", files(args.devices, "1.0.0"))
+        issued = {name: tokens.issue() for name in names}
+        with Store.open(args.db or sqlite_url(work / "data")) as store:
+            store.put_tokens(
+                {n: tokens.hash_token(t) for n, t in issued.items()}, datetime.now(UTC)
+            )
+        controller = Controller(repo, work, args.db)
+        started = time.monotonic()
+        controller.start()
+        try:
+            wait(lambda: revision(controller.url) is not None, 600, "the first apply", 0.2)
+            first_apply = time.monotonic() - started
+            time.sleep(2)
+            idle_mib = controller.rss_mib()
+            print(f"devices:                {args.devices}")
+            print(f"first start and apply:  {first_apply:8.1f} s")
+            print(f"RSS, no connection:     {idle_mib:8.1f} MiB")
+            with simulated(controller.url, list(issued.items()), args.processes) as fleet:
+                fleet.hold()
+                wait(lambda: fleet.settled() == args.devices, 600, "every device's document", 1)
+                time.sleep(3)
+                held_mib = controller.rss_mib()
+                per_poll = (held_mib - idle_mib) * 1024 / args.devices
+                print(f"RSS, every device held: {held_mib:8.1f} MiB ({per_poll:.1f} KiB a poll)")
+
+                sha = commit(repo, "every a0 to 1.1.0", files(args.devices, "1.1.0"))
+                committed = time.time()
+                controller.hook(sha)
+
+                def arrived() -> int:
+                    seen = fleet.seen()
+                    return sum(1 for docs in seen.values() if any(r == sha for _, r in docs))
+
+                with_deadline = time.monotonic() + 75
+                while arrived() < args.devices and time.monotonic() < with_deadline:
+                    time.sleep(1)
+                latencies = [
+                    min(t for t, r in docs if r == sha) - committed
+                    for docs in fleet.seen().values()
+                    if any(r == sha for _, r in docs)
+                ]
+                missing = args.devices - len(latencies)
+                print(
+                    f"fan-out, commit → 200:  p50 {percentile(latencies, 0.5):6.2f} s  "
+                    f"p99 {percentile(latencies, 0.99):6.2f} s  "
+                    f"max {max(latencies, default=float('nan')):6.2f} s  "
+                    f"not answered in 75 s: {missing}"
+                )
+                sent = fleet.reports(args.report_rate, args.report_seconds)
+                rate = len(sent) / args.report_seconds
+                print(
+                    f"reports at {args.report_rate:.0f}/s offered: {rate:7.1f}/s done, "
+                    f"p50 {percentile(sent, 0.5) * 1000:6.1f} ms  "
+                    f"p99 {percentile(sent, 0.99) * 1000:6.1f} ms"
+                )
+                errors = fleet.errors()
+                print(f"simulator errors:       {len(errors)} {errors[:5]}")
+            controller.stop()
+            etag_holder = names[0]
+            restarted = time.monotonic()
+            controller.start()
+            auth = {"Authorization": f"Bearer {issued[etag_holder]}"}
+
+            def answered() -> bool:
+                try:
+                    response = httpx.get(
+                        f"{controller.url}/v1/devices/{etag_holder}/desired",
+                        headers=auth,
+                        timeout=5,
+                    )
+                except httpx.HTTPError:
+                    return False
+                return response.status_code == 200
+
+            wait(answered, 600, "a document after the restart", 0.05)
+            print(f"restart → first document: {time.monotonic() - restarted:6.2f} s")
+        finally:
+            controller.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

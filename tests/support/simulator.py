@@ -1,0 +1,316 @@
+"""A fleet simulator: many devices speaking the real wire protocol to a real controller over
+raw HTTP/1.1 on asyncio streams — long polls with their ETags, and status reports.
+
+One process holds thousands of devices (one connection each while it long-polls, so at most
+the open-file limit, which each worker raises to its hard limit); `Fleet` spreads devices over
+worker processes and gathers what they saw. Used by the benchmarks (`bench/fleet.py`) and by
+tests that need more devices than agents. Everything is bounded: every wait has a deadline,
+and workers stop when their parent says so or goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import resource
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+HEADER_END = b"\r\n\r\n"
+
+
+@dataclass
+class SimDevice:
+    name: str
+    token: str
+    etag: str | None = None
+    revision: str | None = None
+    seq: int = 0
+    documents: list[tuple[float, str]] = field(default_factory=list)  # (wall time, revision)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def raise_open_files() -> int:
+    """The soft open-file limit raised to the hard one; the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def request(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes = b"",
+) -> Answer:
+    """One HTTP/1.1 request on an open connection (kept alive), its whole answer."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: controller"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if body or method in ("PUT", "POST"):
+        lines.append(f"Content-Length: {len(body)}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    await writer.drain()
+    head = await reader.readuntil(HEADER_END)
+    status_line, *header_lines = head[: -len(HEADER_END)].decode("latin-1").split("\r\n")
+    answer_headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        answer_headers[name.strip().lower()] = value.strip()
+    length = int(answer_headers.get("content-length", "0"))
+    content = await reader.readexactly(length) if length else b""
+    return Answer(int(status_line.split()[1]), answer_headers, content)
+
+
+class Worker:
+    """The devices of one process, on one event loop."""
+
+    def __init__(self, host: str, port: int, devices: Sequence[SimDevice], wait: int) -> None:
+        self.host, self.port, self.wait = host, port, wait
+        self.devices = list(devices)
+        self.stopping = asyncio.Event()
+        self.errors: list[str] = []
+        self.report_latencies: list[float] = []
+
+    async def hold(self, device: SimDevice) -> None:
+        """Long-poll forever: the first answer gives the ETag, each 200 is recorded."""
+        writer: asyncio.StreamWriter | None = None
+        while not self.stopping.is_set():
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                headers = {"Authorization": f"Bearer {device.token}"}
+                if device.etag:
+                    headers["If-None-Match"] = device.etag
+                wait = self.wait if device.etag else 0
+                answer = await request(
+                    reader, writer, "GET", f"/v1/devices/{device.name}/desired?wait={wait}", headers
+                )
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                self.errors.append(f"{device.name}: {type(exc).__name__}")
+                await _close(writer)
+                writer = None
+                await asyncio.sleep(0.5)
+                continue
+            if answer.status == 200:
+                device.etag = answer.headers.get("etag")
+                device.revision = json.loads(answer.body)["revision"]
+                device.documents.append((time.time(), device.revision))
+            elif answer.status != 304:
+                self.errors.append(f"{device.name}: {answer.status}")
+                await asyncio.sleep(1)
+            if answer.headers.get("connection", "").lower() == "close":
+                await _close(writer)
+                writer = None
+        await _close(writer)
+
+    async def report(self, device: SimDevice, connection: list[Any]) -> None:
+        """A converged report with one new event, on a pooled connection."""
+        device.seq += 1
+        body = json.dumps(
+            {
+                "device": device.name,
+                "revision": device.revision,
+                "events": [
+                    {
+                        "seq": device.seq,
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                        "kind": "started",
+                        "message": "simulated",
+                    }
+                ],
+            }
+        ).encode()
+        started = time.perf_counter()
+        for _ in range(2):  # a pooled connection the server closed: reconnect once
+            try:
+                if not connection:
+                    connection.extend(await asyncio.open_connection(self.host, self.port))
+                answer = await request(
+                    connection[0],
+                    connection[1],
+                    "PUT",
+                    f"/v1/devices/{device.name}/status",
+                    {"Authorization": f"Bearer {device.token}", "Content-Type": "application/json"},
+                    body,
+                )
+            except (OSError, asyncio.IncompleteReadError):
+                await _close(connection[1] if connection else None)
+                connection.clear()
+                continue
+            if answer.status != 200:
+                self.errors.append(f"report {device.name}: {answer.status}")
+            self.report_latencies.append(time.perf_counter() - started)
+            return
+        self.errors.append(f"report {device.name}: connection failed")
+
+    async def reports(self, rate: float, seconds: float, pool: int = 32) -> None:
+        """Reports at `rate` per second for `seconds`, round-robin over the devices."""
+        connections: list[list[Any]] = [[] for _ in range(pool)]
+        free: asyncio.Queue[list[Any]] = asyncio.Queue()
+        for connection in connections:
+            free.put_nowait(connection)
+        tasks = set()
+
+        async def one(device: SimDevice) -> None:
+            connection = await free.get()
+            try:
+                await self.report(device, connection)
+            finally:
+                free.put_nowait(connection)
+
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            task = asyncio.create_task(one(self.devices[i % len(self.devices)]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=seconds + 60)
+        for connection in connections:
+            await _close(connection[1] if connection else None)
+
+
+async def _close(writer: asyncio.StreamWriter | None) -> None:
+    if writer is not None:
+        writer.close()
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await writer.wait_closed()
+
+
+def _worker_main(
+    pipe: Connection, host: str, port: int, devices: list[tuple[str, str]], wait: int
+) -> None:
+    """A worker process: hold the devices' polls, answer its parent's commands."""
+    raise_open_files()
+    asyncio.run(_serve(pipe, host, port, devices, wait))
+
+
+async def _serve(
+    pipe: Connection, host: str, port: int, devices: list[tuple[str, str]], wait: int
+) -> None:
+    worker = Worker(host, port, [SimDevice(name, token) for name, token in devices], wait)
+    loop = asyncio.get_running_loop()
+    holds: list[asyncio.Task[None]] = []
+    while True:
+        command, argument = await loop.run_in_executor(None, _receive, pipe)
+        if command == "hold":
+            holds = [asyncio.create_task(worker.hold(d)) for d in worker.devices]
+            pipe.send(("ok", None))
+        elif command == "settled":  # how many devices hold a document
+            pipe.send(("ok", sum(1 for d in worker.devices if d.etag)))
+        elif command == "reports":
+            rate, seconds = argument
+            worker.report_latencies.clear()
+            await worker.reports(rate, seconds)
+            pipe.send(("ok", worker.report_latencies))
+        elif command == "seen":  # (name, [(time, revision), ...]) of every device
+            pipe.send(("ok", [(d.name, d.documents) for d in worker.devices]))
+        elif command == "errors":
+            pipe.send(("ok", list(worker.errors)))
+        else:  # "stop", or the parent went away
+            worker.stopping.set()
+            for task in holds:
+                task.cancel()
+            await asyncio.gather(*holds, return_exceptions=True)
+            pipe.send(("ok", None))
+            return
+
+
+def _receive(pipe: Connection) -> tuple[str, Any]:
+    try:
+        message: tuple[str, Any] = pipe.recv()
+        return message
+    except EOFError:
+        return "stop", None
+
+
+class Fleet:
+    """Simulated devices spread over worker processes."""
+
+    def __init__(
+        self,
+        url: str,
+        devices: Sequence[tuple[str, str]],
+        processes: int = 1,
+        wait: int = 60,
+    ) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        context = multiprocessing.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.processes = []
+        for index in range(processes):
+            mine = list(devices[index::processes])
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_worker_main, args=(child, host, int(port), mine, wait), daemon=True
+            )
+            process.start()
+            self.pipes.append(parent)
+            self.processes.append(process)
+
+    def _all(self, command: str, argument: Any = None, timeout: float = 600) -> list[Any]:
+        for pipe in self.pipes:
+            pipe.send((command, argument))
+        answers = []
+        for pipe in self.pipes:
+            if not pipe.poll(timeout):
+                raise TimeoutError(f"a simulator worker did not answer {command!r}")
+            answers.append(pipe.recv()[1])
+        return answers
+
+    def hold(self) -> None:
+        self._all("hold")
+
+    def settled(self) -> int:
+        return sum(self._all("settled"))
+
+    def reports(self, rate: float, seconds: float) -> list[float]:
+        """Report latencies (seconds) at `rate` per second overall, for `seconds`."""
+        share = rate / len(self.pipes)
+        return [x for part in self._all("reports", (share, seconds)) for x in part]
+
+    def seen(self) -> dict[str, list[tuple[float, str]]]:
+        return {name: docs for part in self._all("seen") for name, docs in part}
+
+    def errors(self) -> list[str]:
+        return [e for part in self._all("errors") for e in part]
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, TimeoutError, EOFError):
+            self._all("stop", timeout=30)
+        for process in self.processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+@contextlib.contextmanager
+def simulated(
+    url: str, devices: Sequence[tuple[str, str]], processes: int = 1, wait: int = 60
+) -> Iterator[Fleet]:
+    fleet = Fleet(url, devices, processes, wait)
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
