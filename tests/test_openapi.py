@@ -1,0 +1,56 @@
+"""The OpenAPI document as outside tools see it: valid for openapi-spec-validator, and the same
+whatever version of a library generated it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import reconciler.server.app
+from reconciler.cli.app import app as cli
+from reconciler.server.app import openapi_document, render_openapi
+from reconciler.server.openapi import invalid
+from tests.support.repos import ROOT
+
+DESIRED = "/v1/devices/{name}/desired"
+
+
+def test_the_generated_document_is_valid_openapi() -> None:
+    document = openapi_document()
+    assert invalid(document) is None
+    etag = document["paths"][DESIRED]["get"]["responses"]["200"]["headers"]["ETag"]
+    assert etag["schema"] == {"type": "string"}
+
+
+def test_the_check_fails_on_an_invalid_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A committed file equal to what the code generates is not enough: it must be OpenAPI."""
+    broken = copy.deepcopy(openapi_document())
+    del broken["paths"][DESIRED]["get"]["responses"]["200"]["headers"]["ETag"]["schema"]
+
+    def generate() -> dict[str, Any]:
+        return copy.deepcopy(broken)
+
+    monkeypatch.setattr(reconciler.server.app, "openapi_document", generate)
+    committed = tmp_path / "openapi.json"
+    committed.write_text(render_openapi(), encoding="utf-8")  # current, but invalid
+    check = CliRunner().invoke(cli, ["openapi", "--check", "--output", str(committed)])
+    assert check.exit_code == 1
+    assert "invalid" in check.stderr and "ETag" in check.stderr
+    assert "'schema' is a required property" in check.stderr
+    written = tmp_path / "written.json"
+    refused = CliRunner().invoke(cli, ["openapi", "--output", str(written)])
+    assert refused.exit_code == 1 and not written.exists()
+
+
+def test_the_check_passes_on_the_committed_document() -> None:
+    committed = ROOT / "docs" / "openapi.json"
+    assert invalid(json.loads(committed.read_text(encoding="utf-8"))) is None
+    check = CliRunner().invoke(cli, ["openapi", "--check", "--output", str(committed)])
+    assert check.exit_code == 0, check.output
