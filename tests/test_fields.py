@@ -316,7 +316,7 @@ def test_port_binding_refused(value: str, fragment: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["/srv/data:/data", "/srv:/srv:ro", "named:/data:ro,z", "/a:/b:rshared,nocopy"]
+    "value", ["/srv/data:/data", "/srv:/srv:ro", "/:/host:ro,z", "/a:/b:rshared,nocopy"]
 )
 def test_bind_accepted(value: str) -> None:
     check_bind(value)
@@ -334,6 +334,12 @@ def test_bind_accepted(value: str) -> None:
         ("/srv:/data:bogus", "bind option 'bogus' is unknown"),
         ("/srv:/data:ro,,z", "bind option '' is unknown"),
         ("/srv:/data:RO", "bind option 'RO' is unknown"),
+        ("./config:/config", "bind source './config' must be an absolute host path"),
+        ("./config:/config", "Docker refuses a relative path"),
+        ("${CFG}:/etc/x.conf:rw", "bind source '${CFG}' must be an absolute host path"),
+        ("${CFG}:/etc/x.conf:rw", "variables are not expanded"),
+        ("~/cfg:/cfg", "bind source '~/cfg' must be an absolute host path"),
+        ("named:/data:ro,z", "mount a named volume with `volumes: [{volume, target}]`"),
     ],
 )
 def test_bind_refused(value: str, fragment: str) -> None:
@@ -854,6 +860,7 @@ def test_deployment_with_neither_device_nor_selector(validate_repo: Validate) ->
     [
         ("portBindings", "['8080:80', '80/icmp']", "portBindings[1]", "protocol must be tcp"),
         ("binds", "['/srv:data']", "binds[0]", "path 'data' must be absolute"),
+        ("binds", "['/srv:/srv', './config:/config']", "binds[1]", "bind source './config'"),
         ("extraHosts", "['db:nope']", "extraHosts[0]", "'nope' is not an IP address"),
         ("capAdd", "[NET_ADMIN, net_raw]", "capAdd[1]", "'net_raw' is not a Linux capability"),
         ("hostname", "bad_host", "hostname", "'bad_host' is not a valid hostname"),
