@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from reconciler.manifests.check import suggest
 from reconciler.manifests.model.fields import (
     EnvName,
     Hostname,
@@ -853,6 +854,37 @@ def test_deployment_with_neither_device_nor_selector(validate_repo: Validate) ->
         "spec.device",
     )
     assert problem.message == "set exactly one target: either device or selector"
+
+
+@pytest.mark.parametrize(
+    ("field", "meant"),
+    [
+        ("devices", "deviceMappings"),  # docker compose's name
+        ("device", "deviceMappings"),
+        ("Devices", "deviceMappings"),
+        ("devics", "deviceMappings"),
+        ("devicess", "deviceMappings"),
+        ("deviceMapping", "deviceMappings"),
+        ("deviceRequest", "deviceRequests"),
+        ("restartPolicyy", "restartPolicy"),
+        ("volume", "volumes"),
+    ],
+)
+def test_a_misspelt_container_field_suggests_what_was_meant(
+    validate_repo: Validate, field: str, meant: str
+) -> None:
+    body = f"    - name: a\n      image: busybox\n      {field}: []\n"
+    problem = only(validate_repo(release(body)))
+    assert problem.field == f"spec.containers[0].{field}"
+    assert problem.message.startswith(f"unknown field {field!r} (did you mean {meant!r}?)")
+
+
+def test_another_tools_name_is_suggested_only_where_its_field_is() -> None:
+    assert suggest("devices", ["deviceMappings", "deviceRequests"]) == (
+        " (did you mean 'deviceMappings'?)"
+    )
+    assert suggest("devices", ["deviceRequests"]) == " (did you mean 'deviceRequests'?)"
+    assert suggest("devices", ["device", "selector"]) == " (did you mean 'device'?)"
 
 
 @pytest.mark.parametrize(
