@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from reconciler.manifests.check import suggest
 from reconciler.manifests.model.fields import (
     EnvName,
     Hostname,
@@ -316,7 +317,7 @@ def test_port_binding_refused(value: str, fragment: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["/srv/data:/data", "/srv:/srv:ro", "named:/data:ro,z", "/a:/b:rshared,nocopy"]
+    "value", ["/srv/data:/data", "/srv:/srv:ro", "/:/host:ro,z", "/a:/b:rshared,nocopy"]
 )
 def test_bind_accepted(value: str) -> None:
     check_bind(value)
@@ -334,6 +335,12 @@ def test_bind_accepted(value: str) -> None:
         ("/srv:/data:bogus", "bind option 'bogus' is unknown"),
         ("/srv:/data:ro,,z", "bind option '' is unknown"),
         ("/srv:/data:RO", "bind option 'RO' is unknown"),
+        ("./config:/config", "bind source './config' must be an absolute host path"),
+        ("./config:/config", "Docker refuses a relative path"),
+        ("${CFG}:/etc/x.conf:rw", "bind source '${CFG}' must be an absolute host path"),
+        ("${CFG}:/etc/x.conf:rw", "variables are not expanded"),
+        ("~/cfg:/cfg", "bind source '~/cfg' must be an absolute host path"),
+        ("named:/data:ro,z", "mount a named volume with `volumes: [{volume, target}]`"),
     ],
 )
 def test_bind_refused(value: str, fragment: str) -> None:
@@ -850,10 +857,42 @@ def test_deployment_with_neither_device_nor_selector(validate_repo: Validate) ->
 
 
 @pytest.mark.parametrize(
+    ("field", "meant"),
+    [
+        ("devices", "deviceMappings"),  # docker compose's name
+        ("device", "deviceMappings"),
+        ("Devices", "deviceMappings"),
+        ("devics", "deviceMappings"),
+        ("devicess", "deviceMappings"),
+        ("deviceMapping", "deviceMappings"),
+        ("deviceRequest", "deviceRequests"),
+        ("restartPolicyy", "restartPolicy"),
+        ("volume", "volumes"),
+    ],
+)
+def test_a_misspelt_container_field_suggests_what_was_meant(
+    validate_repo: Validate, field: str, meant: str
+) -> None:
+    body = f"    - name: a\n      image: busybox\n      {field}: []\n"
+    problem = only(validate_repo(release(body)))
+    assert problem.field == f"spec.containers[0].{field}"
+    assert problem.message.startswith(f"unknown field {field!r} (did you mean {meant!r}?)")
+
+
+def test_another_tools_name_is_suggested_only_where_its_field_is() -> None:
+    assert suggest("devices", ["deviceMappings", "deviceRequests"]) == (
+        " (did you mean 'deviceMappings'?)"
+    )
+    assert suggest("devices", ["deviceRequests"]) == " (did you mean 'deviceRequests'?)"
+    assert suggest("devices", ["device", "selector"]) == " (did you mean 'device'?)"
+
+
+@pytest.mark.parametrize(
     ("field", "value", "path", "fragment"),
     [
         ("portBindings", "['8080:80', '80/icmp']", "portBindings[1]", "protocol must be tcp"),
         ("binds", "['/srv:data']", "binds[0]", "path 'data' must be absolute"),
+        ("binds", "['/srv:/srv', './config:/config']", "binds[1]", "bind source './config'"),
         ("extraHosts", "['db:nope']", "extraHosts[0]", "'nope' is not an IP address"),
         ("capAdd", "[NET_ADMIN, net_raw]", "capAdd[1]", "'net_raw' is not a Linux capability"),
         ("hostname", "bad_host", "hostname", "'bad_host' is not a valid hostname"),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -115,13 +116,19 @@ def openapi(
         "docs/openapi.json"
     ),
     check: Annotated[
-        bool, typer.Option("--check", help="Exit 1 when the file is stale; write nothing.")
+        bool,
+        typer.Option("--check", help="Exit 1 when the file is stale or invalid; write nothing."),
     ] = False,
 ) -> None:
-    """Write the controller's OpenAPI document, generated from the app."""
+    """Write the controller's OpenAPI document, generated from the app and validated."""
     from reconciler.server.app import render_openapi
+    from reconciler.server.openapi import invalid
 
     text = render_openapi()
+    reason = invalid(json.loads(text))
+    if reason is not None:
+        typer.echo(f"the generated OpenAPI document is invalid: {reason}", err=True)
+        raise typer.Exit(1)
     if check:
         current = output.read_text(encoding="utf-8") if output.exists() else None
         if current != text:

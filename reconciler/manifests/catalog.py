@@ -116,13 +116,19 @@ class Catalog:
         return [self.devices[name] for name in sorted(names)]
 
 
+# A name no document can have, for `broken`: a broken document of that kind whose name is
+# unknown (a credential encrypted whole that could not be decrypted) may be any of them.
+ANY_NAME = "*"
+
+
 def build_catalog(
     checked: Iterable[Checked[Manifest]], broken: Set[tuple[str, str]] = frozenset()
 ) -> tuple[Catalog, list[Problem]]:
     """Index manifests by kind and name, then apply every rule across documents.
 
     `broken` names (kind, name) of documents that failed their own checks: references to them
-    are not reported again, so one mistake gives one error.
+    are not reported again, so one mistake gives one error. (kind, `ANY_NAME`) stands for
+    every name of the kind.
     """
     by_kind: dict[str, dict[str, Checked[Manifest]]] = {}
     problems: list[Problem] = []
@@ -194,7 +200,7 @@ def _release_problems(catalog: Catalog, broken: Set[tuple[str, str]]) -> Iterato
             name = container.image_credential
             if name is not None:
                 credential = catalog.credentials.get(name)
-                if ("ImageCredential", name) in broken:
+                if any(("ImageCredential", n) in broken for n in (name, ANY_NAME)):
                     pass
                 elif credential is None:
                     yield release.problem(

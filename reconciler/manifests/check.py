@@ -59,10 +59,18 @@ def problem_at(
     )
 
 
+# What users of other tools write for one of our fields: a compose user's `devices:` means
+# `deviceMappings`, though `deviceRequests` (GPUs) is spelt closer.
+KNOWN_AS = {"devices": "deviceMappings"}
+
+
 def suggest(word: str, options: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` when a close match exists, else ``."""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.65)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """` (did you mean 'x'?)` when a close match exists, else ``. A word close to another
+    tool's name for an option (`KNOWN_AS`) suggests that option."""
+    names = list(options)
+    aliases = {alias: name for alias, name in KNOWN_AS.items() if name in names}
+    close = difflib.get_close_matches(word, [*names, *aliases], n=1, cutoff=0.65)
+    return f" (did you mean {aliases.get(close[0], close[0])!r}?)" if close else ""
 
 
 def check_document(document: Document) -> Checked[Manifest] | list[Problem]:

@@ -20,10 +20,18 @@ from reconciler import API_VERSION
 from reconciler.errors import HedgerowError
 from reconciler.manifests.catalog import Catalog
 from reconciler.manifests.check import Checked
-from reconciler.manifests.model import ImageCredential
+from reconciler.manifests.load import Document
+from reconciler.manifests.model import KINDS, ImageCredential
 from reconciler.manifests.problems import Problem, Severity
 from reconciler.secrets.secret import Secret, fingerprint
-from reconciler.secrets.sops import Identity, Rules, SopsError, decrypt, encrypt
+from reconciler.secrets.sops import (
+    Identity,
+    Rules,
+    SopsError,
+    decrypt,
+    encrypt,
+    is_encrypted_value,
+)
 
 SOPS_CONFIG = ".sops.yaml"
 DEFAULT_RULES = Rules(encrypted_regex="^(username|password)$")
@@ -90,6 +98,55 @@ def _decrypt_one(
     if not username or not password:
         return "decrypted username and password must not be empty"
     return Credential(entry.name, entry.manifest.spec.registry, Secret(username), Secret(password))
+
+
+# -- credentials encrypted whole ---------------------------------------------------------------
+
+
+def sealed(document: Document) -> bool:
+    """Whether sops encrypted the document whole, as it does with no `.sops.yaml` rule: its
+    kind is an encrypted value, so nothing about it can be checked before decrypting."""
+    data = document.data
+    if not isinstance(data, dict) or "sops" not in data:
+        return False
+    kind = data.get("kind")
+    return isinstance(kind, str) and is_encrypted_value(kind)
+
+
+def unseal(document: Document, identities: Sequence[Identity]) -> Document | Problem:
+    """A credential encrypted whole, as a `.sops.yaml` rule would have left it: what a
+    credential keeps readable (apiVersion, kind, metadata, spec.registry) decrypted, the rest
+    as encrypted as it was, so that no plaintext secret is in the document; they are
+    decrypted into `Secret`s later, like any credential's. Flux decrypts such files, and an
+    operator with the key expects them to work. Else one error at the document."""
+
+    def refused(reason: str) -> Problem:
+        line, column = document.locate(())
+        message = f"encrypted whole by sops (kind, metadata and apiVersion too): {reason}"
+        return Problem(document.file, line, column, None, None, None, message)
+
+    if not identities:
+        return refused(
+            "no age key found to decrypt it (set SOPS_AGE_KEY_FILE or SOPS_AGE_KEY, or pass "
+            "--age-key-file); or let sops encrypt only the secrets, with "
+            "`encrypted_regex: ^(username|password)$` in .sops.yaml"
+        )
+    if _documents_in(document.text) != 1:
+        return refused("sops encrypts whole files: keep each ImageCredential in a file of its own")
+    try:
+        tree, _ = decrypt(document.text, identities, file=document.file)
+    except SopsError as exc:
+        return refused(f"cannot decrypt: {exc.reason}")
+    kind = tree.get("kind") if isinstance(tree, dict) else None
+    if kind != "ImageCredential":
+        shown = kind if isinstance(kind, str) and kind in KINDS else "another"
+        return refused(f"only an ImageCredential may be; this document's kind is {shown}")
+    view = dict(document.data)
+    view.update((key, tree[key]) for key in ("apiVersion", "kind", "metadata") if key in tree)
+    spec, plain = view.get("spec"), tree.get("spec")
+    if isinstance(spec, dict) and isinstance(plain, dict) and "registry" in plain:
+        view["spec"] = {**spec, "registry": plain["registry"]}
+    return Document(document.file, document.text, document.index, view)
 
 
 def _documents_in(text: str) -> int:

@@ -8,9 +8,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reconciler.manifests.catalog import Catalog, build_catalog
+from reconciler.manifests.catalog import ANY_NAME, Catalog, build_catalog
 from reconciler.manifests.check import Checked, check_document
-from reconciler.manifests.credentials import Credential, decrypt_credentials, structure_only
+from reconciler.manifests.credentials import (
+    Credential,
+    decrypt_credentials,
+    sealed,
+    structure_only,
+    unseal,
+)
 from reconciler.manifests.load import Document, load_files, read_tree
 from reconciler.manifests.model import Manifest
 from reconciler.manifests.problems import Problem, Severity
@@ -44,10 +50,11 @@ def validate_files(
 
     `identities` are age keys for the credentials: None leaves them encrypted (structure only,
     silently); an empty list says so with a warning per credential; keys decrypt them, and a
-    credential that fails to decrypt or verify is an error at its file.
+    credential that fails to decrypt or verify is an error at its file. A credential encrypted
+    whole (kind and name too) has no structure to check without a key: an error either way.
     """
     with _no_gc_pauses():
-        report = _validate(files)
+        report = _validate(files, identities or ())
     if identities is None or not report.catalog.credentials:
         return report
     credentials: dict[str, Credential] = {}
@@ -72,12 +79,19 @@ def _no_gc_pauses() -> Iterator[None]:
             gc.enable()
 
 
-def _validate(files: Iterable[tuple[str, bytes | Problem]]) -> Report:
+def _validate(
+    files: Iterable[tuple[str, bytes | Problem]], identities: Sequence[Identity]
+) -> Report:
     loaded = load_files(files)
     problems = list(loaded.problems)
     checked: list[Checked[Manifest]] = []
     broken = {(p.kind, p.name) for p in loaded.problems if p.kind and p.name}
-    for document in loaded.documents:
+    for found in loaded.documents:
+        document = unseal(found, identities) if sealed(found) else found
+        if isinstance(document, Problem):
+            problems.append(document)
+            broken.add(("ImageCredential", ANY_NAME))  # its name is encrypted too
+            continue
         result = check_document(document)
         if isinstance(result, Checked):
             checked.append(result)

@@ -123,7 +123,12 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
             ),
             200: {
                 "content": {"application/json": {"schema": wire_ref(wire.DesiredDocument)}},
-                "headers": {"ETag": {"description": "Quoted SHA-256 of the body."}},
+                "headers": {
+                    "ETag": {
+                        "description": "Quoted SHA-256 of the body.",
+                        "schema": {"type": "string"},
+                    }
+                },
             },
             304: {"description": "Unchanged: the ETag matches If-None-Match (after `wait`)."},
         },

@@ -62,10 +62,11 @@ def install(app: FastAPI, backend: Backend, metrics: Metrics) -> None:
         operation_id="getMetrics",
         tags=["metrics"],
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def prometheus() -> Response:
-        """Prometheus text format: reconcile time, queue depth, conditions, polls."""
+        """Prometheus text format: reconcile time, queue depth, conditions, polls. The
+        Content-Type's `version` is the installed prometheus-client's text format."""
         statuses = await asyncio.to_thread(backend.store.statuses)
         counts = Tally(
             (c.type.value, c.status) for record in statuses for c in record.status.conditions
@@ -74,4 +75,6 @@ def install(app: FastAPI, backend: Backend, metrics: Metrics) -> None:
         for (condition, value), n in sorted(counts.items()):
             metrics.deployments.labels(condition=condition, status=value).set(n)
         metrics.queue_depth.set(backend.queue_depth())
+        # The format and its content type come from the same library version, which the
+        # OpenAPI document does not name (`text/plain`): 0.20 writes 0.0.4, newer 1.0.0.
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

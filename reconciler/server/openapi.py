@@ -1,11 +1,12 @@
 """The OpenAPI document: FastAPI's, with the wire Structs' schemas and one error body.
 
 `docs/openapi.json` is generated from an app that never runs (`app.render_openapi`), and
-`hedgerow openapi --check` keeps the committed file true to the code.
+`hedgerow openapi --check` keeps the committed file true to the code, and valid OpenAPI.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -53,3 +54,26 @@ def _one_error_body(paths: dict[str, Any]) -> None:
                 for content in response.get("content", {}).values():
                     if content.get("schema", {}).get("$ref") == old:
                         content["schema"] = {"$ref": f"{_SCHEMAS}ErrorBody"}
+
+
+def invalid(spec: Mapping[str, Any]) -> str | None:
+    """Why `spec` is not a valid OpenAPI document (per openapi-spec-validator), or None.
+
+    Generators and clients run this validator; a document that only matches itself would let
+    `--check` pass on something they refuse. Imported here, not at the top: the running
+    controller never needs it.
+    """
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.exceptions import (
+        OpenAPIValidationError,
+        ValidatorDetectError,
+    )
+
+    try:
+        validate(spec)
+    except ValidatorDetectError:
+        return "no openapi version field"
+    except OpenAPIValidationError as exc:
+        reasons = "; or ".join(sorted({str(c.message) for c in exc.context or ()}))
+        return f"{exc.json_path}: {exc.message}" + (f" ({reasons})" if reasons else "")
+    return None

@@ -235,10 +235,14 @@ _BIND_OPTIONS = frozenset(
 )
 
 
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")  # Docker's grammar for volume names
+
+
 def check_bind(value: str) -> None:
     parts = value.split(":")
     if len(parts) not in (2, 3) or not all(parts):
         raise ValueError(f"bind {value!r} must be 'source:target[:options]' with no empty part")
+    _check_bind_source(parts[0])
     _check_absolute(parts[1])
     if len(parts) == 3:
         unknown = sorted(set(parts[2].split(",")) - _BIND_OPTIONS)
@@ -246,6 +250,23 @@ def check_bind(value: str) -> None:
             raise ValueError(
                 f"bind option {unknown[0]!r} is unknown; use {', '.join(sorted(_BIND_OPTIONS))}"
             )
+
+
+def _check_bind_source(source: str) -> None:
+    """Docker refuses a relative source at create time, on the device, long after the commit
+    was applied; nothing expands `${VAR}` or `~`; a bare name would be a volume outside the
+    Volume kind."""
+    if source.startswith("/"):
+        return
+    if "$" in source:
+        why = "variables are not expanded"
+    elif _VOLUME_NAME.fullmatch(source):
+        why = "mount a named volume with `volumes: [{volume, target}]`"
+    else:
+        why = "Docker refuses a relative path"
+    raise ValueError(
+        f"bind source {source!r} must be an absolute host path (start with '/'); {why}"
+    )
 
 
 Bind = Annotated[str, checked(check_bind)]
