@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from reconciler.cli.options import DataDir, Db, OutputOption, open_store
-from reconciler.cli.output import Output, console
+from reconciler.cli.output import Output, console, literal
 from reconciler.store import EventRecord, StatusRecord, Store
 
 
@@ -45,11 +45,11 @@ def print_status(store: Store) -> None:
     out.print(f"revision: {applied or '(none applied yet)'}")
     for record in store.rejected(limit=10):
         out.print(
-            f"[red]rejected[/] {record.sha[:12]} at {record.at:%Y-%m-%d %H:%M:%S}: "
+            f"[red]rejected[/] {literal(record.sha[:12])} at {record.at:%Y-%m-%d %H:%M:%S}: "
             f"{len(record.errors)} error(s)"
         )
         for error in record.errors[:5]:
-            out.print(f"  {error['file']}:{error['line']}: {error['message']}", markup=False)
+            out.print(f"  {literal(_where(error))}{literal(str(error['message']))}")
     table = Table(title="Deployments")
     for column in ("deployment", "device", "application", "desired", "observed", "state",
                    "conditions"):  # fmt: skip
@@ -57,7 +57,7 @@ def print_status(store: Store) -> None:
     for entry in _statuses(store):
         s = entry.status
         conditions = " ".join(f"{c.type}={c.status}({c.reason})" for c in s.conditions)
-        table.add_row(
+        cells = (
             entry.deployment,
             entry.device,
             s.application,
@@ -66,7 +66,13 @@ def print_status(store: Store) -> None:
             f"{s.desired_state}/{s.observed_state or '?'}",
             conditions,
         )
+        table.add_row(*map(literal, cells))
     out.print(table)
+
+
+def _where(error: dict[str, Any]) -> str:
+    """`file:line: ` of a stored finding; nothing for one about the commit as a whole."""
+    return f"{error['file']}:{error['line']}: " if error.get("file") else ""
 
 
 def _statuses(store: Store) -> list[StatusRecord]:
@@ -92,7 +98,7 @@ def events(
     for column in ("id", "at", "device", "deployment", "event", "message"):
         table.add_column(column, overflow="fold")
     for event in found:
-        table.add_row(
+        cells = (
             str(event.id),
             f"{event.at:%Y-%m-%d %H:%M:%S}",
             event.device or "-",
@@ -100,6 +106,7 @@ def events(
             event.kind,
             event.message,
         )
+        table.add_row(*map(literal, cells))
     console().print(table)
 
 
