@@ -52,15 +52,24 @@ def agent(
     token_file: Annotated[Path, typer.Option("--token-file", exists=True, dir_okay=False)],
     data_dir: Annotated[Path, typer.Option("--data-dir")] = Path("/var/lib/hedgerow"),
     poll_interval: Annotated[str, typer.Option("--poll-interval", help="30s, 2m, ...")] = "30s",
-    ca_file: Annotated[Path | None, typer.Option("--ca-file", dir_okay=False)] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option("--ca-file", dir_okay=False, help="CA to trust; REQUESTS_CA_BUNDLE is not."),
+    ] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option("--proxy", help="http(s):// proxy to the controller; HTTPS_PROXY is not."),
+    ] = None,
     log_format: LogFormatOption = None,
 ) -> None:
     """Run the device agent against the local Docker engine (DOCKER_HOST)."""
-    from agent.main import duration, run  # the agent and its docker SDK, only when asked for
+    from agent.main import duration, proxy_url, run  # the agent and its SDK, only when asked for
 
     try:
         interval = duration(poll_interval)
+        if proxy is not None:
+            proxy_url(proxy)
     except ValueError as exc:
         fail(str(exc))
     logs.configure(log_format.value if log_format else None)
-    run(controller, device, token_file, data_dir, interval, ca_file)
+    run(controller, device, token_file, data_dir, interval, ca_file, proxy)
