@@ -12,6 +12,8 @@ to the latest revision, so a new version of the controller upgrades its database
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -100,7 +102,7 @@ class Store:
         if backend == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(database))
             engine = create_engine(parsed)
             _sqlite_transactions(engine)
         elif backend == "postgresql":
@@ -408,6 +410,20 @@ def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
         "revision": item.revision,
         "agent_seq": seq,
     }
+
+
+def _private_file(path: Path) -> None:
+    """The SQLite file readable by the controller's user alone (token hashes, fingerprints,
+    every device's reports): made 0600 before SQLite opens it, which gives its -wal and -shm
+    files the same mode; a folder made for it is 0700. An existing folder is left as it is
+    (it may be any folder an operator named), an existing database made 0600 when it is ours."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            with contextlib.suppress(PermissionError):  # another user's: only read it
+                path.chmod(0o600)
 
 
 def _sqlite_transactions(engine: Engine) -> None:
