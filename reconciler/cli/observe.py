@@ -11,6 +11,7 @@ from rich.table import Table
 
 from reconciler.cli.options import DataDir, Db, OutputOption, open_store
 from reconciler.cli.output import Output, console, literal
+from reconciler.core import history
 from reconciler.store import EventRecord, StatusRecord, Store
 
 
@@ -28,8 +29,12 @@ def status(
 
 
 def status_json(store: Store) -> dict[str, Any]:
+    applied = store.applied_revision()
+    rewritten, deleted = _branch_warnings(store, applied)
     return {
-        "revision": store.applied_revision(),
+        "revision": applied,
+        "historyRewritten": _warning_json(rewritten),
+        "branchDeleted": _warning_json(deleted),
         "rejected": [
             {"revision": r.sha, "at": r.at.isoformat(), "errors": r.errors}
             for r in store.rejected(limit=10)
@@ -38,11 +43,37 @@ def status_json(store: Store) -> dict[str, Any]:
     }
 
 
+def _branch_warnings(
+    store: Store, applied: str | None
+) -> tuple[EventRecord | None, EventRecord | None]:
+    """The rewrite of history that brought the applied revision, if one did, and the deletion
+    of the followed branch, while it lasts."""
+    rewritten = store.last_event([history.HISTORY_REWRITTEN])
+    if rewritten is not None and (applied is None or rewritten.revision != applied):
+        rewritten = None
+    deleted = store.last_event(history.BRANCH_EVENTS)
+    if deleted is not None and deleted.kind != history.BRANCH_DELETED:
+        deleted = None
+    return rewritten, deleted
+
+
+def _warning_json(event: EventRecord | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    return {"revision": event.revision, "at": event.at.isoformat(), "message": event.message}
+
+
 def print_status(store: Store) -> None:
     """The `hedgerow status` table (the demo prints it too)."""
     out = console()
     applied = store.applied_revision()
     out.print(f"revision: {applied or '(none applied yet)'}")
+    for warning in _branch_warnings(store, applied):
+        if warning is not None:
+            out.print(
+                f"[yellow]warning[/] {literal(warning.kind)} at {warning.at:%Y-%m-%d %H:%M:%S}: "
+                f"{literal(warning.message)}"
+            )
     for record in store.rejected(limit=10):
         out.print(
             f"[red]rejected[/] {literal(record.sha[:12])} at {record.at:%Y-%m-%d %H:%M:%S}: "

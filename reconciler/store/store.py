@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -299,12 +299,20 @@ class Store:
         if after_id is not None:
             query = query.where(Event.id > after_id)
         with self._sessions() as session:
-            return [
-                EventRecord(
-                    e.id, e.at, e.device, e.kind, e.message, e.deployment, e.revision, e.agent_seq
-                )
-                for e in session.scalars(query)
-            ]
+            return [_event(e) for e in session.scalars(query)]
+
+    def last_event(self, kinds: Collection[str]) -> EventRecord | None:
+        """The newest event of the fleet as a whole (no device) whose kind is one of `kinds`:
+        few rows, found through the (device, id) index."""
+        query = (
+            select(Event)
+            .where(Event.device.is_(None), Event.kind.in_(list(kinds)))
+            .order_by(Event.id.desc())
+            .limit(1)
+        )
+        with self._sessions() as session:
+            found = session.scalar(query)
+            return None if found is None else _event(found)
 
     # fingerprints
 
@@ -398,6 +406,12 @@ def _report(document: JSONObject) -> wire.StatusReport:
 
 def _revision(row: Revision) -> RevisionRecord:
     return RevisionRecord(row.sha, row.valid, row.attempted_at, row.errors, row.applied_at)
+
+
+def _event(e: Event) -> EventRecord:
+    return EventRecord(
+        e.id, e.at, e.device, e.kind, e.message, e.deployment, e.revision, e.agent_seq
+    )
 
 
 def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
