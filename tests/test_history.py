@@ -7,7 +7,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from textwrap import dedent
@@ -22,6 +26,7 @@ from reconciler import logs
 from reconciler.cli.app import app
 from reconciler.controller.controller import Controller
 from reconciler.controller.source import Mirror
+from reconciler.demo.daemons import free_port
 from reconciler.store import EventRecord, Store
 from tests.support.repos import BASE, RELEASE_110, commit
 
@@ -229,3 +234,49 @@ def test_a_deleted_branch_is_reported_once_and_its_revision_stays(
     upstream.git.checkout("-q", "main")
     upgraded = commit(upstream, "upgrade", UPGRADE)
     assert applied(restarted) == upgraded
+
+
+@pytest.mark.e2e  # a controller process
+def test_hedgerow_controller_refuses_a_rewrite_when_told_to(
+    upstream: git.Repo, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    args = [sys.executable, "-m", "reconciler", "controller", "--repo", upstream.working_dir,
+            "--data-dir", str(data), "--listen", f"127.0.0.1:{free_port()}", "--watch",
+            "--interval", "3600", "--no-allow-history-rewrite"]  # fmt: skip
+    with (tmp_path / "controller.log").open("wb") as log:
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    def shown() -> dict[str, Any]:
+        result = CliRunner().invoke(app, ["status", "--data-dir", str(data), "-o", "json"])
+        loaded: dict[str, Any] = json.loads(result.output) if result.exit_code == 0 else {}
+        return loaded
+
+    def wait(check: Callable[[dict[str, Any]], bool], what: str) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if check(shown()):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what} ({tmp_path / 'controller.log'})")
+
+    try:
+        first = upstream.head.commit.hexsha
+        wait(lambda s: s.get("revision") == first, "the first revision")
+        good = commit(upstream, "upgrade", UPGRADE)
+        wait(lambda s: s.get("revision") == good, "the upgrade")
+        upstream.git.reset("-q", "--hard", first)
+        forced = commit(upstream, "scale out instead", {"devices-3.yaml": DEVICE_3})
+        wait(lambda s: bool(s.get("rejected")), "the rejection")
+        state = shown()
+        assert state["revision"] == good and state["rejected"][0]["revision"] == forced
+        assert (
+            "refused by --no-allow-history-rewrite" in state["rejected"][0]["errors"][0]["message"]
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
