@@ -87,15 +87,15 @@ def controller(mirror: Mirror, store: Store, *, allow: bool = True) -> Controlle
     )
 
 
-def status(store: Store, *args: str) -> Result:
-    url = store._engine.url.render_as_string(hide_password=False)
+def status(url: str, *args: str) -> Result:
+    """`hedgerow status` on the store at `url`, as an operator runs it."""
     result = CliRunner().invoke(app, ["status", "--db", url, *args], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     return result
 
 
-def status_json(store: Store) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(status(store, "-o", "json").output)
+def status_json(url: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(status(url, "-o", "json").output)
     return loaded
 
 
@@ -110,7 +110,7 @@ def applied(ctl: Controller) -> str:
 
 
 def test_a_force_push_is_applied_with_a_warning_while_it_is_the_applied_revision(
-    upstream: git.Repo, mirror: Mirror, store: Store, log: io.StringIO
+    upstream: git.Repo, mirror: Mirror, store: Store, database_url: str, log: io.StringIO
 ) -> None:
     ctl = controller(mirror, store)
     first = applied(ctl)
@@ -126,24 +126,24 @@ def test_a_force_push_is_applied_with_a_warning_while_it_is_the_applied_revision
         f"{dropped[:12]} (a force-push); devices are rolled back to what {forced[:12]} holds"
     )
     assert events_logged(log) == ["history rewritten"]
-    shown = status_json(store)
+    shown = status_json(database_url)
     assert shown["revision"] == forced and shown["historyRewritten"] == {
         "revision": forced,
         "at": event.at.isoformat(),
         "message": event.message,
     }
     assert f"warning history-rewritten at {event.at:%Y-%m-%d %H:%M:%S}: {event.message}" in (
-        status(store).output
+        status(database_url).output
     )
     after = commit(upstream, "on top", {"devices-3.yaml": DEVICE_3.replace("paris", "lille")})
     assert applied(ctl) == after
     assert len(kinds(store, "history-rewritten")) == 1  # a descendant is ordinary again
-    assert status_json(store)["historyRewritten"] is None
-    assert "history-rewritten" not in status(store).output
+    assert status_json(database_url)["historyRewritten"] is None
+    assert "history-rewritten" not in status(database_url).output
 
 
 def test_a_branch_moved_back_is_a_rewrite_too(
-    upstream: git.Repo, mirror: Mirror, store: Store
+    upstream: git.Repo, mirror: Mirror, store: Store, database_url: str
 ) -> None:
     ctl = controller(mirror, store)
     first = applied(ctl)
@@ -154,11 +154,11 @@ def test_a_branch_moved_back_is_a_rewrite_too(
     (event,) = kinds(store, "history-rewritten")
     assert event.revision == first
     assert f"moved back from {upgraded[:12]} to its ancestor {first[:12]}" in event.message
-    assert status_json(store)["historyRewritten"]["message"] == event.message
+    assert status_json(database_url)["historyRewritten"]["message"] == event.message
 
 
 def test_an_ordinary_history_has_no_warning(
-    upstream: git.Repo, mirror: Mirror, store: Store
+    upstream: git.Repo, mirror: Mirror, store: Store, database_url: str
 ) -> None:
     ctl = controller(mirror, store)
     first = applied(ctl)
@@ -170,12 +170,12 @@ def test_an_ordinary_history_has_no_warning(
     upstream.git.merge("-q", "--no-ff", "side", "-m", "merge side")  # two parents, one applied
     applied(ctl)
     assert kinds(store, "history-rewritten") == []
-    shown = status_json(store)
+    shown = status_json(database_url)
     assert shown["historyRewritten"] is None and shown["branchDeleted"] is None
 
 
 def test_with_rewrites_refused_a_force_push_is_rejected_and_the_last_good_stays(
-    upstream: git.Repo, mirror: Mirror, store: Store
+    upstream: git.Repo, mirror: Mirror, store: Store, database_url: str
 ) -> None:
     ctl = controller(mirror, store, allow=False)
     first = applied(ctl)
@@ -195,7 +195,7 @@ def test_with_rewrites_refused_a_force_push_is_rejected_and_the_last_good_stays(
     assert rejected.sha == forced and rejected.errors[0]["message"] == error.message
     assert kinds(store, "history-rewritten") == []
     assert ctl.sync() is None  # considered once, like any invalid commit
-    text = status(store).output
+    text = status(database_url).output
     assert f"rejected {forced[:12]}" in text and f"\n  {error.message}\n" in text
     on_top = commit(upstream, "still not a descendant", {"devices-3.yaml": DEVICE_3 + " "})
     refused = ctl.sync()
@@ -205,7 +205,7 @@ def test_with_rewrites_refused_a_force_push_is_rejected_and_the_last_good_stays(
 
 
 def test_a_deleted_branch_is_reported_once_and_its_revision_stays(
-    upstream: git.Repo, mirror: Mirror, store: Store, log: io.StringIO
+    upstream: git.Repo, mirror: Mirror, store: Store, database_url: str, log: io.StringIO
 ) -> None:
     ctl = controller(mirror, store)
     first = applied(ctl)
@@ -216,9 +216,9 @@ def test_a_deleted_branch_is_reported_once_and_its_revision_stays(
     assert event.revision == first
     assert "branch 'main' was deleted upstream" in event.message and first[:12] in event.message
     assert events_logged(log) == ["followed branch deleted upstream"]  # not at every interval
-    shown = status_json(store)
+    shown = status_json(database_url)
     assert shown["revision"] == first and shown["branchDeleted"]["message"] == event.message
-    assert "warning branch-deleted at" in status(store).output
+    assert "warning branch-deleted at" in status(database_url).output
 
     restarted = controller(mirror, store)  # the store remembers it was reported
     restarted.resume()
@@ -230,7 +230,7 @@ def test_a_deleted_branch_is_reported_once_and_its_revision_stays(
     assert events_logged(log)[-1] == "followed branch restored"
     (back,) = kinds(store, "branch-restored")
     assert back.revision == first
-    assert status_json(store)["branchDeleted"] is None
+    assert status_json(database_url)["branchDeleted"] is None
     upstream.git.checkout("-q", "main")
     upgraded = commit(upstream, "upgrade", UPGRADE)
     assert applied(restarted) == upgraded
