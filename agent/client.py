@@ -28,6 +28,9 @@ class Fetched:
 
 
 class ControllerClient:
+    """The device API for one device. `verify` is the CA file to trust (True: the public CAs
+    requests ships); `proxy` an `http(s)://` proxy URL, used only when given."""
+
     def __init__(
         self,
         url: str,
@@ -35,12 +38,18 @@ class ControllerClient:
         token: str,
         *,
         verify: bool | str = True,
+        proxy: str | None = None,
     ) -> None:
         self.device = device
         self._base = url.rstrip("/")
         self._http = requests.Session()
+        # Trust and routing are what the flags say: the environment's REQUESTS_CA_BUNDLE or
+        # CURL_CA_BUNDLE would replace --ca-file, its HTTPS_PROXY would see every poll, and a
+        # ~/.netrc entry would replace the token. Each request names its CA and proxy itself.
+        self._http.trust_env = False
         self._http.headers["Authorization"] = f"Bearer {token}"
-        self._http.verify = verify
+        self._verify = verify
+        self._proxies = {"http": proxy, "https": proxy} if proxy else {}
         self._timeout = (10.0, 75.0)  # connect, read: a long poll holds up to 60 s
 
     def close(self) -> None:
@@ -55,6 +64,8 @@ class ControllerClient:
                 headers=headers,
                 params=params,
                 timeout=self._timeout,
+                verify=self._verify,
+                proxies=self._proxies,
             )
         except requests.RequestException as exc:
             raise ControllerUnreachable(
@@ -75,6 +86,8 @@ class ControllerClient:
                 data=msgspec.json.encode(report),
                 headers={"Content-Type": "application/json"},
                 timeout=self._timeout,
+                verify=self._verify,
+                proxies=self._proxies,
             )
         except requests.RequestException as exc:
             raise ControllerUnreachable(

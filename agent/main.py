@@ -54,9 +54,11 @@ def run(
     data_dir: Path,
     poll_interval: float,
     ca_file: Path | None = None,
+    proxy: str | None = None,
 ) -> None:
     token = token_file.read_text(encoding="utf-8").strip()
-    client = ControllerClient(controller, device, token, verify=str(ca_file) if ca_file else True)
+    verify = str(ca_file) if ca_file else True
+    client = ControllerClient(controller, device, token, verify=verify, proxy=proxy)
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -90,24 +92,54 @@ def run(
         client.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def proxy_url(text: str) -> str:
+    """An `http://` or `https://` proxy URL; the error never repeats it (it may hold a password)."""
+    scheme, _, rest = text.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise ValueError("the proxy must be an http:// or https:// URL")
+    return text
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hedgerow-agent", description=__doc__)
     parser.add_argument("--controller", required=True, help="Controller URL")
     parser.add_argument("--device", required=True, help="This device's name")
     parser.add_argument("--token-file", required=True, type=Path)
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/hedgerow"))
     parser.add_argument("--poll-interval", type=duration, default=30.0)
-    parser.add_argument("--ca-file", type=Path, default=None)
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=None,
+        help="CA certificate(s) to trust for the controller; REQUESTS_CA_BUNDLE is ignored",
+    )
+    parser.add_argument(
+        "--proxy",
+        type=_proxy_argument,
+        default=None,
+        help="http(s):// proxy to the controller; HTTPS_PROXY and friends are ignored",
+    )
     parser.add_argument(
         "--log-format",
         choices=logs.FORMATS,
         default=None,
         help="json or console; default: json unless the logs go to a terminal",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _proxy_argument(text: str) -> str:
+    try:
+        return proxy_url(text)
+    except ValueError as exc:  # argparse shows an ArgumentTypeError's message alone
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     logs.configure(args.log_format)
     run(args.controller, args.device, args.token_file, args.data_dir, args.poll_interval,
-        args.ca_file)  # fmt: skip
+        args.ca_file, args.proxy)  # fmt: skip
     return 0
 
 

@@ -22,7 +22,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from reconciler.controller.source import Mirror, SourceError, redact, tree_files, watch_refs
+from reconciler.controller.source import (
+    BranchDeleted,
+    Mirror,
+    SourceError,
+    redact,
+    tree_files,
+    watch_refs,
+)
 
 VOLUME = "kind: Volume\n"
 SECRET = "s3cr3t"
@@ -113,11 +120,64 @@ def test_a_force_push_is_followed(upstream: git.Repo, cache: Path) -> None:
 
 def test_other_branches_are_mirrored_too_and_pruned(upstream: git.Repo, cache: Path) -> None:
     upstream.git.branch("feature")
+    upstream.git.branch("gone")
     with Mirror(where(upstream), "feature", cache) as mirror:
         assert mirror.fetch() == upstream.head.commit.hexsha
+        upstream.git.branch("-D", "gone")
+        mirror.fetch()
+        assert sorted(b.name for b in mirror.repo.branches) == ["feature", "main"]
+
+
+def test_a_deleted_branch_is_reported_and_its_last_commit_kept(
+    upstream: git.Repo, cache: Path
+) -> None:
+    upstream.git.branch("feature")
+    with Mirror(where(upstream), "feature", cache) as mirror:
+        last = mirror.fetch()
         upstream.git.branch("-D", "feature")
-        with pytest.raises(SourceError, match="has no branch 'feature' \\(its branches: main\\)"):
-            mirror.fetch()
+        for _ in range(2):  # and again at the next interval
+            with pytest.raises(BranchDeleted) as raised:
+                mirror.fetch()
+            assert raised.value.last == last
+            assert str(raised.value) == (
+                f"{where(upstream)}: branch 'feature' was deleted upstream (its branches: main); "
+                f"its last fetched commit {last[:12]} is kept"
+            )
+        assert "feature" not in [b.name for b in mirror.repo.branches]  # pruned, yet kept:
+        mirror.repo.git.gc("--quiet", "--prune=now")
+        assert dict(tree_files(mirror.repo, last)) == {"a.yaml": VOLUME.encode()}
+        back = commit(upstream, {"b.yaml": VOLUME}, "after")
+        upstream.git.branch("feature")
+        assert mirror.fetch() == back
+    with Mirror(where(upstream), "feature", cache) as restarted:  # it survives a restart
+        upstream.git.branch("-D", "feature")
+        with pytest.raises(BranchDeleted) as raised:
+            restarted.fetch()
+        assert raised.value.last == back
+
+
+def test_a_branch_never_fetched_is_missing_not_deleted(upstream: git.Repo, cache: Path) -> None:
+    with Mirror(where(upstream), "main", cache) as mirror:
+        mirror.fetch()
+    with Mirror(where(upstream), "release", cache) as other, pytest.raises(SourceError) as raised:
+        other.fetch()
+    assert not isinstance(raised.value, BranchDeleted)
+    assert "has no branch 'release'" in str(raised.value)
+
+
+def test_descends_follows_history(upstream: git.Repo, cache: Path) -> None:
+    first = upstream.head.commit.hexsha
+    second = commit(upstream, {"b.yaml": VOLUME})
+    upstream.git.checkout("-q", "--orphan", "unrelated")
+    orphan = commit(upstream, {"c.yaml": VOLUME}, "no parent")
+    with Mirror(where(upstream), "main", cache) as mirror:
+        mirror.fetch()
+        assert mirror.descends(second, first) and mirror.descends(first, first)
+        assert not mirror.descends(first, second)  # moved back
+        assert not mirror.descends(orphan, second) and not mirror.descends(second, orphan)
+        assert not mirror.descends(second, "0" * 40)  # unknown: not shown to descend
+        with pytest.raises(ValueError, match="not a full commit sha"):
+            mirror.descends("--all", first)
 
 
 def test_a_missing_branch_is_named(upstream: git.Repo, cache: Path) -> None:

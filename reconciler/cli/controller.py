@@ -42,6 +42,13 @@ def controller(
         Path | None, typer.Option("--tls-cert", help="PEM certificate (chain): serve HTTPS.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
+    allow_history_rewrite: Annotated[
+        bool,
+        typer.Option(
+            "--allow-history-rewrite/--no-allow-history-rewrite",
+            help="Apply a branch force-pushed or moved back, with a warning; or reject it.",
+        ),
+    ] = True,
     log_format: LogFormatOption = None,
 ) -> None:
     """Follow a branch, apply each valid commit whole, and reconcile every device."""
@@ -79,7 +86,14 @@ def controller(
             return mirror.files(sha, path)
 
     runner = Runner(
-        Controller(Source(), store, identities=keys, fingerprint_key=fingerprint_key(data_dir)),
+        Controller(
+            Source(),
+            store,
+            identities=keys,
+            fingerprint_key=fingerprint_key(data_dir),
+            history=mirror,
+            allow_history_rewrite=allow_history_rewrite,
+        ),
         interval=interval,
     )
     app = create_app(runner, webhook_secret=secret, operator_token=operator_token)

@@ -4,6 +4,9 @@ alone runs `hedgerow-agent`)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -23,12 +26,17 @@ app = typer.Typer(help="Device credentials for the device API.")
 def device_token(
     name: Annotated[str, typer.Argument(help="The Device's metadata.name.")],
     revoke: Annotated[bool, typer.Option("--revoke", help="Remove the device's token.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, help="Write the token to this file (0600)."),
+    ] = None,
     db: Db = None,
     data_dir: DataDir = Path(".hedgerow"),
 ) -> None:
     """Issue a device's token (replacing any previous one) and print it once, or revoke it.
 
-    Only its hash is stored: a lost token cannot be shown again, issue a new one.
+    Only its hash is stored: a lost token cannot be shown again, issue a new one. With -o the
+    token goes to FILE, readable by its owner alone, and not to the terminal.
     """
     try:
         check_dns_label(name)
@@ -40,10 +48,62 @@ def device_token(
                 fail(f"device {name} has no token", code=1)
             typer.echo(f"revoked the token of device {name}", err=True)
             return
+        warning = unknown_device(name, store.applied_revision(), store.document_revisions())
         token = tokens.issue()
-        store.put_token(name, tokens.hash_token(token), datetime.now(UTC))
-    typer.echo(token)  # stdout holds the token alone, for `> token-file`
-    typer.echo(f"issued a token for device {name}; it is not shown again", err=True)
+        staged = _stage(output, token) if output is not None else None
+        try:
+            store.put_token(name, tokens.hash_token(token), datetime.now(UTC))
+            if staged is not None and output is not None:
+                _place(staged, output)
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+    if output is None:
+        typer.echo(token)  # stdout holds the token alone, for `> token-file`
+        typer.echo(f"issued a token for device {name}; it is not shown again", err=True)
+    else:
+        typer.echo(f"wrote {output}: a token for device {name}", err=True)
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def unknown_device(name: str, applied: str | None, devices: Collection[str]) -> str | None:
+    """Why a token for `name` may be a mistake (a typo, a device not yet committed), or None
+    when the applied revision has that device."""
+    if applied is None:
+        return f"no revision is applied yet: {name} cannot be checked against the fleet"
+    if name in devices:
+        return None
+    return (
+        f"{name} is not a device of the applied revision {applied[:12]}: its agent gets 404 "
+        "until a commit adds it"
+    )
+
+
+def _place(staged: Path, output: Path) -> None:
+    try:
+        os.replace(staged, output)
+    except OSError as exc:
+        fail(
+            f"cannot write {output}: {exc.strerror or exc}; the token was issued, issue another", 1
+        )
+
+
+def _stage(output: Path, token: str) -> Path:
+    """The token in a new file beside `output`, created 0600 (mkstemp), so no other user can
+    ever read it; renamed over `output` once the store holds its hash."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{output.name}-", dir=output.parent)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    staged = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"{token}\n")
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    return staged
 
 
 def agent(
@@ -52,15 +112,24 @@ def agent(
     token_file: Annotated[Path, typer.Option("--token-file", exists=True, dir_okay=False)],
     data_dir: Annotated[Path, typer.Option("--data-dir")] = Path("/var/lib/hedgerow"),
     poll_interval: Annotated[str, typer.Option("--poll-interval", help="30s, 2m, ...")] = "30s",
-    ca_file: Annotated[Path | None, typer.Option("--ca-file", dir_okay=False)] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option("--ca-file", dir_okay=False, help="CA to trust; REQUESTS_CA_BUNDLE is not."),
+    ] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option("--proxy", help="http(s):// proxy to the controller; HTTPS_PROXY is not."),
+    ] = None,
     log_format: LogFormatOption = None,
 ) -> None:
     """Run the device agent against the local Docker engine (DOCKER_HOST)."""
-    from agent.main import duration, run  # the agent and its docker SDK, only when asked for
+    from agent.main import duration, proxy_url, run  # the agent and its SDK, only when asked for
 
     try:
         interval = duration(poll_interval)
+        if proxy is not None:
+            proxy_url(proxy)
     except ValueError as exc:
         fail(str(exc))
     logs.configure(log_format.value if log_format else None)
-    run(controller, device, token_file, data_dir, interval, ca_file)
+    run(controller, device, token_file, data_dir, interval, ca_file, proxy)

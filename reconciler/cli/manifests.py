@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reconciler.cli.options import AgeKeyFile, OutputOption
-from reconciler.cli.output import Output, console, identities
+from reconciler.cli.output import Output, console, identities, literal
 from reconciler.manifests import crds as crd_files
 from reconciler.manifests.validate import Report, validate_tree
 
@@ -40,7 +40,7 @@ def validate(
     else:
         out = console()
         for problem in report.problems:
-            out.print(problem.render(), markup=False)
+            out.print(literal(problem.render()))
         _print_verdict(out, report)
         if summary and report.valid:
             _print_summary(out, report)
@@ -92,7 +92,7 @@ def _print_summary(console: Console, report: Report) -> None:
     for device_name, rows in sorted(runs.items()):
         model = catalog.devices[device_name].manifest.spec.system_model
         for row in rows or [("-", "-", "-", "-")]:
-            devices.add_row(device_name, model, *row)
+            devices.add_row(*map(literal, (device_name, model, *row)))
     console.print(devices)
 
 

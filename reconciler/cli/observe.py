@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from reconciler.cli.options import DataDir, Db, OutputOption, open_store
-from reconciler.cli.output import Output, console
+from reconciler.cli.output import Output, console, literal
+from reconciler.core import history
 from reconciler.store import EventRecord, StatusRecord, Store
 
 
@@ -28,8 +29,12 @@ def status(
 
 
 def status_json(store: Store) -> dict[str, Any]:
+    applied = store.applied_revision()
+    rewritten, deleted = _branch_warnings(store, applied)
     return {
-        "revision": store.applied_revision(),
+        "revision": applied,
+        "historyRewritten": _warning_json(rewritten),
+        "branchDeleted": _warning_json(deleted),
         "rejected": [
             {"revision": r.sha, "at": r.at.isoformat(), "errors": r.errors}
             for r in store.rejected(limit=10)
@@ -38,18 +43,44 @@ def status_json(store: Store) -> dict[str, Any]:
     }
 
 
+def _branch_warnings(
+    store: Store, applied: str | None
+) -> tuple[EventRecord | None, EventRecord | None]:
+    """The rewrite of history that brought the applied revision, if one did, and the deletion
+    of the followed branch, while it lasts."""
+    rewritten = store.last_event([history.HISTORY_REWRITTEN])
+    if rewritten is not None and (applied is None or rewritten.revision != applied):
+        rewritten = None
+    deleted = store.last_event(history.BRANCH_EVENTS)
+    if deleted is not None and deleted.kind != history.BRANCH_DELETED:
+        deleted = None
+    return rewritten, deleted
+
+
+def _warning_json(event: EventRecord | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    return {"revision": event.revision, "at": event.at.isoformat(), "message": event.message}
+
+
 def print_status(store: Store) -> None:
     """The `hedgerow status` table (the demo prints it too)."""
     out = console()
     applied = store.applied_revision()
     out.print(f"revision: {applied or '(none applied yet)'}")
+    for warning in _branch_warnings(store, applied):
+        if warning is not None:
+            out.print(
+                f"[yellow]warning[/] {literal(warning.kind)} at {warning.at:%Y-%m-%d %H:%M:%S}: "
+                f"{literal(warning.message)}"
+            )
     for record in store.rejected(limit=10):
         out.print(
-            f"[red]rejected[/] {record.sha[:12]} at {record.at:%Y-%m-%d %H:%M:%S}: "
+            f"[red]rejected[/] {literal(record.sha[:12])} at {record.at:%Y-%m-%d %H:%M:%S}: "
             f"{len(record.errors)} error(s)"
         )
         for error in record.errors[:5]:
-            out.print(f"  {error['file']}:{error['line']}: {error['message']}", markup=False)
+            out.print(f"  {literal(_where(error))}{literal(str(error['message']))}")
     table = Table(title="Deployments")
     for column in ("deployment", "device", "application", "desired", "observed", "state",
                    "conditions"):  # fmt: skip
@@ -57,7 +88,7 @@ def print_status(store: Store) -> None:
     for entry in _statuses(store):
         s = entry.status
         conditions = " ".join(f"{c.type}={c.status}({c.reason})" for c in s.conditions)
-        table.add_row(
+        cells = (
             entry.deployment,
             entry.device,
             s.application,
@@ -66,7 +97,13 @@ def print_status(store: Store) -> None:
             f"{s.desired_state}/{s.observed_state or '?'}",
             conditions,
         )
+        table.add_row(*map(literal, cells))
     out.print(table)
+
+
+def _where(error: dict[str, Any]) -> str:
+    """`file:line: ` of a stored finding; nothing for one about the commit as a whole."""
+    return f"{error['file']}:{error['line']}: " if error.get("file") else ""
 
 
 def _statuses(store: Store) -> list[StatusRecord]:
@@ -92,7 +129,7 @@ def events(
     for column in ("id", "at", "device", "deployment", "event", "message"):
         table.add_column(column, overflow="fold")
     for event in found:
-        table.add_row(
+        cells = (
             str(event.id),
             f"{event.at:%Y-%m-%d %H:%M:%S}",
             event.device or "-",
@@ -100,6 +137,7 @@ def events(
             event.kind,
             event.message,
         )
+        table.add_row(*map(literal, cells))
     console().print(table)
 
 

@@ -15,7 +15,7 @@ import typer
 
 from reconciler import wire
 from reconciler.cli.options import AgeKeyFile
-from reconciler.cli.output import fail, identities, read_token
+from reconciler.cli.output import fail, identities, printable_lines, read_token
 from reconciler.controller.source import SourceError, open_repo, resolve, tree_files
 from reconciler.core.desired import desired_fleet
 from reconciler.core.observed import observed_releases
@@ -74,7 +74,7 @@ def plan(
     result = review(before, after, compared)
     if observed is not None:
         result = replace(result, devices=_plan_observed(before, after, observed))
-    typer.echo(render(result, output), nl=False)
+    typer.echo(printable_lines(render(result, output)), nl=False)  # JSON escapes its own
     raise typer.Exit(0 if result.valid else 1)
 
 

@@ -16,6 +16,8 @@ from typing import Protocol
 import msgspec
 
 from reconciler import wire
+from reconciler.controller.source import BranchDeleted
+from reconciler.core import history
 from reconciler.core.desired import (
     affected_devices,
     changed_files,
@@ -41,11 +43,14 @@ from reconciler.core.immutable import (
 from reconciler.core.observed import observed_releases
 from reconciler.core.plan import Action, plan_device
 from reconciler.core.status import deployment_status
+from reconciler.logs import get_logger
 from reconciler.manifests.credentials import changed, fingerprints
 from reconciler.manifests.problems import Problem
 from reconciler.manifests.validate import Report, validate_files
 from reconciler.secrets.sops import Identity
 from reconciler.store import EventIn, FingerprintKind, Store
+
+log = get_logger("hedgerow.controller")
 
 # Told which devices' desired documents may have changed (None: every device); may be called
 # from the controller's worker thread, so listeners must be thread-safe.
@@ -53,11 +58,18 @@ Listener = Callable[[Sequence[str] | None], None]
 
 
 class Source(Protocol):
-    """Where revisions come from: the tip of a branch, and the manifests of a commit."""
+    """Where revisions come from: the tip of a branch, and the manifests of a commit. `fetch`
+    raises `BranchDeleted` when the branch is gone upstream."""
 
     def fetch(self) -> str: ...
 
     def files(self, sha: str) -> Iterable[tuple[str, bytes | Problem]]: ...
+
+
+class History(Protocol):
+    """How commits relate: whether `sha` is `ancestor` or comes after it (a `Mirror` is one)."""
+
+    def descends(self, sha: str, ancestor: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -76,9 +88,16 @@ class Controller:
         *,
         identities: Sequence[Identity],
         fingerprint_key: bytes,
+        history: History | None = None,
+        allow_history_rewrite: bool = True,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """Without `history`, commits are not checked for a rewrite of history (a source of
+        one commit, in tests); with it, a commit that does not descend from the applied one is
+        applied with a warning, or rejected when `allow_history_rewrite` is off."""
         self.source = source
+        self.history = history
+        self.allow_history_rewrite = allow_history_rewrite
         self.store = store
         self.identities = list(identities)
         self.key = fingerprint_key
@@ -89,6 +108,7 @@ class Controller:
         self._present: dict[str, frozenset[str]] = {}  # images each device last reported
         # device → the commit that last changed its desired state (as stored; see resume)
         self._revisions: dict[str, str] = {}
+        self._branch_deleted: bool | None = None  # as the store's events say; None: not read
 
     # -- revisions -----------------------------------------------------------------------------
 
@@ -118,8 +138,17 @@ class Controller:
         return self.store.stored_document(device)
 
     def sync(self) -> Outcome | None:
-        """Fetch the branch and consider its tip; None when it was already considered."""
-        sha = self.source.fetch()
+        """Fetch the branch and consider its tip; None when it was already considered, or
+        when the branch is deleted upstream (recorded once; the applied revision stays)."""
+        try:
+            sha = self.source.fetch()
+        except BranchDeleted as gone:
+            self._branch_gone(gone)
+            return None
+        if self._branch_is_deleted():
+            self._record(history.BRANCH_RESTORED, history.restored(sha), sha)
+            log.info("followed branch restored", revision=sha)
+            self._branch_deleted = False
         last = self.store.last_attempt()
         if last is not None and last.sha == sha and (self.applied or not last.valid):
             return None
@@ -129,6 +158,10 @@ class Controller:
         """Validate one commit as a whole; apply it, or reject it and keep the last good one."""
         report = self._validate(sha)
         errors = [*report.errors, *self._immutability(report)]
+        rewrite = self._rewrite(sha)
+        if rewrite is not None and not self.allow_history_rewrite:
+            log.warning("history rewrite refused", revision=sha, rewrite=rewrite)
+            errors.append(Problem("", 0, 0, None, None, None, history.refused(rewrite)))
         at = self.now()
         if errors:
             self.store.record_attempt(sha, False, [p.to_json() for p in errors], at)
@@ -150,10 +183,40 @@ class Controller:
         for device in gone:
             self._revisions.pop(device, None)
         self._revisions.update(dict.fromkeys(changed, sha))
-        message = f"revision {sha[:12]} applied"
-        self.store.append_events([EventIn(at, None, "applied", message, revision=sha)])
+        events = [EventIn(at, None, "applied", f"revision {sha[:12]} applied", revision=sha)]
+        if rewrite is not None:  # devices go back: say so where operators look
+            log.warning("history rewritten", revision=sha, rewrite=rewrite)
+            warning = history.rewritten(rewrite, sha)
+            events.append(EventIn(at, None, history.HISTORY_REWRITTEN, warning, revision=sha))
+        self.store.append_events(events)
         self._notify(devices)  # only their documents changed: the others stay as they are
         return Outcome(sha, True, [], devices)
+
+    def _rewrite(self, sha: str) -> str | None:
+        """How `sha` rewrites the history of the applied revision (the branch was force-pushed
+        or moved back), or None when it descends from it."""
+        applied = self.applied
+        if applied is None or self.history is None or self.history.descends(sha, applied.sha):
+            return None
+        backwards = self.history.descends(applied.sha, sha)
+        return history.rewrite(sha, applied.sha, backwards=backwards)
+
+    def _branch_gone(self, gone: BranchDeleted) -> None:
+        """Record a deleted branch once (not at every fetch); its last revision stays."""
+        if not self._branch_is_deleted():
+            log.warning("followed branch deleted upstream", revision=gone.last, error=str(gone))
+            self._record(history.BRANCH_DELETED, str(gone), gone.last)
+            self._branch_deleted = True
+
+    def _branch_is_deleted(self) -> bool:
+        """Whether the store's last word on the branch is that it is deleted (read once)."""
+        if self._branch_deleted is None:
+            last = self.store.last_event(history.BRANCH_EVENTS)
+            self._branch_deleted = last is not None and last.kind == history.BRANCH_DELETED
+        return self._branch_deleted
+
+    def _record(self, kind: str, message: str, sha: str) -> None:
+        self.store.append_events([EventIn(self.now(), None, kind, message, revision=sha)])
 
     def _desired(self, report: Report) -> tuple[Fleet, list[str]]:
         """The new desired fleet, and the devices it changes: recomputed only where the

@@ -37,12 +37,22 @@ from reconciler.manifests.load import (
 )
 from reconciler.manifests.problems import Problem
 
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 object names
 _LINK_MODE = 0o120000
 _MAX_LINKS = 8  # like a kernel's ELOOP limit, small: a chain longer than this is a mistake
 
 
 class SourceError(HedgerowError):
     """A repository or revision that cannot be used; the message is meant for the user."""
+
+
+class BranchDeleted(SourceError):
+    """The followed branch is gone upstream; `last` is the commit it had when last fetched,
+    which the mirror keeps."""
+
+    def __init__(self, message: str, last: str) -> None:
+        super().__init__(message)
+        self.last = last
 
 
 def open_repo(path_or_url: str | Path) -> git.Repo:
@@ -71,6 +81,19 @@ def resolve(repo: git.Repo, rev: str) -> str:
             "(for a branch of a clone, fetch it with its history first)"
         ) from None
     return str(sha).strip()
+
+
+def descends(repo: git.Repo, sha: str, ancestor: str) -> bool:
+    """Whether commit `sha` is `ancestor` or comes after it in history. False as well when
+    either is unknown to `repo`: a descent that cannot be shown is not assumed."""
+    if not (_SHA.fullmatch(sha) and _SHA.fullmatch(ancestor)):
+        raise ValueError(f"not a full commit sha: {sha!r}, {ancestor!r}")
+    status, _, _ = repo.git.execute(
+        ["git", "merge-base", "--is-ancestor", ancestor, sha],
+        with_extended_output=True,
+        with_exceptions=False,
+    )
+    return status == 0
 
 
 def tree_files(repo: git.Repo, sha: str, path: str = "") -> Iterator[tuple[str, bytes | Problem]]:
@@ -163,6 +186,9 @@ def _problem(rel: str, message: str) -> Problem:
 
 _SCHEMES = frozenset({"file", "https", "ssh"})
 _REFSPEC = "+refs/heads/*:refs/heads/*"  # branches only: no pull-request refs, no moved tags
+# The followed branch's last fetched commit, out of the refspec's reach: a branch deleted
+# upstream is pruned from refs/heads, and this keeps its commits (and `git gc` off them).
+_KEPT = "refs/hedgerow/followed/"
 _MIN_GIT = (2, 31)  # GIT_CONFIG_COUNT, which keeps the URL out of files and process lists
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<userinfo>[^/?#\s'\"]*)@")
 _DEFAULT_TIMEOUT = 300.0
@@ -205,6 +231,7 @@ class Mirror:
         self.path = Path(cache) / hashlib.sha256(self.display_url.encode()).hexdigest()[:16]
         self._timeout = timeout
         self._repo: git.Repo | None = None
+        self._kept: str | None = None  # the commit _KEPT names, once this process wrote it
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -222,7 +249,9 @@ class Mirror:
     def fetch(self) -> str:
         """Bring the mirror up to date (creating it on first use); the full sha of the branch.
 
-        A branch deleted or rewritten upstream is followed: the refspec forces and prunes.
+        A branch rewritten upstream is followed: the refspec forces and prunes. A followed
+        branch deleted upstream raises `BranchDeleted`, naming the commit it last had, which
+        the mirror keeps; fetched again once the branch is back.
         """
         with self._lock:
             if self._repo is None:
@@ -243,6 +272,10 @@ class Mirror:
     def files(self, sha: str, path: str = "") -> Iterator[tuple[str, bytes | Problem]]:
         """`tree_files` of a fetched commit: a Mirror is a controller `Source` as it is."""
         return tree_files(self.repo, sha, path)
+
+    def descends(self, sha: str, ancestor: str) -> bool:
+        """`descends` in the mirror: a Mirror is the controller's `History` too."""
+        return descends(self.repo, sha, ancestor)
 
     def close(self) -> None:
         """End the git processes the repository keeps for reading objects."""
@@ -284,20 +317,24 @@ class Mirror:
             ) from None
 
     def _tip(self, repo: git.Repo) -> str:
-        ref = f"refs/heads/{self.branch}^{{commit}}"
-        status, sha, _ = repo.git.execute(
-            ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", ref],
-            with_extended_output=True,
-            with_exceptions=False,
-        )
-        if status == 0:
-            return sha.strip()
+        kept = f"{_KEPT}{self.branch}"
+        sha = _rev_parse(repo, f"refs/heads/{self.branch}")
+        if sha is not None:
+            if sha != self._kept:
+                repo.git.update_ref(kept, sha)
+                self._kept = sha
+            return sha
         branches = repo.git.for_each_ref("--format=%(refname:lstrip=2)", "refs/heads/").split()
         known = ", ".join(branches[:10]) + (", ..." if len(branches) > 10 else "")
-        raise SourceError(
-            f"{self.display_url} has no branch {self.branch!r} "
-            + (f"(its branches: {known})" if branches else "(it has no branches)")
-        )
+        listed = f"(its branches: {known})" if branches else "(it has no branches)"
+        last = _rev_parse(repo, kept)
+        if last is not None:
+            raise BranchDeleted(
+                f"{self.display_url}: branch {self.branch!r} was deleted upstream {listed}; "
+                f"its last fetched commit {last[:12]} is kept",
+                last,
+            )
+        raise SourceError(f"{self.display_url} has no branch {self.branch!r} {listed}")
 
     def _git(self, repo: git.Repo, *args: str, action: str) -> None:
         """Run git for the remote, without prompting; a failure becomes a redacted SourceError.
@@ -340,6 +377,16 @@ class Mirror:
         for secret in self._secrets:
             message = message.replace(secret, "***")
         return message
+
+
+def _rev_parse(repo: git.Repo, ref: str) -> str | None:
+    """The commit `ref` names, or None when there is no such ref."""
+    status, sha, _ = repo.git.execute(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
+        with_extended_output=True,
+        with_exceptions=False,
+    )
+    return sha.strip() if status == 0 else None
 
 
 def _normalize_url(url: str) -> str:

@@ -12,8 +12,10 @@ to the latest revision, so a new version of the controller upgrades its database
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -136,7 +138,7 @@ class Store:
         if backend == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(database))
             engine = create_engine(parsed)
             _sqlite_transactions(engine)
         elif backend == "postgresql":
@@ -395,12 +397,20 @@ class Store:
         if after_id is not None:
             query = query.where(Event.id > after_id)
         with self._sessions() as session:
-            return [
-                EventRecord(
-                    e.id, e.at, e.device, e.kind, e.message, e.deployment, e.revision, e.agent_seq
-                )
-                for e in session.scalars(query)
-            ]
+            return [_event(e) for e in session.scalars(query)]
+
+    def last_event(self, kinds: Collection[str]) -> EventRecord | None:
+        """The newest event of the fleet as a whole (no device) whose kind is one of `kinds`:
+        few rows, found through the (device, id) index."""
+        query = (
+            select(Event)
+            .where(Event.device.is_(None), Event.kind.in_(list(kinds)))
+            .order_by(Event.id.desc())
+            .limit(1)
+        )
+        with self._sessions() as session:
+            found = session.scalar(query)
+            return None if found is None else _event(found)
 
     # fingerprints
 
@@ -516,6 +526,12 @@ def _revision(row: Revision) -> RevisionRecord:
     return RevisionRecord(row.sha, row.valid, row.attempted_at, row.errors, row.applied_at)
 
 
+def _event(e: Event) -> EventRecord:
+    return EventRecord(
+        e.id, e.at, e.device, e.kind, e.message, e.deployment, e.revision, e.agent_seq
+    )
+
+
 def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
     return {
         "at": utc(item.at),
@@ -533,6 +549,20 @@ def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
 for _name, _method in list(vars(Store).items()):
     if not _name.startswith("_") and _name not in ("open", "close") and callable(_method):
         setattr(Store, _name, _translated(_method))
+
+
+def _private_file(path: Path) -> None:
+    """The SQLite file readable by the controller's user alone (token hashes, fingerprints,
+    every device's reports): made 0600 before SQLite opens it, which gives its -wal and -shm
+    files the same mode; a folder made for it is 0700. An existing folder is left as it is
+    (it may be any folder an operator named), an existing database made 0600 when it is ours."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            with contextlib.suppress(PermissionError):  # another user's: only read it
+                path.chmod(0o600)
 
 
 def _sqlite_transactions(engine: Engine) -> None:
