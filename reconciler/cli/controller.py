@@ -41,6 +41,15 @@ def controller(
         Path | None, typer.Option("--tls-cert", help="PEM certificate (chain): serve HTTPS.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
+    max_report_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-report-bytes",
+            min=1,
+            show_default="1048576 (1 MiB)",
+            help="Largest device status report, in bytes; a larger one is 413.",
+        ),
+    ] = None,
     log_format: LogFormatOption = None,
 ) -> None:
     """Follow a branch, apply each valid commit whole, and reconcile every device."""
@@ -52,6 +61,7 @@ def controller(
     from reconciler.controller.runner import Runner
     from reconciler.controller.source import Mirror, SourceError, watch_refs
     from reconciler.server.app import create_app
+    from reconciler.server.limits import BodyCaps
 
     host, _, port = listen.rpartition(":")
     if (tls_cert is None) != (tls_key is None):
@@ -77,7 +87,12 @@ def controller(
         Controller(Source(), store, identities=keys, fingerprint_key=fingerprint_key(data_dir)),
         interval=interval,
     )
-    app = create_app(runner, webhook_secret=secret, operator_token=operator_token)
+    app = create_app(
+        runner,
+        webhook_secret=secret,
+        operator_token=operator_token,
+        body_caps=BodyCaps(report=max_report_bytes) if max_report_bytes else BodyCaps(),
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning",
                        log_config=None,  # our handler (reconciler.logs) renders its lines

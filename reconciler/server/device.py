@@ -131,7 +131,11 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         tags=["device"],
         response_model=Accepted,
         dependencies=[Depends(device_access(cache))],
-        responses=described(**_REFUSED, _422="Invalid, or for another device."),
+        responses=described(
+            **_REFUSED,
+            _413="The report is over --max-report-bytes.",
+            _422="Invalid, or for another device.",
+        ),
         openapi_extra={
             "requestBody": {
                 "required": True,
