@@ -25,7 +25,10 @@ from typer.testing import CliRunner
 
 from reconciler.cli.app import app as cli
 from reconciler.demo.daemons import free_port
+from reconciler.server.connections import Sparse, default_max_connections
+from reconciler.server.limits import BodyCaps
 from reconciler.server.webhook import sign
+from tests.support.repos import commit
 
 SECRET = b"webhook-secret-for-hardening-tests"
 MIB = 1024 * 1024
@@ -281,3 +284,149 @@ def test_a_chunked_body_is_counted_and_answered_413_when_it_crosses_its_cap(
         thread.join(60)
     assert [a[:13] for a in answers] == [b"HTTP/1.1 413 "] * 4, [a[:200] for a in answers]
     assert running.peak_rss() - before < 32 * MIB
+
+
+# -- idle and slow connections -----------------------------------------------------------------
+
+
+@pytest.mark.e2e  # a controller process
+def test_connections_that_send_no_request_are_closed_after_the_header_timeout(
+    start: Start,
+) -> None:
+    running = start("--header-timeout", "2")
+    opened = time.monotonic()
+    idle = [_connect(running.port) for _ in range(50)]
+    half = _connect(running.port)
+    half.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    time.sleep(1)
+    assert not any(_is_closed(sock) for sock in [*idle, half]), "cut before the timeout"
+    assert all(_closed_after(sock, 6 - (time.monotonic() - opened)) for sock in [*idle, half])
+    # after a response, the next request's headers are due within the timeout too
+    with _connect(running.port) as kept:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_response(kept, 5)[0] == 200
+        kept.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert _closed_after(kept, 5)
+    for sock in idle:
+        sock.close()
+    half.close()
+    assert _health(running.url) == 200
+
+
+@pytest.mark.e2e  # a controller process
+def test_headers_sent_one_byte_a_second_are_cut_at_the_header_timeout(start: Start) -> None:
+    running = start("--header-timeout", "2")
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+    slow = [_connect(running.port) for _ in range(10)]
+    opened = time.monotonic()
+    closed: dict[int, float] = {}
+    for byte in request:
+        if len(closed) == len(slow) or time.monotonic() - opened > 8:
+            break
+        for index, sock in enumerate(slow):
+            if index in closed:
+                continue
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed[index] = time.monotonic() - opened
+                continue
+            if _is_closed(sock):
+                closed[index] = time.monotonic() - opened
+        time.sleep(1)
+    for sock in slow:
+        sock.close()
+    assert len(closed) == len(slow), f"still open after 8 s: {len(slow) - len(closed)}"
+    assert min(closed.values()) > 1.5 and max(closed.values()) < 5, closed
+
+
+@pytest.mark.e2e  # a controller process, a 30 s long poll
+def test_long_polls_outlive_a_short_header_timeout(start: Start, upstream: git.Repo) -> None:
+    running = start("--header-timeout", "2", "--watch")
+    tokens = {d: (running.data.parent / f"{d}.token").read_text() for d in ("pi-1", "pi-2")}
+    desired = f"{running.url}/v1/devices/{{}}/desired"
+    tags = {}
+    for device, token in tokens.items():
+        first = httpx.get(desired.format(device), headers={"Authorization": f"Bearer {token}"})
+        assert first.status_code == 200, first.text
+        tags[device] = first.headers["etag"]
+    results: dict[str, tuple[int, float]] = {}
+
+    def poll(device: str) -> None:
+        headers = {"Authorization": f"Bearer {tokens[device]}", "If-None-Match": tags[device]}
+        sent = time.monotonic()
+        answer = httpx.get(
+            desired.format(device), params={"wait": "30"}, headers=headers, timeout=45
+        )
+        results[device] = (answer.status_code, time.monotonic() - sent)
+
+    threads = [threading.Thread(target=poll, args=(d,)) for d in tokens]
+    for thread in threads:
+        thread.start()
+    time.sleep(20)  # ten header timeouts
+    commit(upstream, "nantes too", {"nantes.yaml": NANTES})  # pi-2's document changes
+    for thread in threads:
+        thread.join(40)
+    assert results["pi-1"][0] == 304 and results["pi-1"][1] >= 29, results
+    assert results["pi-2"][0] == 200 and 19 < results["pi-2"][1] < 29, results
+
+
+NANTES = """\
+    apiVersion: hedgerow.dev/v1alpha1
+    kind: Deployment
+    metadata: {name: web-nantes}
+    spec:
+      application: web
+      release: "1.0.0"
+      selector: {matchLabels: {site: nantes}}
+    """
+
+
+# -- connections and file descriptors ----------------------------------------------------------
+
+
+@pytest.mark.e2e  # a controller process
+def test_connections_over_the_cap_are_answered_503(start: Start) -> None:
+    running = start("--max-connections", "8", "--header-timeout", "3")
+    idle = [_connect(running.port) for _ in range(10)]
+    time.sleep(0.5)
+    with _connect(running.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = _read_response(sock, 5)
+        assert (status, headers["connection"]) == (503, "close")
+        assert "connections" in _detail(body)
+    _wait(lambda: all(_is_closed(sock) for sock in idle), 6, "the idle connections cut")
+    for sock in idle:
+        sock.close()
+    assert _health(running.url) == 200
+
+
+# -- the parts, without a process ----------------------------------------------------------------
+
+
+def test_each_route_has_its_cap() -> None:
+    caps = BodyCaps(report=10)
+    assert caps.for_path("/v1/hooks/git") == 25 * MIB
+    assert caps.for_path("/v1/devices/pi-1/status") == 10
+    assert caps.for_path("/v1/devices/pi-1/desired") == 64 * 1024
+    assert caps.for_path("/v1/devices/a/b/status") == 64 * 1024
+    assert caps.for_path("/healthz") == 64 * 1024
+
+
+def test_the_default_connection_cap_leaves_descriptors_for_the_rest() -> None:
+    assert default_max_connections(1024) == 1024 - 128
+    assert default_max_connections(256) == 128
+    assert default_max_connections(100) == 50
+    assert default_max_connections(1 << 20) == (1 << 20) - 128
+
+
+def test_a_flood_of_one_event_is_one_line_per_period_with_a_count() -> None:
+    now = [0.0]
+    sparse = Sparse("out of file descriptors", every=10, clock=lambda: now[0])
+    logged = []
+    for step in range(3000):  # 30 s of 100 a second
+        now[0] = step / 100
+        if sparse.note():
+            logged.append(now[0])
+    assert logged == [0.0, 10.0, 20.0]
+    assert sparse.suppressed == 999

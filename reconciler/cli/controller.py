@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +51,24 @@ def controller(
             help="Largest device status report, in bytes; a larger one is 413.",
         ),
     ] = None,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            min=0.1,
+            help="Seconds a connection has to send a request's headers, from its opening or "
+            "its previous response; then it is closed.",
+        ),
+    ] = 10.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            show_default="the open-file limit less 128",
+            help="Connections held at once; one more is answered 503.",
+        ),
+    ] = None,
     log_format: LogFormatOption = None,
 ) -> None:
     """Follow a branch, apply each valid commit whole, and reconcile every device."""
@@ -60,6 +79,7 @@ def controller(
     from reconciler.controller.keys import fingerprint_key
     from reconciler.controller.runner import Runner
     from reconciler.controller.source import Mirror, SourceError, watch_refs
+    from reconciler.server import connections
     from reconciler.server.app import create_app
     from reconciler.server.limits import BodyCaps
 
@@ -74,6 +94,7 @@ def controller(
         fail(str(exc))
     secret = webhook_secret_file.read_bytes().strip() if webhook_secret_file else None
     logs.configure(log_format.value if log_format else None)
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     store = open_store(db, data_dir)
 
     class Source:
@@ -98,7 +119,11 @@ def controller(
                        log_config=None,  # our handler (reconciler.logs) renders its lines
                        ssl_certfile=tls_cert, ssl_keyfile=tls_key,
                        # long polls would otherwise hold a stop for up to a minute
-                       timeout_graceful_shutdown=3)
+                       timeout_graceful_shutdown=3,
+                       http=connections.protocol(
+                           header_timeout=header_timeout,
+                           max_connections=max_connections
+                           or connections.default_max_connections(open_files)))
     )  # fmt: skip
 
     async def main() -> None:
