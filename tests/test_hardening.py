@@ -401,6 +401,36 @@ def test_connections_over_the_cap_are_answered_503(start: Start) -> None:
     assert _health(running.url) == 200
 
 
+@pytest.mark.e2e  # a controller process
+def test_running_out_of_file_descriptors_is_survived_and_logged_sparingly(
+    start: Start,
+) -> None:
+    running = start("--header-timeout", "2", nofile=(256, 256))
+    idle = [_connect(running.port) for _ in range(400)]  # beyond the controller's limit
+    time.sleep(1)
+    asked = time.monotonic()
+    answer = httpx.get(f"{running.url}/healthz", timeout=20)
+    assert answer.status_code in (200, 503) and time.monotonic() - asked < 15
+    time.sleep(3)
+    for sock in idle:
+        sock.close()
+    _wait(lambda: _health(running.url) == 200, 10, "healthy again")
+    log = running.log.read_text(errors="replace")
+    about = [
+        line
+        for line in log.splitlines()
+        if re.search(r"descriptor|open files|out of system resource", line, re.I)
+    ]
+    assert 1 <= len(about) <= 5, f"{len(about)} lines, {len(log)} bytes: {about[:3]}"
+    assert len(log) < 100_000
+
+
+@pytest.mark.e2e  # a controller process
+def test_the_controller_raises_its_soft_open_file_limit_to_the_hard_one(start: Start) -> None:
+    running = start(nofile=(256, 4096))
+    assert running.open_files_limit() == (4096, 4096)
+
+
 # -- the parts, without a process ----------------------------------------------------------------
 
 

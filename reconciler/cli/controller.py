@@ -94,7 +94,7 @@ def controller(
         fail(str(exc))
     secret = webhook_secret_file.read_bytes().strip() if webhook_secret_file else None
     logs.configure(log_format.value if log_format else None)
-    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    open_files = raise_open_file_limit()
     store = open_store(db, data_dir)
 
     class Source:
@@ -127,6 +127,7 @@ def controller(
     )  # fmt: skip
 
     async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(connections.ExhaustionLog())
         stop = asyncio.Event()
         extra = [server.serve()]
         if watch:
@@ -144,6 +145,23 @@ def controller(
         pass
     finally:
         store.close()
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one, and return the soft limit now. Every
+    connection is a descriptor, and a service's soft limit is often 1,024 under a far higher
+    hard one (systemd's defaults): the controller of a fleet needs the higher."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # a platform with a lower ceiling: keep the soft
+            logs.get_logger("hedgerow.controller").warning(
+                "cannot raise the open-file limit", soft=soft, hard=hard, error=str(exc)
+            )
+        else:
+            soft = hard
+    return soft
 
 
 def openapi(

@@ -1,4 +1,5 @@
-"""The controller's connections: a header timeout uvicorn lacks, and a cap on connections.
+"""The controller's connections: a header timeout uvicorn lacks, a cap on connections, and one
+log line, not thousands, when file descriptors run out.
 
 Every open connection is a file descriptor. uvicorn's `timeout_keep_alive` runs only between
 requests and any byte cancels it, so a client that connects and sends nothing, or one header
@@ -12,6 +13,8 @@ A request whose headers are in is never cut by the timeout: a long poll waits up
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -28,6 +31,8 @@ HEADER_TIMEOUT = 10.0
 # Descriptors kept for all but connections: the database (a pool of up to 15 for PostgreSQL),
 # git's pipes, the mirror's files, the log, the watcher, the listening sockets.
 HEADROOM = 128
+# The errors of accept() when the process or the system is out of descriptors or memory.
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def default_max_connections(open_files: int) -> int:
@@ -66,6 +71,30 @@ class Sparse:
         )
         self.last, self.suppressed = now, 0
         return True
+
+
+class ExhaustionLog:
+    """An event loop exception handler. asyncio's accept loop reports every failed accept()
+    with a traceback, up to `backlog` (2,048) times a turn once descriptors run out, and each
+    schedules a retry that fails again once the server is closed: 55 MB of log in 25 s. Those
+    become one line every few seconds; anything else goes to asyncio's own handler."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.sparse = Sparse("out of file descriptors: new connections wait", every)
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in _EXHAUSTED:
+            self.sparse.note(error=os.strerror(error.errno))
+        elif isinstance(error, ValueError) and _retried_accept(context.get("handle")):
+            self.sparse.suppressed += 1  # a retry of the above, after the server closed
+        else:
+            loop.default_exception_handler(context)
+
+
+def _retried_accept(handle: object) -> bool:
+    callback = getattr(handle, "_callback", None)
+    return getattr(callback, "__name__", None) == "_start_serving"
 
 
 class _Guarded(H11Protocol):
