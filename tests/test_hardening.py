@@ -431,6 +431,30 @@ def test_the_controller_raises_its_soft_open_file_limit_to_the_hard_one(start: S
     assert running.open_files_limit() == (4096, 4096)
 
 
+# -- start-up ------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e  # a controller process
+def test_an_empty_webhook_secret_file_is_a_start_up_error(
+    tmp_path: Path, upstream: git.Repo
+) -> None:
+    (tmp_path / "empty").write_bytes(b" \n")
+    args = [sys.executable, "-m", "reconciler", "controller", "--repo", upstream.working_dir,
+            "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{free_port()}",
+            "--webhook-secret-file", str(tmp_path / "empty")]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done
+    assert done.stderr.decode().splitlines() == [f"error: {tmp_path / 'empty'} is empty"]
+
+
+@pytest.mark.e2e  # a controller process
+def test_the_running_controller_serves_no_api_documentation(start: Start) -> None:
+    running = start()
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        answer = httpx.get(f"{running.url}{path}")
+        assert answer.status_code == 404 and _detail(answer.content), path
+
+
 # -- the parts, without a process ----------------------------------------------------------------
 
 

@@ -92,7 +92,7 @@ def controller(
         mirror = Mirror(repo, branch, data_dir / "git")
     except SourceError as exc:
         fail(str(exc))
-    secret = webhook_secret_file.read_bytes().strip() if webhook_secret_file else None
+    secret = read_secret(webhook_secret_file) if webhook_secret_file else None
     logs.configure(log_format.value if log_format else None)
     open_files = raise_open_file_limit()
     store = open_store(db, data_dir)
@@ -145,6 +145,18 @@ def controller(
         pass
     finally:
         store.close()
+
+
+def read_secret(path: Path) -> bytes:
+    """The webhook secret: the file's bytes without surrounding whitespace, not empty (an
+    empty key signs anything anyone sends)."""
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    if not secret:
+        fail(f"{path} is empty")
+    return secret
 
 
 def raise_open_file_limit() -> int:
