@@ -47,7 +47,7 @@ def controller(
         typer.Option(
             "--max-report-bytes",
             min=1,
-            show_default="1048576 (1 MiB)",
+            show_default="1 MiB",
             help="Largest device status report, in bytes; a larger one is 413.",
         ),
     ] = None,
