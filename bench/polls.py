@@ -45,6 +45,7 @@ def serve(port: int, work: Path, token: str) -> None:
     from reconciler.controller.source import open_repo, resolve, tree_files
     from reconciler.manifests.problems import Problem
     from reconciler.secrets import tokens
+    from reconciler.server import connections
     from reconciler.server.app import create_app
     from reconciler.store import Store, sqlite_url
 
@@ -66,8 +67,13 @@ def serve(port: int, work: Path, token: str) -> None:
         runner = Runner(controller, interval=3600, resync=3600)
         app = create_app(runner, webhook_secret=None, operator_token=None)
         app.router.routes.insert(0, Route("/bench/bare", bare))
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        http = connections.protocol(  # the controller's: header timeout, connection cap
+            header_timeout=connections.HEADER_TIMEOUT,
+            max_connections=connections.default_max_connections(soft),
+        )
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http)
         )
         asyncio.run(runner.run(server.serve()))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -49,6 +50,33 @@ def controller(
             help="Apply a branch force-pushed or moved back, with a warning; or reject it.",
         ),
     ] = True,
+    max_report_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-report-bytes",
+            min=1,
+            show_default="1 MiB",
+            help="Largest device status report, in bytes; a larger one is 413.",
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            min=0.1,
+            help="Seconds a connection has to send a request's headers, from its opening or "
+            "its previous response; then it is closed.",
+        ),
+    ] = 10.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            show_default="the open-file limit less 128",
+            help="Connections held at once; one more is answered 503.",
+        ),
+    ] = None,
     log_format: LogFormatOption = None,
 ) -> None:
     """Follow a branch, apply each valid commit whole, and reconcile every device."""
@@ -59,7 +87,9 @@ def controller(
     from reconciler.controller.keys import fingerprint_key
     from reconciler.controller.runner import Runner
     from reconciler.controller.source import Mirror, SourceError, watch_refs
+    from reconciler.server import connections
     from reconciler.server.app import create_app
+    from reconciler.server.limits import BodyCaps
 
     host, _, port = listen.rpartition(":")
     if (tls_cert is None) != (tls_key is None):
@@ -70,8 +100,9 @@ def controller(
         mirror = Mirror(repo, branch, data_dir / "git")
     except SourceError as exc:
         fail(str(exc))
-    secret = webhook_secret_file.read_bytes().strip() if webhook_secret_file else None
+    secret = read_secret(webhook_secret_file) if webhook_secret_file else None
     logs.configure(log_format.value if log_format else None)
+    open_files = raise_open_file_limit()
     log = logs.get_logger("hedgerow.controller")
     try:
         store = wait_for_store(store_url(db, data_dir), log)
@@ -96,16 +127,26 @@ def controller(
         ),
         interval=interval,
     )
-    app = create_app(runner, webhook_secret=secret, operator_token=operator_token)
+    app = create_app(
+        runner,
+        webhook_secret=secret,
+        operator_token=operator_token,
+        body_caps=BodyCaps(report=max_report_bytes) if max_report_bytes else BodyCaps(),
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning",
                        log_config=None,  # our handler (reconciler.logs) renders its lines
                        ssl_certfile=tls_cert, ssl_keyfile=tls_key,
                        # long polls would otherwise hold a stop for up to a minute
-                       timeout_graceful_shutdown=3)
+                       timeout_graceful_shutdown=3,
+                       http=connections.protocol(
+                           header_timeout=header_timeout,
+                           max_connections=max_connections
+                           or connections.default_max_connections(open_files)))
     )  # fmt: skip
 
     async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(connections.ExhaustionLog())
         stop = asyncio.Event()
         extra = [server.serve()]
         if watch:
@@ -123,6 +164,35 @@ def controller(
         pass
     finally:
         store.close()
+
+
+def read_secret(path: Path) -> bytes:
+    """The webhook secret: the file's bytes without surrounding whitespace, not empty (an
+    empty key signs anything anyone sends)."""
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    if not secret:
+        fail(f"{path} is empty")
+    return secret
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one, and return the soft limit now. Every
+    connection is a descriptor, and a service's soft limit is often 1,024 under a far higher
+    hard one (systemd's defaults): the controller of a fleet needs the higher."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # a platform with a lower ceiling: keep the soft
+            logs.get_logger("hedgerow.controller").warning(
+                "cannot raise the open-file limit", soft=soft, hard=hard, error=str(exc)
+            )
+        else:
+            soft = hard
+    return soft
 
 
 def openapi(

@@ -19,15 +19,26 @@ from reconciler.core.document import Fleet
 from reconciler.server import device, errors, metrics, openapi, operator, webhook
 from reconciler.server.auth import TokenCache
 from reconciler.server.backend import Backend
+from reconciler.server.limits import BodyCaps, BodyLimit
 from reconciler.store import Store, StoreUnavailable
 
 
 def create_app(
-    backend: Backend, *, webhook_secret: bytes | None, operator_token: str | None
+    backend: Backend,
+    *,
+    webhook_secret: bytes | None,
+    operator_token: str | None,
+    body_caps: BodyCaps | None = None,
 ) -> FastAPI:
     """The controller's HTTP API; the operator endpoints answer 401 without `operator_token`,
-    the webhook 404 without `webhook_secret`."""
-    app = FastAPI(title="Hedgerow controller", version="v1")
+    the webhook 404 without `webhook_secret`. Request bodies over `body_caps` are 413.
+
+    No /docs, /redoc or /openapi.json: a running controller need not describe itself to
+    anyone who asks; `hedgerow openapi` writes the document from `app.openapi()`."""
+    app = FastAPI(
+        title="Hedgerow controller", version="v1", docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.add_middleware(BodyLimit, caps=body_caps or BodyCaps())
     errors.install(app)
     openapi.document(app)
 

@@ -150,6 +150,7 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         dependencies=[Depends(device_access(cache))],
         responses=described(
             **_REFUSED,
+            _413="The report is over --max-report-bytes.",
             _422="Invalid, or for another device.",
             _503="The store does not answer: keep the report and send it again later.",
         ),
