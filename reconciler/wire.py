@@ -162,6 +162,16 @@ Seq = Annotated[
 ]
 
 
+Epoch = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^[A-Za-z0-9_-]{8,64}$",
+        description="The agent's journal: a random id made when the journal is created. "
+        "Sequence numbers count within it; a new one means the journal started again.",
+    ),
+]
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     seq: Seq
     at: str  # RFC 3339
@@ -178,3 +188,4 @@ class StatusReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     releases: list[ReleaseReport] = field(default_factory=list)
     images: list[str] = field(default_factory=list)  # image references present on the engine
     events: list[Event] = field(default_factory=list)
+    epoch: Epoch | None = None  # None from agents older than journal epochs

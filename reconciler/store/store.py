@@ -34,9 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, CursorResult, make_url
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from reconciler import wire
+from reconciler.core.reports import SequenceConflict
 from reconciler.core.status import DeploymentStatus
 from reconciler.store.records import (
     FINGERPRINT_KINDS,
@@ -48,6 +49,7 @@ from reconciler.store.records import (
     StatusRecord,
 )
 from reconciler.store.schema import (
+    NO_EPOCH,
     Base,
     DocumentRevision,
     Event,
@@ -262,23 +264,87 @@ class Store:
             return list(ids)
 
     def append_device_events(
-        self, device: str, events: Iterable[tuple[int, EventIn]]
+        self,
+        device: str,
+        events: Iterable[tuple[int, EventIn]],
+        epoch: str | None = None,
+        reset: EventIn | None = None,
     ) -> int | None:
-        """Append an agent's events, ignoring sequence numbers already stored: a retried report
-        is not counted twice. Returns the highest sequence number stored for the device."""
-        rows = []
+        """Append an agent's events, numbered within its journal `epoch` (None: an agent older
+        than epochs). A number already stored for the same event is skipped, so a retried report
+        is not counted twice; one stored for another event raises SequenceConflict and nothing
+        is stored. `reset` is appended first when these events open a new journal for a device
+        that reported under another. Returns the highest number stored for the journal."""
+        with self._sessions.begin() as session:
+            return self._append_device_events(session, device, events, epoch, reset)
+
+    def put_report(
+        self,
+        report: wire.StatusReport,
+        at: datetime,
+        events: Iterable[tuple[int, EventIn]],
+        reset: EventIn | None = None,
+    ) -> int | None:
+        """`put_observed` and `append_device_events` (under the report's epoch) in one
+        transaction: a report refused for its events changes nothing."""
+        values = {"device": report.device, "document": msgspec.to_builtins(report), "at": utc(at)}
+        with self._sessions.begin() as session:
+            # a write first: on SQLite it takes the write lock now, waiting (busy_timeout) for
+            # the other writer, rather than failing to upgrade a read later
+            session.execute(self._upsert(Observed, values, ["device"]))
+            return self._append_device_events(session, report.device, events, report.epoch, reset)
+
+    def _append_device_events(
+        self,
+        session: Session,
+        device: str,
+        events: Iterable[tuple[int, EventIn]],
+        epoch: str | None,
+        reset: EventIn | None,
+    ) -> int | None:
+        scope = epoch or NO_EPOCH
+        rows: dict[int, dict[str, Any]] = {}
         # in sequence order: ids follow it, and racing retries take row locks in the same order
         for seq, item in sorted(events, key=lambda pair: pair[0]):
             if item.device != device:
                 raise ValueError(f"event of device {item.device!r} reported by {device!r}")
-            rows.append(_event_values(item, seq))
-        with self._sessions.begin() as session:
-            if rows:
-                statement = self._insert(Event).on_conflict_do_nothing(
-                    index_elements=["device", "agent_seq"]
+            values = _event_values(item, seq, scope)
+            if _content(rows.setdefault(seq, values)) != _content(values):
+                raise _conflict(device, epoch, [seq])
+        if rows:
+            if reset is not None and epoch and self._opens_journal(session, device, scope):
+                session.execute(insert(Event), [_event_values(reset, None, scope)])
+            statement = self._insert(Event).on_conflict_do_nothing(
+                index_elements=["device", "agent_epoch", "agent_seq"]
+            )
+            inserted = set(
+                session.scalars(statement.returning(Event.agent_seq), list(rows.values()))
+            )
+            if skipped := sorted(rows.keys() - inserted):
+                stored = session.execute(
+                    select(Event.agent_seq, Event.at, Event.kind, Event.message, Event.deployment)
+                    .where(Event.device == device, Event.agent_epoch == scope)
+                    .where(Event.agent_seq.in_(skipped))
                 )
-                session.execute(statement, rows)
-            return session.scalar(select(func.max(Event.agent_seq)).where(Event.device == device))
+                found = {
+                    seq: (at, kind, message, deployment)
+                    for seq, at, kind, message, deployment in stored
+                }
+                if clashes := [seq for seq in skipped if found.get(seq) != _content(rows[seq])]:
+                    raise _conflict(device, epoch, clashes)
+        return session.scalar(
+            select(func.max(Event.agent_seq)).where(
+                Event.device == device, Event.agent_epoch == scope
+            )
+        )
+
+    @staticmethod
+    def _opens_journal(session: Session, device: str, scope: str) -> bool:
+        """No event of this journal yet, and some of another: the device's journal restarted."""
+        agent = (Event.device == device, Event.agent_seq.is_not(None))
+        known = select(Event.id).where(*agent, Event.agent_epoch == scope).limit(1)
+        other = select(Event.id).where(*agent, Event.agent_epoch != scope).limit(1)
+        return session.scalar(known) is None and session.scalar(other) is not None
 
     def events(
         self,
@@ -299,7 +365,15 @@ class Store:
         with self._sessions() as session:
             return [
                 EventRecord(
-                    e.id, e.at, e.device, e.kind, e.message, e.deployment, e.revision, e.agent_seq
+                    e.id,
+                    e.at,
+                    e.device,
+                    e.kind,
+                    e.message,
+                    e.deployment,
+                    e.revision,
+                    e.agent_seq,
+                    e.agent_epoch or None,
                 )
                 for e in session.scalars(query)
             ]
@@ -398,7 +472,7 @@ def _revision(row: Revision) -> RevisionRecord:
     return RevisionRecord(row.sha, row.valid, row.attempted_at, row.errors, row.applied_at)
 
 
-def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
+def _event_values(item: EventIn, seq: int | None, epoch: str = NO_EPOCH) -> dict[str, Any]:
     return {
         "at": utc(item.at),
         "device": item.device,
@@ -407,7 +481,23 @@ def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
         "message": item.message,
         "revision": item.revision,
         "agent_seq": seq,
+        "agent_epoch": epoch,
     }
+
+
+def _content(values: Mapping[str, Any]) -> tuple[datetime, str, str, str | None]:
+    """What a retry of an event repeats (not the revision: a retry may follow an apply)."""
+    return values["at"], values["kind"], values["message"], values["deployment"]
+
+
+def _conflict(device: str, epoch: str | None, seqs: Sequence[int]) -> SequenceConflict:
+    journal = f"journal {epoch}" if epoch else "journal without an epoch"
+    shown = ", ".join(str(seq) for seq in seqs[:5]) + (", ..." if len(seqs) > 5 else "")
+    return SequenceConflict(
+        f"device {device!r}: event {shown} of its {journal} was stored before with other "
+        "content; a sequence number names one event, and a journal that starts again needs a "
+        "new epoch"
+    )
 
 
 def _sqlite_transactions(engine: Engine) -> None:
