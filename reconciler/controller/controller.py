@@ -33,6 +33,7 @@ from reconciler.core.immutable import (
 )
 from reconciler.core.observed import observed_releases
 from reconciler.core.plan import Action, plan_device
+from reconciler.core.reports import checked_events
 from reconciler.core.status import deployment_status
 from reconciler.manifests.credentials import changed, fingerprints
 from reconciler.manifests.problems import Problem
@@ -233,23 +234,30 @@ class Controller:
 
     def ingest(self, report: wire.StatusReport) -> int:
         """Store an agent's report: its observed state replaces the last, its events are stored
-        once per sequence number (a retried report adds nothing). Returns the highest sequence
-        number stored for the device, 0 before any. Raises ValueError, storing nothing, for an
-        event time without a UTC offset."""
+        once per sequence number of its journal (a retried report adds nothing). Returns the
+        highest sequence number stored for that journal, 0 before any. Raises InvalidReport
+        (a ValueError) for a bad event time and SequenceConflict for a number that names
+        another event; either way nothing is stored."""
         device = report.device
         events = [
-            (
-                e.seq,
-                EventIn(_timestamp(e.at), device, e.kind, e.message, e.deployment, report.revision),
-            )
-            for e in report.events
+            (e.seq, EventIn(e.at, device, e.kind, e.message, e.deployment, report.revision))
+            for e in checked_events(report)
         ]
+        now = self.now()
+        reset = None
+        if report.epoch is not None:  # recorded by the store if this journal is a new one
+            message = (
+                f"the agent's event journal started again (epoch {report.epoch}): "
+                "its event numbers count from 1 anew"
+            )
+            reset = EventIn(now, device, "journal-reset", message, revision=report.revision)
+        observed = msgspec.structs.replace(report, events=[])  # its events are stored apart
+        self.images_present(device)  # what its document was made with, before it is replaced
+        last = self.store.put_report(observed, now, events, reset)
         before = self._pending_auth(device)
-        # its events are stored one by one, below
-        self.store.put_observed(msgspec.structs.replace(report, events=[]), self.now())
         self._present[device] = frozenset(report.images)
-        last = self.store.append_device_events(device, events)
-        if self._pending_auth(device) != before:
+        after = self._pending_auth(device)
+        if after != before:
             self._notify([device])  # its document gains or loses registry credentials
         return last or 0
 
@@ -258,27 +266,20 @@ class Controller:
         present = self._present.get(device)
         if present is None:
             reported = self.store.get_observed(device)
-            present = frozenset(reported[0].images) if reported else frozenset()
-            self._present[device] = present
+            found = frozenset(reported[0].images) if reported else frozenset()
+            present = self._present.setdefault(device, found)  # a report stored since wins
         return present
 
     def _pending_auth(self, device: str) -> set[str]:
-        """The images whose credentials the device's document carries now."""
+        """The images whose credentials the device's document carries now (with the device's
+        images in memory)."""
         if self.applied is None:
             return set()
-        return set(pull_credentials(self.applied, device)) - self.images_present(device)
+        return set(pull_credentials(self.applied, device)) - self._present.get(device, frozenset())
 
     def _notify(self, devices: Sequence[str] | None) -> None:
         for listener in self.listeners:
             listener(devices)
-
-
-def _timestamp(value: str) -> datetime:
-    """An agent's RFC 3339 time; one without an offset would be ambiguous once stored."""
-    at = datetime.fromisoformat(value)
-    if at.tzinfo is None:
-        raise ValueError(f"event time {value!r} has no UTC offset")
-    return at
 
 
 def _resource_digests(report: Report) -> dict[ResourceKind, dict[str, str]]:

@@ -1,0 +1,245 @@
+"""Agents' status reports against the real app and store, on SQLite and on PostgreSQL: bad input
+is a 4xx naming the field, never a 500; and no event is ever dropped silently (journal epochs,
+conflicting sequence numbers refused with 409).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import git
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from reconciler import wire
+from reconciler.controller.controller import Controller
+from reconciler.controller.runner import Runner
+from reconciler.controller.source import open_repo, resolve, tree_files
+from reconciler.core.reports import EARLIEST, LATEST
+from reconciler.manifests.problems import Problem
+from reconciler.secrets import tokens
+from reconciler.server.app import create_app
+from reconciler.store import EventRecord, Store
+
+OPERATOR = "hdr_operator-token-for-report-tests"
+EPOCH, WIPED = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+AT = "2026-01-01T00:00:00Z"
+
+
+class BranchSource:
+    def __init__(self, path: Path) -> None:
+        self.repo = open_repo(str(path))
+
+    def fetch(self) -> str:
+        return resolve(self.repo, "main")
+
+    def files(self, sha: str) -> list[tuple[str, bytes | Problem]]:
+        return list(tree_files(self.repo, sha))
+
+
+@dataclass
+class Env:
+    repo: git.Repo
+    store: Store
+    controller: Controller
+    runner: Runner
+    app: FastAPI
+    tokens: dict[str, str]
+    url: str  # the database's
+
+    def auth(self, device: str = "pi-1") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[device]}"}
+
+    def agent_events(self, device: str = "pi-1") -> list[tuple[str | None, int | None, str]]:
+        return [
+            (e.agent_epoch, e.agent_seq, e.message)
+            for e in all_events(self.store, device)
+            if e.agent_seq is not None
+        ]
+
+
+@pytest.fixture
+def env(upstream: git.Repo, database_url: str) -> Iterator[Env]:
+    """The controller over BASE, its app, and tokens for pi-1 and pi-2, on each backend."""
+    with Store.open(database_url) as store:
+        controller = Controller(
+            BranchSource(Path(upstream.working_dir)), store, identities=[], fingerprint_key=b"k"
+        )
+        runner = Runner(controller, interval=3600, resync=3600)
+        issued = {}
+        for device in ("pi-1", "pi-2"):
+            issued[device] = tokens.issue()
+            store.put_token(device, tokens.hash_token(issued[device]), datetime.now(UTC))
+        app = create_app(runner, webhook_secret=None, operator_token=OPERATOR)
+        yield Env(upstream, store, controller, runner, app, issued, database_url)
+
+
+def all_events(store: Store, device: str | None = None) -> list[EventRecord]:
+    found: list[EventRecord] = []
+    while page := store.events(device=device, after_id=found[-1].id if found else None, limit=500):
+        found += page
+    return found
+
+
+def event(seq: int, message: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "at": AT,
+        "kind": "started",
+        "message": f"event {seq}" if message is None else message,
+        **fields,
+    }
+
+
+def report(*events: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"device": "pi-1", "images": ["nginx:1.27"], "events": list(events), **fields}
+
+
+def status(device: str = "pi-1") -> str:
+    return f"/v1/devices/{device}/status"
+
+
+# -- bad input is a 4xx naming the field, never a 500 -------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    return b'{"device": "pi-1", "extra": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+REFUSED: list[tuple[str, Any, str]] = [
+    ("seq of 2^63", report(event(2**63)), "$.events[0].seq"),
+    ("seq beyond 64 bits", report(event(10**30)), "$.events[0].seq"),
+    ("seq 0", report(event(0)), "$.events[0].seq"),
+    ("time after 9999 in UTC", report(event(1, at="9999-12-31T23:59:59-14:00")), "$.events[0].at"),
+    ("time before 1 in UTC", report(event(1, at="0001-01-01T00:00:00+14:00")), "$.events[0].at"),
+    ("time not RFC 3339", report(event(1, at="2026-W01")), "$.events[0].at"),
+    ("NUL in a message", report(event(1, "a\x00b")), "$.events[0].message"),
+    ("NUL in an image", report(images=["nginx\x00"]), "$.images[0]"),
+    ("message too long", report(event(1, "m" * (wire.MAX_TEXT + 1))), "$.events[0].message"),
+    ("name too long", report(event(1, deployment="d" * 1025)), "$.events[0].deployment"),
+    ("too many images", report(images=["i"] * (wire.MAX_IMAGES + 1)), "$.images"),
+    ("too many events", report(*(event(n) for n in range(1, 502))), "$.events"),
+    ("an epoch that is no id", report(event(1), epoch="../x"), "$.epoch"),
+    ("JSON nested 100,000 deep", nested(100_000), "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "named"), REFUSED, ids=[c for c, _, _ in REFUSED])
+def test_bad_input_is_refused_with_422_naming_the_field_and_nothing_is_stored(
+    env: Env, case: str, body: Any, named: str
+) -> None:
+    env.controller.sync()
+    client = TestClient(env.app, raise_server_exceptions=False)
+    if isinstance(body, bytes):
+        response = client.put(status(), content=body, headers=env.auth())
+    else:
+        response = client.put(status(), json=body, headers=env.auth())
+    assert response.status_code == 422, response.text
+    assert named in response.json()["detail"]
+    assert env.store.get_observed("pi-1") is None and env.agent_events() == []
+
+
+def test_values_at_the_bounds_are_stored_and_read_back(env: Env) -> None:
+    """The largest sequence number, the earliest and latest times (read back also by a
+    PostgreSQL session a day's worth of time zones away from UTC), the longest message."""
+    env.controller.sync()
+    client = TestClient(env.app)
+    earliest = "0001-01-02T09:00:00+09:00"
+    latest = "9999-12-30T13:59:59.999999-10:00"
+    edges = [
+        event(wire.MAX_SEQ, "m" * wire.MAX_TEXT, at=earliest),
+        event(1, "é" * wire.MAX_TEXT, at=latest),
+        *(event(n, at="2026-06-01T12:00:00.123456789+14:00") for n in range(2, wire.MAX_EVENTS)),
+    ]
+    response = client.put(status(), json=report(*edges, epoch=EPOCH), headers=env.auth())
+    assert response.status_code == 200 and response.json()["lastSeq"] == wire.MAX_SEQ
+    urls = [env.url]
+    if env.url.startswith("postgresql"):  # sessions in UTC+14 and UTC-12
+        zones = ("Etc/GMT-14", "Etc/GMT+12")
+        urls += [f"{env.url}?options={quote(f'-c timezone={zone}')}" for zone in zones]
+    for url in urls:
+        with Store.open(url) as store:
+            stored = {e.agent_seq: e for e in all_events(store, "pi-1") if e.agent_seq}
+        assert len(stored) == wire.MAX_EVENTS
+        assert stored[wire.MAX_SEQ].at == EARLIEST and stored[1].at == LATEST
+        assert stored[1].message == "é" * wire.MAX_TEXT
+        assert stored[2].at == datetime(2026, 5, 31, 22, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_a_naive_or_impossible_event_time_is_refused_by_name(env: Env) -> None:
+    env.controller.sync()
+    client = TestClient(env.app)
+    sent = report(event(1), event(2, at="2026-01-01T00:00:00"))
+    naive = client.put(status(), json=sent, headers=env.auth())
+    assert naive.status_code == 422
+    assert (
+        naive.json()["detail"].startswith("$.events[1].at: ")
+        and "UTC offset" in naive.json()["detail"]
+    )
+    impossible = client.put(
+        status(), json=report(event(1, at="2026-02-30T00:00:00Z")), headers=env.auth()
+    )
+    assert impossible.status_code == 422 and "$.events[0].at" in impossible.json()["detail"]
+    assert env.store.get_observed("pi-1") is None and env.agent_events() == []
+
+
+# -- no event is dropped silently ---------------------------------------------------------------
+
+
+def test_a_number_reused_for_another_event_is_refused_with_409_and_a_retry_is_counted_once(
+    env: Env,
+) -> None:
+    env.controller.sync()
+    client = TestClient(env.app)
+    for epoch in (EPOCH, None):  # an agent with a journal epoch, and an older agent
+        first = report(event(1), event(2), **({"epoch": epoch} if epoch else {}))
+        answer = client.put(status(), json=first, headers=env.auth())
+        assert answer.json() == {"accepted": True, "lastSeq": 2}
+        retried = client.put(status(), json=first, headers=env.auth())
+        assert retried.json() == {"accepted": True, "lastSeq": 2}
+
+        other = {**first, "events": [event(2, "what a wiped journal numbers 2"), event(3)]}
+        other["images"] = ["changed:1"]
+        refused = client.put(status(), json=other, headers=env.auth())
+        assert refused.status_code == 409
+        assert "event 2 " in refused.json()["detail"]
+        both = {**first, "events": [event(3), event(3, "another 3")]}
+        twice = client.put(status(), json=both, headers=env.auth())
+        assert twice.status_code == 409 and "$.events[1].seq" in twice.json()["detail"]
+
+        same = {**first, "events": [event(3), event(3)]}  # one event, sent twice in a report
+        assert client.put(status(), json=same, headers=env.auth()).json()["lastSeq"] == 3
+    assert env.agent_events() == [
+        (EPOCH, 1, "event 1"), (EPOCH, 2, "event 2"), (EPOCH, 3, "event 3"),
+        (None, 1, "event 1"), (None, 2, "event 2"), (None, 3, "event 3"),
+    ]  # fmt: skip
+    stored = env.store.get_observed("pi-1")
+    assert stored is not None and stored[0].images == ["nginx:1.27"]  # refused: not stored
+
+
+def test_a_wiped_journal_is_a_new_epoch_recorded_as_a_journal_reset(env: Env) -> None:
+    env.controller.sync()
+    client = TestClient(env.app)
+    before = client.put(status(), json=report(event(1), event(2), epoch=EPOCH), headers=env.auth())
+    assert before.json()["lastSeq"] == 2
+    wiped = report(event(1, "after the wipe"), epoch=WIPED)
+    assert client.put(status(), json=wiped, headers=env.auth()).json() == {
+        "accepted": True,
+        "lastSeq": 1,  # of the new journal
+    }
+    old = client.put(status(), json=report(epoch=EPOCH), headers=env.auth())
+    assert old.json()["lastSeq"] == 2
+    assert env.agent_events() == [
+        (EPOCH, 1, "event 1"), (EPOCH, 2, "event 2"), (WIPED, 1, "after the wipe")
+    ]  # fmt: skip
+    operator = {"Authorization": f"Bearer {OPERATOR}"}
+    shown = client.get("/v1/events", params={"device": "pi-1"}, headers=operator).json()
+    kinds = [e["event"] for e in shown]
+    assert kinds[-4:] == ["started", "started", "journal-reset", "started"]
+    assert WIPED in shown[-2]["message"]
