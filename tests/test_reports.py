@@ -1,11 +1,14 @@
 """Agents' status reports against the real app and store, on SQLite and on PostgreSQL: bad input
-is a 4xx naming the field, never a 500; and no event is ever dropped silently (journal epochs,
-conflicting sequence numbers refused with 409).
+is a 4xx naming the field, never a 500; large reports never hold a commit back; and no event is
+ever dropped silently (journal epochs, conflicting sequence numbers refused with 409).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +16,9 @@ from typing import Any
 from urllib.parse import quote
 
 import git
+import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -26,6 +31,7 @@ from reconciler.manifests.problems import Problem
 from reconciler.secrets import tokens
 from reconciler.server.app import create_app
 from reconciler.store import EventRecord, Store
+from tests.support.repos import commit
 
 OPERATOR = "hdr_operator-token-for-report-tests"
 EPOCH, WIPED = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
@@ -187,6 +193,87 @@ def test_a_naive_or_impossible_event_time_is_refused_by_name(env: Env) -> None:
     )
     assert impossible.status_code == 422 and "$.events[0].at" in impossible.json()["detail"]
     assert env.store.get_observed("pi-1") is None and env.agent_events() == []
+
+
+# -- reports never hold a commit back ------------------------------------------------------------
+
+
+def run_with_runner(env: Env, body: Callable[[httpx.AsyncClient], Awaitable[None]]) -> None:
+    """The controller's loops and the app on one event loop, as `hedgerow controller` runs."""
+
+    async def main() -> None:
+        task = asyncio.create_task(env.runner.run())
+        try:
+            await asyncio.wait_for(env.runner.synced.wait(), 20)
+            transport = httpx.ASGITransport(app=env.app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://hedgerow.test", timeout=120
+            ) as client:
+                await body(client)
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+
+
+REPORTS = 20  # in flight at once, each of the most events a report may hold
+LONG = "x" * 1_400  # each report some 0.8 MB: under the 1 MiB cap on a report's body
+
+
+def test_a_commit_is_applied_promptly_while_large_reports_are_in_flight(env: Env) -> None:
+    """Reports have their own worker: before, a commit waited behind every report queued."""
+    total = REPORTS * wire.MAX_EVENTS
+
+    outside = sa.create_engine(env.url)  # not the store's pool, which the workers use
+
+    def stored() -> int:
+        with outside.connect() as connection:
+            query = sa.text("SELECT count(*) FROM events WHERE agent_seq IS NOT NULL")
+            return connection.scalar(query) or 0
+
+    async def body(client: httpx.AsyncClient) -> None:
+        headers = env.auth()
+
+        async def send(n: int) -> httpx.Response:
+            first = n * wire.MAX_EVENTS + 1
+            events = [event(seq, LONG) for seq in range(first, first + wire.MAX_EVENTS)]
+            return await client.put(status(), json=report(*events, epoch=EPOCH), headers=headers)
+
+        sending = [asyncio.create_task(send(n)) for n in range(REPORTS)]
+        while await asyncio.to_thread(stored) == 0:  # the first report is being stored
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # and every other one is queued behind it
+        sha = await asyncio.to_thread(commit, env.repo, "a third device", {"more.yaml": PI_3})
+        started = time.perf_counter()
+        env.runner.wake()
+        while env.runner.revision() != sha:
+            assert time.perf_counter() - started < 30, "the commit was never applied"
+            await asyncio.sleep(0.005)
+        applied = time.perf_counter() - started
+        stored_then = await asyncio.to_thread(stored)
+        answers = await asyncio.gather(*sending)
+        assert [a.status_code for a in answers] == [200] * REPORTS
+        assert stored_then < total, (
+            f"the commit waited for every report: applied after {applied:.2f} s, "
+            f"with {stored_then} of {total} events stored"
+        )
+        assert applied < 10
+
+    try:
+        run_with_runner(env, body)
+    finally:
+        outside.dispose()
+    assert len(env.agent_events()) == total
+
+
+PI_3 = """\
+    apiVersion: hedgerow.dev/v1alpha1
+    kind: Device
+    metadata: {name: pi-3, labels: {site: lyon}}
+    spec: {systemModel: rpi4}
+    """
 
 
 # -- no event is dropped silently ---------------------------------------------------------------

@@ -8,6 +8,7 @@ parts (git, the database) are plain methods; `run` in `reconciler.controller.run
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -83,6 +84,10 @@ class Controller:
         self._present: dict[str, frozenset[str]] = {}  # images each device last reported
         # device → the commit that last changed its desired state (as stored; see resume)
         self._revisions: dict[str, str] = {}
+        # Commits and reports run on two threads (see runner): changes to `applied`,
+        # `_revisions` and `_present` are made under this lock, never around a database call,
+        # so a report compares pull credentials before and after against one applied revision.
+        self._state = threading.Lock()
 
     # -- revisions -----------------------------------------------------------------------------
 
@@ -93,8 +98,10 @@ class Controller:
             report = self._validate(sha)
             if report.valid:
                 self._remember(report)  # a store older than some fingerprint kind learns them
-                self.applied = Applied(sha, report, desired_fleet(report.catalog))
-                self._revisions = self.store.document_revisions()
+                applied = Applied(sha, report, desired_fleet(report.catalog))
+                revisions = self.store.document_revisions()
+                with self._state:
+                    self.applied, self._revisions = applied, revisions
                 self._notify(None)
 
     def sync(self) -> Outcome | None:
@@ -124,10 +131,11 @@ class Controller:
         self.store.record_attempt(sha, True, [], at)
         self.store.mark_applied(sha, at, changed, gone)
         self._remember(report)
-        self.applied = Applied(sha, report, fleet)
-        for device in gone:
-            self._revisions.pop(device, None)
-        self._revisions.update(dict.fromkeys(changed, sha))
+        with self._state:
+            self.applied = Applied(sha, report, fleet)
+            for device in gone:
+                self._revisions.pop(device, None)
+            self._revisions.update(dict.fromkeys(changed, sha))
         message = f"revision {sha[:12]} applied"
         self.store.append_events([EventIn(at, None, "applied", message, revision=sha)])
         self._notify(devices)  # only their documents changed: the others stay as they are
@@ -254,9 +262,10 @@ class Controller:
         observed = msgspec.structs.replace(report, events=[])  # its events are stored apart
         self.images_present(device)  # what its document was made with, before it is replaced
         last = self.store.put_report(observed, now, events, reset)
-        before = self._pending_auth(device)
-        self._present[device] = frozenset(report.images)
-        after = self._pending_auth(device)
+        with self._state:
+            before = self._pending_auth(device)
+            self._present[device] = frozenset(report.images)
+            after = self._pending_auth(device)
         if after != before:
             self._notify([device])  # its document gains or loses registry credentials
         return last or 0
@@ -267,12 +276,13 @@ class Controller:
         if present is None:
             reported = self.store.get_observed(device)
             found = frozenset(reported[0].images) if reported else frozenset()
-            present = self._present.setdefault(device, found)  # a report stored since wins
+            with self._state:  # a report stored meanwhile wins over what was read before it
+                present = self._present.setdefault(device, found)
         return present
 
     def _pending_auth(self, device: str) -> set[str]:
-        """The images whose credentials the device's document carries now (with the device's
-        images in memory)."""
+        """The images whose credentials the device's document carries now (under the lock,
+        with the device's images in memory)."""
         if self.applied is None:
             return set()
         return set(pull_credentials(self.applied, device)) - self._present.get(device, frozenset())

@@ -12,7 +12,9 @@ to the latest revision, so a new version of the controller upgrades its database
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -91,6 +93,11 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # SQLite writes one transaction at a time. Its busy handler polls with growing sleeps,
+        # so a writer that commits back to back (reports) starves the other (a commit); the
+        # store's own writers queue on this lock instead, and the busy timeout is left for
+        # other processes. PostgreSQL locks rows, not the database: no lock.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def open(cls, url: str | URL) -> Self:
@@ -138,7 +145,7 @@ class Store:
     ) -> None:
         """Remember that `sha` was validated; a new attempt of the same sha replaces the last."""
         values = {"sha": sha, "valid": valid, "errors": list(errors), "attempted_at": utc(at)}
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(self._upsert(Revision, values, ["sha"]))
 
     def mark_applied(
@@ -151,7 +158,7 @@ class Store:
         """Record that the fleet now follows `sha`; it must have been recorded as an attempt.
         In the same transaction, the documents of `changed` devices name `sha` from now on,
         and devices `gone` from the fleet are forgotten."""
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             result = session.execute(
                 update(Revision).where(Revision.sha == sha).values(applied_at=utc(at))
             )
@@ -208,7 +215,7 @@ class Store:
     def put_observed(self, report: wire.StatusReport, at: datetime) -> None:
         """Replace what `report.device` last reported (its events are appended apart)."""
         values = {"device": report.device, "document": msgspec.to_builtins(report), "at": utc(at)}
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(self._upsert(Observed, values, ["device"]))
 
     def get_observed(self, device: str) -> tuple[wire.StatusReport, datetime] | None:
@@ -230,13 +237,13 @@ class Store:
             "device": status.device,
             "status": status.to_json(),
         }
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(self._upsert(Status, values, ["deployment", "device"]))
 
     def prune_statuses(self, device: str, keep: Iterable[str]) -> None:
         """Forget statuses of deployments that no longer target `device`."""
         kept = list(keep)
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             query = delete(Status).where(Status.device == device)
             if kept:
                 query = query.where(Status.deployment.not_in(kept))
@@ -256,7 +263,7 @@ class Store:
         """Append events in order; returns their ids, increasing."""
         if not events:
             return []
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             ids = session.scalars(
                 insert(Event).returning(Event.id, sort_by_parameter_order=True),
                 [_event_values(e, None) for e in events],
@@ -275,7 +282,7 @@ class Store:
         is not counted twice; one stored for another event raises SequenceConflict and nothing
         is stored. `reset` is appended first when these events open a new journal for a device
         that reported under another. Returns the highest number stored for the journal."""
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             return self._append_device_events(session, device, events, epoch, reset)
 
     def put_report(
@@ -288,7 +295,7 @@ class Store:
         """`put_observed` and `append_device_events` (under the report's epoch) in one
         transaction: a report refused for its events changes nothing."""
         values = {"device": report.device, "document": msgspec.to_builtins(report), "at": utc(at)}
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             # a write first: on SQLite it takes the write lock now, waiting (busy_timeout) for
             # the other writer, rather than failing to upgrade a read later
             session.execute(self._upsert(Observed, values, ["device"]))
@@ -384,7 +391,7 @@ class Store:
         """Replace every fingerprint of `kind`: a name missing from `fingerprints` is forgotten.
         Credential fingerprints are keyed HMACs computed by the caller, never plaintext."""
         _check_kind(kind)
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(delete(Fingerprint).where(Fingerprint.kind == kind))
             if fingerprints:
                 session.execute(
@@ -410,12 +417,12 @@ class Store:
     def put_token(self, device: str, token_hash: str, at: datetime) -> None:
         """Set the hash of `device`'s token, replacing any previous one."""
         values = {"device": device, "token_hash": token_hash, "issued_at": utc(at)}
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(self._upsert(Token, values, ["device"]))
 
     def revoke_token(self, device: str) -> bool:
         """Forget `device`'s token; False when it had none."""
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             return _rowcount(session.execute(delete(Token).where(Token.device == device))) > 0
 
     def token_hash(self, device: str) -> str | None:
@@ -429,6 +436,12 @@ class Store:
             return session.scalar(query)
 
     # helpers
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A write transaction (see `_write_lock`)."""
+        with self._write_lock or nullcontext(), self._sessions.begin() as session:
+            yield session
 
     def _insert(self, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
         """INSERT with ON CONFLICT: both dialects spell it the same, from different modules."""
