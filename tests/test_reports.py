@@ -1,14 +1,19 @@
 """Agents' status reports against the real app and store, on SQLite and on PostgreSQL: bad input
 is a 4xx naming the field, never a 500; large reports never hold a commit back; and no event is
 ever dropped silently (journal epochs, conflicting sequence numbers refused with 409).
+
+The agent's side runs for real too: its journal on disk and its HTTP client, against the app
+served by uvicorn; only the container engine is the model the agent's loop tests use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,20 +22,27 @@ from urllib.parse import quote
 
 import git
 import httpx
+import msgspec
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from agent.client import ControllerClient
+from agent.poll import Agent, Journal
+from agent.steps import EngineState
 from reconciler import wire
 from reconciler.controller.controller import Controller
 from reconciler.controller.runner import Runner
 from reconciler.controller.source import open_repo, resolve, tree_files
 from reconciler.core.reports import EARLIEST, LATEST
+from reconciler.demo.daemons import free_port
 from reconciler.manifests.problems import Problem
 from reconciler.secrets import tokens
 from reconciler.server.app import create_app
 from reconciler.store import EventRecord, Store
+from tests.support.agent import ModelEngine
 from tests.support.repos import commit
 
 OPERATOR = "hdr_operator-token-for-report-tests"
@@ -330,3 +342,122 @@ def test_a_wiped_journal_is_a_new_epoch_recorded_as_a_journal_reset(env: Env) ->
     kinds = [e["event"] for e in shown]
     assert kinds[-4:] == ["started", "started", "journal-reset", "started"]
     assert WIPED in shown[-2]["message"]
+
+
+# -- the agent: bounded reports, a journal with an epoch ------------------------------------------
+
+
+@contextmanager
+def serving(env: Env) -> Iterator[str]:
+    """The app and the controller's loops under uvicorn, on a thread, on a free port."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            env.app, host="127.0.0.1", port=free_port(), log_level="warning", log_config=None
+        )
+    )
+
+    async def main() -> None:
+        loops = asyncio.create_task(env.runner.run())
+        try:
+            await server.serve()
+        finally:
+            loops.cancel()
+            with suppress(asyncio.CancelledError):
+                await loops
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def device_agent(env: Env, url: str, folder: Path) -> Agent:
+    client = ControllerClient(url, "pi-1", env.tokens["pi-1"])
+    engine = ModelEngine(EngineState(), {})
+    return Agent(client, engine, folder, interval=30, sleep=lambda _: None)
+
+
+def test_the_agent_sends_a_backlog_in_bounded_reports_and_starts_a_new_journal_when_wiped(
+    env: Env, tmp_path: Path
+) -> None:
+    folder = tmp_path / "agent"
+    backlog = 2 * wire.MAX_EVENTS + 100
+    journal = Journal.open(folder)
+    first = journal.epoch
+    assert first is not None and Journal.open(folder).epoch == first  # kept on disk
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(1, backlog + 1):
+        journal.add("error", f"pull {n}: " + "denied " * 30, "web-lyon", at)
+    with serving(env) as url:
+        agent = device_agent(env, url, folder)
+        agent.report()  # more than one report may hold: the controller refuses more than 500
+        assert agent.journal.pending == [] and Journal.open(folder).pending == []
+        stored = env.agent_events()
+        assert [(epoch, seq) for epoch, seq, _ in stored] == [
+            (first, n) for n in range(1, backlog + 1)
+        ]
+
+        (folder / "events.json").unlink()  # the data folder lost: a new journal
+        wiped = device_agent(env, url, folder)
+        assert wiped.journal.epoch not in (None, first)
+        copy = tmp_path / "copy.json"
+        shutil.copy(folder / "events.json", copy)
+        wiped.journal.add("started", "after the wipe", "web-lyon", at)
+        wiped.report()
+        # a copy of the journal restored: its next number, 1, names another event
+        shutil.copy(copy, folder / "events.json")
+        restored = device_agent(env, url, folder)
+        assert restored.journal.epoch == wiped.journal.epoch
+        restored.journal.add("stopped", "after the restore", "web-lyon", at)
+        restored.report()  # 409: numbered again in a new journal, then stored
+        assert restored.journal.pending == []
+
+    epochs = [wiped.journal.epoch, restored.journal.epoch]
+    assert len({first, *epochs}) == 3
+    messages = [(epoch, seq, message) for epoch, seq, message in env.agent_events()[backlog:]]
+    assert messages == [
+        (epochs[0], 1, "after the wipe"),
+        (epochs[1], 1, "after the restore"),
+    ]
+    resets = [e for e in all_events(env.store, "pi-1") if e.kind == "journal-reset"]
+    assert [e.agent_epoch for e in resets] == epochs
+
+
+def test_the_journal_keeps_its_epoch_and_bounds_what_it_sends(tmp_path: Path) -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    journal = Journal.open(tmp_path)
+    assert journal.epoch is not None and len(journal.epoch) == 32
+    journal.add("error", "x\x00" * wire.MAX_TEXT, None, at)  # an engine's error, too long
+    for n in range(wire.MAX_EVENTS + 10):
+        journal.add("started", f"event {n}", None, at)
+    batch = journal.batch()
+    assert [e.seq for e in batch] == list(range(1, wire.MAX_EVENTS + 1))  # oldest first
+    assert len(batch[0].message) == wire.MAX_TEXT and "\x00" not in batch[0].message
+    big = Journal.open(tmp_path / "big")
+    for n in range(wire.MAX_EVENTS):
+        big.pending.append(wire.Event(seq=n + 1, at=AT, kind="error", message="é" * wire.MAX_TEXT))
+    assert len(wire.StatusReport(device="d", events=big.batch()).events) < wire.MAX_EVENTS
+    encoded = len(b"".join(msgspec.json.encode(e) for e in big.batch()))
+    assert encoded <= wire.REPORT_EVENT_BYTES
+
+    (tmp_path / "old").mkdir()  # a journal an older agent wrote: no epoch, unbounded messages
+    (tmp_path / "old" / "events.json").write_text(
+        '{"seq": 7, "pending": [{"seq": 7, "at": "2026-01-01T00:00:00+00:00", "kind": "error",'
+        f' "message": "{"y" * (wire.MAX_TEXT + 5)}"}}]}}'
+    )
+    old = Journal.open(tmp_path / "old")
+    assert old.epoch is None and old.seq == 7 and len(old.pending[0].message) == wire.MAX_TEXT
+    old.restart()
+    assert old.epoch is not None and [e.seq for e in old.pending] == [1] and old.seq == 1
+    assert Journal.open(tmp_path / "old").epoch == old.epoch
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "events.json").write_text("{")
+    assert Journal.open(tmp_path / "broken").epoch not in (None, old.epoch)
