@@ -30,7 +30,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from agent.client import ControllerClient
-from agent.poll import Agent, Journal
+from agent.poll import Agent, Journal, report_images
 from agent.steps import EngineState
 from reconciler import wire
 from reconciler.controller.controller import Controller
@@ -42,7 +42,7 @@ from reconciler.manifests.problems import Problem
 from reconciler.secrets import tokens
 from reconciler.server.app import create_app
 from reconciler.store import EventRecord, Store
-from tests.support.agent import ModelEngine
+from tests.support.agent import V1, ModelEngine, doc, web
 from tests.support.repos import commit
 
 OPERATOR = "hdr_operator-token-for-report-tests"
@@ -461,3 +461,11 @@ def test_the_journal_keeps_its_epoch_and_bounds_what_it_sends(tmp_path: Path) ->
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "events.json").write_text("{")
     assert Journal.open(tmp_path / "broken").epoch not in (None, old.epoch)
+
+
+def test_the_agent_reports_the_images_its_containers_use_first_within_the_bound() -> None:
+    """An engine may hold more images than a report takes: the controller must still see the
+    ones the device runs, or it would keep sending their pull credentials."""
+    others = [f"cache/layer:{n:05}" for n in range(wire.MAX_IMAGES + 50)]
+    sent = report_images(doc(web(image=V1)), sorted([*others, V1]))
+    assert len(sent) == wire.MAX_IMAGES and sent[0] == V1 and sent[1:] == others[:-51]
