@@ -21,6 +21,10 @@ class ControllerUnreachable(HedgerowError):
     """The controller could not be asked; the last desired state stays in force."""
 
 
+class ReportConflict(HedgerowError):
+    """The controller holds other events under numbers of this report's journal (409)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     document: DesiredDocument | None  # None: not modified since `etag`
@@ -93,10 +97,24 @@ class ControllerClient:
             raise ControllerUnreachable(
                 f"cannot reach the controller: {type(exc).__name__}"
             ) from None
+        if response.status_code == 409:
+            raise ReportConflict(_detail(response))
         if response.status_code != 200:
-            raise ControllerUnreachable(f"controller answered {response.status_code}")
+            raise ControllerUnreachable(
+                f"controller answered {response.status_code}: {_detail(response)}"
+            )
         last = response.json().get("lastSeq")
         return int(last) if last is not None else None
+
+
+def _detail(response: requests.Response) -> str:
+    """The controller's reason (`{"detail": ...}`), clipped; it never holds a secret."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return str(detail)[:500] if detail else response.reason or "no reason given"
 
 
 def backoff(failures: int, interval: float, rng: random.Random, base: float = 1.0) -> float:

@@ -9,6 +9,7 @@ held (not retried, so the old release keeps serving) until its deployment change
 from __future__ import annotations
 
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from agent.client import ControllerClient, ControllerUnreachable, backoff
+from agent.client import ControllerClient, ControllerUnreachable, ReportConflict, backoff
 from agent.converge import EngineLike, Outcome, converge
 from agent.state import load_desired, save_desired
 from agent.steps import (
@@ -35,12 +36,16 @@ from agent.steps import (
 )
 from reconciler.logs import get_logger
 from reconciler.wire import (
+    MAX_EVENTS,
+    MAX_IMAGES,
+    REPORT_EVENT_BYTES,
     Deployment,
     DesiredDocument,
     Event,
     EventKind,
     ReleaseReport,
     StatusReport,
+    clip,
 )
 
 SEQ_FILE = "events.json"
@@ -93,19 +98,52 @@ def _key(deployment: Deployment) -> tuple[str, str, str, str | None]:
     return deployment.deployment, deployment.release, deployment.digest, deployment.redeploy
 
 
-class _JournalFile(msgspec.Struct, kw_only=True):
-    """The journal as stored: the last number given, and the events not yet acknowledged."""
+class _StoredEvent(msgspec.Struct, kw_only=True, rename="camel"):
+    """An event as a journal holds it: read without the wire's bounds, which an older agent's
+    journal may exceed (a long message), so that no event is lost to them."""
 
+    seq: int
+    at: str
+    kind: EventKind
+    message: str
+    deployment: str | None = None
+
+    def event(self) -> Event:
+        return Event(
+            seq=self.seq,
+            at=self.at,
+            kind=self.kind,
+            message=clip(self.message),
+            deployment=self.deployment,
+        )
+
+
+class _JournalFile(msgspec.Struct, kw_only=True):
+    """The journal as stored: its epoch, the last number given, and the events not yet
+    acknowledged. No epoch: a journal written by an agent older than epochs."""
+
+    epoch: str | None = None
     seq: int = 0
-    pending: list[Event] = msgspec.field(default_factory=list)
+    pending: list[_StoredEvent] = msgspec.field(default_factory=list)
+
+
+def new_epoch() -> str:
+    """A journal's id: random, so a journal made anew (a wiped or lost data folder) never
+    passes for the one before it."""
+    return secrets.token_hex(16)
 
 
 @dataclass
 class Journal:
     """Numbered events not yet acknowledged by the controller, kept on disk so that a retried
-    report repeats the same numbers and a restart neither loses nor re-counts them."""
+    report repeats the same numbers and a restart neither loses nor re-counts them.
+
+    Numbers count within the journal's epoch, made with the journal: the controller scopes
+    them by it, so a journal that starts again (from 1) is a new journal, not a conflict. A
+    journal an older agent wrote keeps reporting without an epoch, as that agent did."""
 
     path: Path
+    epoch: str | None = None
     seq: int = 0
     pending: list[Event] = field(default_factory=list)
 
@@ -114,28 +152,79 @@ class Journal:
         path = folder / SEQ_FILE
         try:
             stored = msgspec.json.decode(path.read_bytes(), type=_JournalFile)
-        except (OSError, msgspec.DecodeError):
-            return cls(path)
-        return cls(path, stored.seq, stored.pending)
+        except FileNotFoundError:
+            stored = None
+        except (OSError, msgspec.DecodeError) as exc:
+            log.warning("event journal unreadable: starting a new one", error=str(exc))
+            stored = None
+        if stored is None:  # its epoch is kept at once: every report of this journal names it
+            folder.mkdir(parents=True, exist_ok=True)
+            journal = cls(path, new_epoch())
+            journal._save()
+            return journal
+        return cls(path, stored.epoch, stored.seq, [e.event() for e in stored.pending])
 
     def add(self, kind: EventKind, message: str, deployment: str | None, at: datetime) -> None:
         self.seq += 1
         self.pending.append(
             Event(
-                seq=self.seq, at=at.isoformat(), kind=kind, message=message, deployment=deployment
+                seq=self.seq,
+                at=at.isoformat(),
+                kind=kind,
+                message=clip(message),  # engine errors can be long: the wire bounds messages
+                deployment=deployment,
             )
         )
         self._save()
 
-    def acknowledge(self, last: int | None) -> None:
-        if last is not None:
-            self.pending = [e for e in self.pending if e.seq > last]
-            self._save()
+    def batch(self) -> list[Event]:
+        """The oldest pending events that fit one report: at most MAX_EVENTS, and at most
+        REPORT_EVENT_BYTES of JSON (always one, which a bounded message keeps small)."""
+        chosen: list[Event] = []
+        size = 0
+        for event in self.pending[:MAX_EVENTS]:
+            size += len(msgspec.json.encode(event)) + 1
+            if chosen and size > REPORT_EVENT_BYTES:
+                break
+            chosen.append(event)
+        return chosen
+
+    def acknowledge(self, last: int | None) -> bool:
+        """Forget the events the controller stored (up to `last`); True when some were."""
+        if last is None:
+            return False
+        kept = [e for e in self.pending if e.seq > last]
+        if len(kept) == len(self.pending):
+            return False
+        self.pending = kept
+        self._save()
+        return True
+
+    def restart(self) -> None:
+        """Start a new epoch and number the pending events again from 1: the controller holds
+        other events under the old numbers (this journal was restored from a copy, or is an old
+        agent's), and refuses these rather than lose either."""
+        self.epoch = new_epoch()
+        self.pending = [
+            msgspec.structs.replace(e, seq=n) for n, e in enumerate(self.pending, start=1)
+        ]
+        self.seq = len(self.pending)
+        self._save()
 
     def _save(self) -> None:
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_bytes(msgspec.json.encode(_JournalFile(seq=self.seq, pending=self.pending)))
+        stored = {"epoch": self.epoch, "seq": self.seq, "pending": self.pending}
+        temporary.write_bytes(msgspec.json.encode(stored))
         temporary.replace(self.path)
+
+
+def report_images(desired: DesiredDocument, present: list[str]) -> list[str]:
+    """At most MAX_IMAGES of the engine's images: first those the desired containers use (the
+    controller sends pull credentials for any it does not see), then the rest in order."""
+    wanted = {c.image for d in desired.deployments for c in d.containers}
+    first = [image for image in present if image in wanted]
+    rest = [image for image in present if image not in wanted]
+    return (first + rest)[:MAX_IMAGES]
 
 
 class Agent:
@@ -242,6 +331,7 @@ class Agent:
                 if _key(d) in self.held
             },
         }
+        errors = {deployment: clip(message) for deployment, message in errors.items()}
         releases = [
             msgspec.structs.replace(r, error=errors.get(r.deployment))
             if r.deployment in errors
@@ -265,14 +355,32 @@ class Agent:
             for d in desired.deployments
             if d.deployment in errors and d.deployment not in found
         ]
-        report = StatusReport(
+        base = StatusReport(
             device=self.client.device,
             revision=desired.revision or None,
             releases=releases,
-            images=present_images(desired, engine),
-            events=list(self.journal.pending),
+            images=report_images(desired, present_images(desired, engine)),
         )
-        self.journal.acknowledge(self.client.report(report))
+        self._send(base)
+
+    def _send(self, base: StatusReport) -> None:
+        """Send `base` with the journal's oldest events, and again with the next ones while the
+        controller takes them, so a backlog drains in one pass, a bounded report at a time."""
+        while True:
+            report = msgspec.structs.replace(
+                base, events=self.journal.batch(), epoch=self.journal.epoch
+            )
+            try:
+                last = self.client.report(report)
+            except ReportConflict as exc:
+                log.warning("events refused: numbering them in a new journal", error=str(exc))
+                self.journal.restart()
+                report = msgspec.structs.replace(
+                    base, events=self.journal.batch(), epoch=self.journal.epoch
+                )
+                last = self.client.report(report)
+            if not (self.journal.acknowledge(last) and self.journal.pending):
+                return
 
     def step(self, wait: float) -> None:
         """Fetch (long poll), converge, report; on a controller error, converge anyway.

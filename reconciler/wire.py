@@ -3,7 +3,9 @@
 Both sides import this module; the agent imports nothing else of `reconciler`, so a device
 installs only what it needs. The types are msgspec Structs rather than pydantic models: typed
 JSON decoding without pydantic's import cost, which an idle agent would pay in resident memory.
-Values here were validated by the controller: types are plain. Unknown fields are ignored.
+What the controller sends was validated by it: those types are plain. What an agent reports is
+bounded here (lengths, numbers, times), so the controller refuses a bad report as it decodes it.
+Unknown fields are ignored.
 Registry credentials travel only in `DesiredDocument.registry_auth`, keyed by image (never by
 the credential's name), and only for images the device has not reported present.
 """
@@ -135,46 +137,99 @@ class DesiredDocument(msgspec.Struct, frozen=True, kw_only=True, rename="camel")
     registry_auth: list[RegistryAuth] = field(default_factory=list)
 
 
+# -- what an agent reports: every number, time, string and list bounded --------------------------
+# A report is decoded before anything else looks at it, so its bounds are its first defence: a
+# value outside them is refused with 422 naming its JSON path, never stored or half-stored.
+
+MAX_EVENTS = 500  # per report: an agent sends its oldest first and the rest in the next report
+MAX_RELEASES = 1_000  # releases found on one engine
+MAX_CONTAINERS = 1_000  # containers of one release
+MAX_IMAGES = 4_096  # image references present on one engine
+MAX_SHORT = 1_024  # names, versions, references, states, digests, revisions
+MAX_TEXT = 8_192  # event messages and errors, in characters: the agent clips longer ones
+MAX_SEQ = 2**63 - 1  # a signed 64-bit integer, as both databases store it
+# The agent keeps the events of one report under this many bytes of JSON, well below the
+# controller's cap on a report's body.
+REPORT_EVENT_BYTES = 512 * 1024
+_NO_NUL = r"^[^\x00]*$"  # PostgreSQL's text cannot hold U+0000
+# RFC 3339, as datetime.fromisoformat reads it; the offset is checked apart, with its own message
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?$"
+
+Short = Annotated[str, msgspec.Meta(max_length=MAX_SHORT, pattern=_NO_NUL)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT, pattern=_NO_NUL)]
+Epoch = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^[A-Za-z0-9_-]{8,64}$",
+        description="The agent's journal: a random id made when the journal is created. "
+        "Sequence numbers count within it; a new one means the journal started again.",
+    ),
+]
+Timestamp = Annotated[
+    str, msgspec.Meta(max_length=40, pattern=_RFC3339, description="RFC 3339, with its offset.")
+]
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """`text` fitted to a bounded wire string: no NUL, at most `limit` characters. The agent
+    clips what it did not write itself (engine errors), so no report of its own is refused."""
+    text = text.replace("\x00", "\ufffd")
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 class ContainerReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    name: str
-    state: str  # Docker's: created, running, exited, ... or "missing"
+    name: Short
+    state: Short  # Docker's: created, running, exited, ... or "missing"
     image_present: bool
-    error: str | None = None
+    error: Text | None = None
 
 
 class ReleaseReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """One release of an application as found on the engine (by its hedgerow.* labels)."""
 
-    application: str
-    release: str
-    deployment: str
+    application: Short
+    release: Short
+    deployment: Short
     running: bool
     complete: bool
-    redeploy: str | None = None
-    digest: str | None = None
-    error: str | None = None
-    containers: list[ContainerReport] = field(default_factory=list)
+    redeploy: Text | None = None
+    digest: Short | None = None
+    error: Text | None = None
+    containers: Annotated[list[ContainerReport], msgspec.Meta(max_length=MAX_CONTAINERS)] = field(
+        default_factory=list
+    )
 
 
 EventKind = Literal["starting", "started", "stopping", "stopped", "updating", "deleting", "error"]
 Seq = Annotated[
-    int, msgspec.Meta(ge=1, description="Numbered by the agent; a retried report repeats them.")
+    int,
+    msgspec.Meta(
+        ge=1, le=MAX_SEQ, description="Numbered by the agent; a retried report repeats them."
+    ),
 ]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     seq: Seq
-    at: str  # RFC 3339
+    at: Timestamp
     kind: EventKind
-    message: str
-    deployment: str | None = None
+    message: Text
+    deployment: Short | None = None
 
 
 class StatusReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """PUT /v1/devices/{name}/status."""
 
-    device: str
-    revision: str | None = None  # the desired revision the agent last applied
-    releases: list[ReleaseReport] = field(default_factory=list)
-    images: list[str] = field(default_factory=list)  # image references present on the engine
-    events: list[Event] = field(default_factory=list)
+    device: Short
+    revision: Short | None = None  # the desired revision the agent last applied
+    releases: Annotated[list[ReleaseReport], msgspec.Meta(max_length=MAX_RELEASES)] = field(
+        default_factory=list
+    )
+    # image references present on the engine
+    images: Annotated[list[Short], msgspec.Meta(max_length=MAX_IMAGES)] = field(
+        default_factory=list
+    )
+    events: Annotated[list[Event], msgspec.Meta(max_length=MAX_EVENTS)] = field(
+        default_factory=list
+    )
+    epoch: Epoch | None = None  # None from agents older than journal epochs

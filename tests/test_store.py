@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 
 from reconciler import wire
 from reconciler.core.document import StoredDocument
+from reconciler.core.reports import SequenceConflict
 from reconciler.core.status import ConditionType, DeploymentStatus, condition
 from reconciler.store import (
     EventIn,
@@ -35,6 +36,7 @@ from reconciler.store.schema import Base
 from reconciler.store.store import MIGRATIONS
 
 T0 = datetime(2025, 3, 30, 0, 30, 15, 123456, tzinfo=UTC)
+EPOCH, OTHER = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
 TABLES = {
     "revisions",
     "observed",
@@ -125,7 +127,11 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]
     uniques = {uq["name"]: uq["column_names"] for uq in inspector.get_unique_constraints("events")}
-    assert uniques["uq_events_device_agent_seq"] == ["device", "agent_seq"]
+    assert uniques["uq_events_device_agent_epoch_agent_seq"] == [
+        "device",
+        "agent_epoch",
+        "agent_seq",
+    ]
 
 
 def test_migrating_again_is_a_no_op_and_keeps_data(database_url: str, engine: sa.Engine) -> None:
@@ -163,6 +169,42 @@ def test_0002_adds_volume_and_network_fingerprints_and_keeps_the_others(
         assert migrated.fingerprints("network") == {"front": "sha256:bb"}
     with pytest.raises(sa.exc.IntegrityError):
         insert_fingerprint(engine, "password")  # the database still checks the kind
+
+
+def test_0004_scopes_agent_events_by_journal_and_keeps_the_older_ones(
+    database_url: str, engine: sa.Engine
+) -> None:
+    """Events stored before epochs keep working: an agent without one continues its numbers
+    (and is refused a number used for another event), a new journal starts again from 1."""
+    migrate(engine, "0003")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO events (at, device, kind, message, agent_seq)"
+                " VALUES (:at, 'pi-1', 'started', 'started on pi-1', :seq)"
+            ),
+            [{"at": T0, "seq": seq} for seq in (1, 2)],
+        )
+    with Store.open(database_url) as migrated:
+        stored = migrated.events(device="pi-1")
+        assert [(e.agent_seq, e.agent_epoch) for e in stored] == [(1, None), (2, None)]
+        again = [(2, event(kind="started", message="started on pi-1")), (3, event())]
+        assert migrated.append_device_events("pi-1", again) == 3
+        with pytest.raises(SequenceConflict, match="event 3 "):
+            migrated.append_device_events("pi-1", [(3, event(kind="error"))])
+        assert migrated.append_device_events("pi-1", [(1, event())], EPOCH) == 1
+        assert [(e.agent_seq, e.agent_epoch) for e in migrated.events(device="pi-1")] == [
+            (1, None), (2, None), (3, None), (1, EPOCH)
+        ]  # fmt: skip
+    # the database holds each journal's numbers once
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO events (at, device, kind, message, agent_seq, agent_epoch)"
+                " VALUES (:at, 'pi-1', 'started', 'again', 1, :epoch)"
+            ),
+            {"at": T0, "epoch": EPOCH},
+        )
 
 
 def test_the_migrated_schema_matches_the_models(store: Store, engine: sa.Engine) -> None:
@@ -396,6 +438,53 @@ def test_an_agent_cannot_report_events_of_another_device(store: Store) -> None:
     assert store.events() == []
 
 
+def test_a_sequence_number_used_for_another_event_is_refused_and_nothing_is_stored(
+    store: Store,
+) -> None:
+    """Skipping it would drop the new event silently: what an agent does after its journal is
+    wiped, or with two events numbered alike in one report."""
+    assert store.append_device_events("pi-1", [(1, event()), (2, event(kind="started"))]) == 2
+    for clash in (
+        [(2, event(kind="error")), (3, event())],  # against a stored event
+        [(3, event(kind="a")), (3, event(kind="b"))],  # within one report
+        [(2, event(kind="started", at=at(1)))],  # another time is another event
+    ):
+        with pytest.raises(SequenceConflict, match="stored before with other content"):
+            store.append_device_events("pi-1", clash)
+    observed = report("pi-1", "1.1.0")
+    with pytest.raises(SequenceConflict):
+        store.put_report(observed, T0, [(1, event(kind="error"))])
+    assert store.get_observed("pi-1") is None  # the whole report was refused
+    assert [(e.agent_seq, e.kind) for e in store.events()] == [(1, "deploy"), (2, "started")]
+    # an identical retry is no conflict, even carrying another revision
+    retried = [(2, event(kind="started", revision="bbb")), (3, event(kind="c"))]
+    assert store.put_report(observed, T0, retried) == 3
+    assert store.get_observed("pi-1") == (observed, T0)
+    assert [e.agent_seq for e in store.events()] == [1, 2, 3]
+
+
+def test_events_are_numbered_per_journal_and_a_new_journal_is_recorded(store: Store) -> None:
+    reset = event(kind="journal-reset", message="started again")
+    assert store.append_device_events("pi-1", [(1, event())], EPOCH, reset) == 1
+    assert store.events()[0].kind == "deploy"  # a first journal is no reset
+    assert (
+        store.append_device_events("pi-1", [(1, event(kind="x")), (2, event())], OTHER, reset) == 2
+    )
+    assert store.append_device_events("pi-1", [], EPOCH, reset) == 1  # lastSeq per journal
+    assert store.append_device_events("pi-1", [(2, event())], EPOCH, reset) == 2  # no new reset
+    assert store.append_device_events("pi-1", []) is None  # without an epoch: its own journal
+    assert store.append_device_events("pi-2", [(1, event("pi-2"))], OTHER, reset) == 1
+    stored = [(e.device, e.agent_epoch, e.agent_seq, e.kind) for e in store.events()]
+    assert stored == [
+        ("pi-1", EPOCH, 1, "deploy"),
+        ("pi-1", OTHER, None, "journal-reset"),
+        ("pi-1", OTHER, 1, "x"),
+        ("pi-1", OTHER, 2, "deploy"),
+        ("pi-1", EPOCH, 2, "deploy"),
+        ("pi-2", OTHER, 1, "deploy"),
+    ]
+
+
 def test_concurrent_retries_store_each_sequence_number_once(database_url: str) -> None:
     """Agents retry while their first report is still being written: threads race on the same
     sequence numbers through separate connections."""
@@ -521,8 +610,11 @@ def test_json_documents_round_trip(store: Store) -> None:
         containers=[container],
     )
     events = [
-        wire.Event(seq=2**62, at=text, kind="error", message=text, deployment=text),
-        wire.Event(seq=2**53 + 1, at="", kind="started", message=""),  # not exact as a float
+        wire.Event(
+            seq=2**62, at="2026-01-01T00:00:00.5+01:00", kind="error", message=text, deployment=text
+        ),
+        # not exact as a float
+        wire.Event(seq=2**53 + 1, at="2026-01-01T00:00:00Z", kind="started", message=""),
     ]
     reported = wire.StatusReport(
         device="pi-1", revision=text, releases=[release], images=[text, ""], events=events

@@ -8,6 +8,7 @@ parts (git, the database) are plain methods; `run` in `reconciler.controller.run
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from reconciler.core.immutable import (
 )
 from reconciler.core.observed import observed_releases
 from reconciler.core.plan import Action, plan_device
+from reconciler.core.reports import checked_events
 from reconciler.core.status import deployment_status
 from reconciler.logs import get_logger
 from reconciler.manifests.credentials import changed, fingerprints
@@ -109,6 +111,10 @@ class Controller:
         # device → the commit that last changed its desired state (as stored; see resume)
         self._revisions: dict[str, str] = {}
         self._branch_deleted: bool | None = None  # as the store's events say; None: not read
+        # Commits and reports run on two threads (see runner): changes to `applied`,
+        # `_revisions` and `_present` are made under this lock, never around a database call,
+        # so a report compares pull credentials before and after against one applied revision.
+        self._state = threading.Lock()
 
     # -- revisions -----------------------------------------------------------------------------
 
@@ -120,15 +126,16 @@ class Controller:
             if report.valid:
                 self._remember(report)  # a store older than some fingerprint kind learns them
                 applied = Applied(sha, report, desired_fleet(report.catalog))
-                self._revisions = self.store.document_revisions()
-                self._document_missing(applied)
-                self.applied = applied
+                revisions = self.store.document_revisions()
+                self._document_missing(applied, revisions)
+                with self._state:
+                    self.applied, self._revisions = applied, revisions
                 self._notify(None)
 
-    def _document_missing(self, applied: Applied) -> None:
+    def _document_missing(self, applied: Applied, revisions: dict[str, str]) -> None:
         """Store the documents a store older than them lacks, so the next start serves them."""
         missing = self.store.undocumented() & set(applied.fleet)
-        revision = self._revisions.get
+        revision = revisions.get
         self.store.put_documents(
             {d: stored_document(applied, d, revision(d, applied.sha)) for d in sorted(missing)}
         )
@@ -179,10 +186,11 @@ class Controller:
         self.store.record_attempt(sha, True, [], at)
         self.store.mark_applied(sha, at, changed, gone, documents)
         self._remember(report)
-        self.applied = applied
-        for device in gone:
-            self._revisions.pop(device, None)
-        self._revisions.update(dict.fromkeys(changed, sha))
+        with self._state:
+            self.applied = applied
+            for device in gone:
+                self._revisions.pop(device, None)
+            self._revisions.update(dict.fromkeys(changed, sha))
         events = [EventIn(at, None, "applied", f"revision {sha[:12]} applied", revision=sha)]
         if rewrite is not None:  # devices go back: say so where operators look
             log.warning("history rewritten", revision=sha, rewrite=rewrite)
@@ -319,23 +327,31 @@ class Controller:
 
     def ingest(self, report: wire.StatusReport) -> int:
         """Store an agent's report: its observed state replaces the last, its events are stored
-        once per sequence number (a retried report adds nothing). Returns the highest sequence
-        number stored for the device, 0 before any. Raises ValueError, storing nothing, for an
-        event time without a UTC offset."""
+        once per sequence number of its journal (a retried report adds nothing). Returns the
+        highest sequence number stored for that journal, 0 before any. Raises InvalidReport
+        (a ValueError) for a bad event time and SequenceConflict for a number that names
+        another event; either way nothing is stored."""
         device = report.device
         events = [
-            (
-                e.seq,
-                EventIn(_timestamp(e.at), device, e.kind, e.message, e.deployment, report.revision),
-            )
-            for e in report.events
+            (e.seq, EventIn(e.at, device, e.kind, e.message, e.deployment, report.revision))
+            for e in checked_events(report)
         ]
-        before = self._pending_auth(device)
-        # its events are stored one by one, below
-        self.store.put_observed(msgspec.structs.replace(report, events=[]), self.now())
-        self._present[device] = frozenset(report.images)
-        last = self.store.append_device_events(device, events)
-        if self._pending_auth(device) != before:
+        now = self.now()
+        reset = None
+        if report.epoch is not None:  # recorded by the store if this journal is a new one
+            message = (
+                f"the agent's event journal started again (epoch {report.epoch}): "
+                "its event numbers count from 1 anew"
+            )
+            reset = EventIn(now, device, "journal-reset", message, revision=report.revision)
+        observed = msgspec.structs.replace(report, events=[])  # its events are stored apart
+        self.images_present(device)  # what its document was made with, before it is replaced
+        last = self.store.put_report(observed, now, events, reset)
+        with self._state:
+            before = self._pending_auth(device)
+            self._present[device] = frozenset(report.images)
+            after = self._pending_auth(device)
+        if after != before:
             self._notify([device])  # its document gains or loses registry credentials
         return last or 0
 
@@ -344,27 +360,21 @@ class Controller:
         present = self._present.get(device)
         if present is None:
             reported = self.store.get_observed(device)
-            present = frozenset(reported[0].images) if reported else frozenset()
-            self._present[device] = present
+            found = frozenset(reported[0].images) if reported else frozenset()
+            with self._state:  # a report stored meanwhile wins over what was read before it
+                present = self._present.setdefault(device, found)
         return present
 
     def _pending_auth(self, device: str) -> set[str]:
-        """The images whose credentials the device's document carries now."""
+        """The images whose credentials the device's document carries now (under the lock,
+        with the device's images in memory)."""
         if self.applied is None:
             return set()
-        return set(pull_credentials(self.applied, device)) - self.images_present(device)
+        return set(pull_credentials(self.applied, device)) - self._present.get(device, frozenset())
 
     def _notify(self, devices: Sequence[str] | None) -> None:
         for listener in self.listeners:
             listener(devices)
-
-
-def _timestamp(value: str) -> datetime:
-    """An agent's RFC 3339 time; one without an offset would be ambiguous once stored."""
-    at = datetime.fromisoformat(value)
-    if at.tzinfo is None:
-        raise ValueError(f"event time {value!r} has no UTC offset")
-    return at
 
 
 def _resource_digests(report: Report) -> dict[ResourceKind, dict[str, str]]:

@@ -1,7 +1,10 @@
 """Run the controller: poll and watch the branch, and work the device queue.
 
-All controller calls (git, database) run in one worker thread, so the store sees one writer and
-the event loop never blocks; the loop only waits, schedules and serves HTTP.
+Controller calls (git, database) run in worker threads, so the event loop never blocks; the loop
+only waits, schedules and serves HTTP. Commits and reconciles share one worker; agents' reports
+have their own, so a burst of large reports never holds a commit back. The store takes the two
+writers (SQLite's one at a time, queued in the store; PostgreSQL's at once), and the controller
+guards the state both workers touch in memory.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Runner:
         self.rng = rng or random.Random()
         self.queue = WorkQueue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedgerow")
+        self._reports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedgerow-reports")
         self._wake = asyncio.Event()
         self.synced = asyncio.Event()  # set after each completed sync, for tests and health
         self.reconciled: list[Callable[[float], None]] = []  # told each reconcile's seconds
@@ -95,8 +99,9 @@ class Runner:
         return self.controller.desired_document(device)
 
     async def report(self, report: wire.StatusReport) -> int:
-        """Store a report in the worker (the store's one writer), then re-plan the device."""
-        last = await self.call(self.controller.ingest, report)
+        """Store a report in the reports' worker, then re-plan the device in the other."""
+        loop = asyncio.get_running_loop()
+        last = await loop.run_in_executor(self._reports, self.controller.ingest, report)
         self.queue.add(report.device)
         return last
 
@@ -161,6 +166,7 @@ class Runner:
         finally:
             self.queue.shutdown()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._reports.shutdown(wait=False, cancel_futures=True)
 
     async def _resume_and_loop(self) -> None:
         started = time.monotonic()

@@ -39,8 +39,10 @@ class Backend(Protocol):
     def desired_document(self, device: str) -> wire.DesiredDocument | None: ...
 
     async def report(self, report: wire.StatusReport) -> int:
-        """Store a device's report and re-plan it; the highest event number stored for it.
-        Raises ValueError, storing nothing, for a report that cannot be stored."""
+        """Store a device's report and re-plan it; the highest event number stored for the
+        report's journal (epoch). Raises, storing nothing, ValueError for a report that cannot
+        be stored and `reconciler.core.reports.SequenceConflict` for an event number that names
+        another event."""
         ...
 
     def wake(self) -> None:

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from reconciler import wire
 from reconciler.core.document import DocumentUnavailable
+from reconciler.core.reports import SequenceConflict
 from reconciler.server.auth import (
     DeviceName,
     TokenCache,
@@ -40,7 +41,10 @@ _REFUSED = {
 
 class Accepted(Out):
     accepted: bool
-    last_seq: int = Field(description="The highest event sequence number stored for the device.")
+    last_seq: int = Field(
+        description="The highest event sequence number stored for the device's journal: the "
+        "report's epoch (0 before any); the agent forgets its events up to it."
+    )
 
 
 class DesiredRoute:
@@ -150,8 +154,10 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         dependencies=[Depends(device_access(cache))],
         responses=described(
             **_REFUSED,
+            _409="An event's sequence number names another event of the same journal (epoch) "
+            "already, or two in the report: nothing is stored.",
             _413="The report is over --max-report-bytes.",
-            _422="Invalid, or for another device.",
+            _422="Invalid (the detail names the field), or for another device: nothing is stored.",
             _503="The store does not answer: keep the report and send it again later.",
         ),
         openapi_extra={
@@ -162,16 +168,20 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         },
     )
     async def status_report(name: DeviceName, request: Request) -> Accepted:
-        """Store what the device runs and its events (once per sequence number), then re-plan
-        the device."""
+        """Store what the device runs and its events (once per sequence number of its journal;
+        the schema bounds how many one report holds), then re-plan the device."""
         try:  # msgspec, not pydantic: the wire types are Structs (see reconciler.wire)
             report = msgspec.json.decode(await request.body(), type=wire.StatusReport)
         except msgspec.DecodeError as exc:  # its text names the JSON path: `$.events[0].seq`
             raise HTTPException(422, str(exc)) from None
+        except RecursionError:  # deep nesting in a field the wire types ignore
+            raise HTTPException(422, "$: the JSON is nested too deeply") from None
         if report.device != name:
             raise HTTPException(422, f"the report is for device {report.device!r}, not {name!r}")
         try:
             last = await backend.report(report)
+        except SequenceConflict as exc:
+            raise HTTPException(409, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         return Accepted(accepted=True, last_seq=last)

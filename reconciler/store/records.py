@@ -47,7 +47,8 @@ class EventIn:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """A stored event; `agent_seq` is set for events a device's agent reported."""
+    """A stored event; `agent_seq` is set for events a device's agent reported, and
+    `agent_epoch` names the agent's journal (None for agents older than journal epochs)."""
 
     id: int
     at: datetime
@@ -57,3 +58,4 @@ class EventRecord:
     deployment: str | None
     revision: str | None
     agent_seq: int | None
+    agent_epoch: str | None = None

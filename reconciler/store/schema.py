@@ -80,10 +80,15 @@ class Status(Base):
     status: Mapped[JSONObject] = mapped_column(JSON)
 
 
+NO_EPOCH = ""  # the journal epoch of events from agents older than epochs, and of the controller's
+
+
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
-        UniqueConstraint("device", "agent_seq"),  # NULLs are distinct: controller events
+        # an agent numbers events per journal; NULL sequence numbers (the controller's events)
+        # are distinct, and NO_EPOCH is a value, so older agents' numbers stay unique too
+        UniqueConstraint("device", "agent_epoch", "agent_seq"),
         Index(None, "device", "id"),
         Index(None, "deployment", "id"),
     )
@@ -99,6 +104,7 @@ class Event(Base):
     message: Mapped[str] = mapped_column(Text)
     revision: Mapped[str | None] = mapped_column(String)
     agent_seq: Mapped[int | None] = mapped_column(BigInteger)
+    agent_epoch: Mapped[str] = mapped_column(String, default=NO_EPOCH, server_default=NO_EPOCH)
 
 
 class Fingerprint(Base):

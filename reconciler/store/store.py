@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconciler import wire
 from reconciler.core.document import StoredDocument
+from reconciler.core.reports import SequenceConflict
 from reconciler.core.status import DeploymentStatus
 from reconciler.store.errors import StoreError, StoreUnavailable
 from reconciler.store.records import (
@@ -55,6 +58,7 @@ from reconciler.store.records import (
     StatusRecord,
 )
 from reconciler.store.schema import (
+    NO_EPOCH,
     Base,
     DocumentRevision,
     Event,
@@ -127,6 +131,11 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # SQLite writes one transaction at a time. Its busy handler polls with growing sleeps,
+        # so a writer that commits back to back (reports) starves the other (a commit); the
+        # store's own writers queue on this lock instead, and the busy timeout is left for
+        # other processes. PostgreSQL locks rows, not the database: no lock.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def open(cls, url: str | URL) -> Self:
@@ -191,7 +200,7 @@ class Store:
     ) -> None:
         """Remember that `sha` was validated; a new attempt of the same sha replaces the last."""
         values = {"sha": sha, "valid": valid, "errors": list(errors), "attempted_at": utc(at)}
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(self._upsert(Revision, values, ["sha"]))
 
     def mark_applied(
@@ -205,7 +214,7 @@ class Store:
         """Record that the fleet now follows `sha`; it must have been recorded as an attempt.
         In the same transaction, the documents of `changed` devices name `sha` from now on
         (with their `documents`, when given), and devices `gone` from the fleet are forgotten."""
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             result = session.execute(
                 update(Revision).where(Revision.sha == sha).values(applied_at=utc(at))
             )
@@ -223,7 +232,7 @@ class Store:
         """Keep the documents of devices (each names its own revision): a controller that
         starts on a store without them fills them in."""
         if documents:
-            with self._sessions.begin() as session:
+            with self._writing() as session:
                 self._put_documents(
                     session, {device: (d.revision, d) for device, d in documents.items()}
                 )
@@ -306,7 +315,7 @@ class Store:
     def put_observed(self, report: wire.StatusReport, at: datetime) -> None:
         """Replace what `report.device` last reported (its events are appended apart)."""
         values = {"device": report.device, "document": msgspec.to_builtins(report), "at": utc(at)}
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(self._upsert(Observed, values, ["device"]))
 
     def get_observed(self, device: str) -> tuple[wire.StatusReport, datetime] | None:
@@ -328,13 +337,13 @@ class Store:
             "device": status.device,
             "status": status.to_json(),
         }
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(self._upsert(Status, values, ["deployment", "device"]))
 
     def prune_statuses(self, device: str, keep: Iterable[str]) -> None:
         """Forget statuses of deployments that no longer target `device`."""
         kept = list(keep)
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             query = delete(Status).where(Status.device == device)
             if kept:
                 query = query.where(Status.deployment.not_in(kept))
@@ -354,7 +363,7 @@ class Store:
         """Append events in order; returns their ids, increasing."""
         if not events:
             return []
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             ids = session.scalars(
                 insert(Event).returning(Event.id, sort_by_parameter_order=True),
                 [_event_values(e, None) for e in events],
@@ -362,23 +371,87 @@ class Store:
             return list(ids)
 
     def append_device_events(
-        self, device: str, events: Iterable[tuple[int, EventIn]]
+        self,
+        device: str,
+        events: Iterable[tuple[int, EventIn]],
+        epoch: str | None = None,
+        reset: EventIn | None = None,
     ) -> int | None:
-        """Append an agent's events, ignoring sequence numbers already stored: a retried report
-        is not counted twice. Returns the highest sequence number stored for the device."""
-        rows = []
+        """Append an agent's events, numbered within its journal `epoch` (None: an agent older
+        than epochs). A number already stored for the same event is skipped, so a retried report
+        is not counted twice; one stored for another event raises SequenceConflict and nothing
+        is stored. `reset` is appended first when these events open a new journal for a device
+        that reported under another. Returns the highest number stored for the journal."""
+        with self._writing() as session:
+            return self._append_device_events(session, device, events, epoch, reset)
+
+    def put_report(
+        self,
+        report: wire.StatusReport,
+        at: datetime,
+        events: Iterable[tuple[int, EventIn]],
+        reset: EventIn | None = None,
+    ) -> int | None:
+        """`put_observed` and `append_device_events` (under the report's epoch) in one
+        transaction: a report refused for its events changes nothing."""
+        values = {"device": report.device, "document": msgspec.to_builtins(report), "at": utc(at)}
+        with self._writing() as session:
+            # a write first: on SQLite it takes the write lock now, waiting (busy_timeout) for
+            # the other writer, rather than failing to upgrade a read later
+            session.execute(self._upsert(Observed, values, ["device"]))
+            return self._append_device_events(session, report.device, events, report.epoch, reset)
+
+    def _append_device_events(
+        self,
+        session: Session,
+        device: str,
+        events: Iterable[tuple[int, EventIn]],
+        epoch: str | None,
+        reset: EventIn | None,
+    ) -> int | None:
+        scope = epoch or NO_EPOCH
+        rows: dict[int, dict[str, Any]] = {}
         # in sequence order: ids follow it, and racing retries take row locks in the same order
         for seq, item in sorted(events, key=lambda pair: pair[0]):
             if item.device != device:
                 raise ValueError(f"event of device {item.device!r} reported by {device!r}")
-            rows.append(_event_values(item, seq))
-        with self._sessions.begin() as session:
-            if rows:
-                statement = self._insert(Event).on_conflict_do_nothing(
-                    index_elements=["device", "agent_seq"]
+            values = _event_values(item, seq, scope)
+            if _content(rows.setdefault(seq, values)) != _content(values):
+                raise _conflict(device, epoch, [seq])
+        if rows:
+            if reset is not None and epoch and self._opens_journal(session, device, scope):
+                session.execute(insert(Event), [_event_values(reset, None, scope)])
+            statement = self._insert(Event).on_conflict_do_nothing(
+                index_elements=["device", "agent_epoch", "agent_seq"]
+            )
+            inserted = set(
+                session.scalars(statement.returning(Event.agent_seq), list(rows.values()))
+            )
+            if skipped := sorted(rows.keys() - inserted):
+                stored = session.execute(
+                    select(Event.agent_seq, Event.at, Event.kind, Event.message, Event.deployment)
+                    .where(Event.device == device, Event.agent_epoch == scope)
+                    .where(Event.agent_seq.in_(skipped))
                 )
-                session.execute(statement, rows)
-            return session.scalar(select(func.max(Event.agent_seq)).where(Event.device == device))
+                found = {
+                    seq: (at, kind, message, deployment)
+                    for seq, at, kind, message, deployment in stored
+                }
+                if clashes := [seq for seq in skipped if found.get(seq) != _content(rows[seq])]:
+                    raise _conflict(device, epoch, clashes)
+        return session.scalar(
+            select(func.max(Event.agent_seq)).where(
+                Event.device == device, Event.agent_epoch == scope
+            )
+        )
+
+    @staticmethod
+    def _opens_journal(session: Session, device: str, scope: str) -> bool:
+        """No event of this journal yet, and some of another: the device's journal restarted."""
+        agent = (Event.device == device, Event.agent_seq.is_not(None))
+        known = select(Event.id).where(*agent, Event.agent_epoch == scope).limit(1)
+        other = select(Event.id).where(*agent, Event.agent_epoch != scope).limit(1)
+        return session.scalar(known) is None and session.scalar(other) is not None
 
     def events(
         self,
@@ -418,7 +491,7 @@ class Store:
         """Replace every fingerprint of `kind`: a name missing from `fingerprints` is forgotten.
         Credential fingerprints are keyed HMACs computed by the caller, never plaintext."""
         _check_kind(kind)
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(delete(Fingerprint).where(Fingerprint.kind == kind))
             if fingerprints:
                 session.execute(
@@ -444,7 +517,7 @@ class Store:
     def put_token(self, device: str, token_hash: str, at: datetime) -> None:
         """Set the hash of `device`'s token, replacing any previous one."""
         values = {"device": device, "token_hash": token_hash, "issued_at": utc(at)}
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(self._upsert(Token, values, ["device"]))
 
     def put_tokens(self, hashes: Mapping[str, str], at: datetime) -> None:
@@ -452,7 +525,7 @@ class Store:
         if not hashes:
             return
         statement = self._insert(Token)
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             session.execute(
                 statement.on_conflict_do_update(
                     index_elements=["device"],
@@ -469,7 +542,7 @@ class Store:
 
     def revoke_token(self, device: str) -> bool:
         """Forget `device`'s token; False when it had none."""
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             return _rowcount(session.execute(delete(Token).where(Token.device == device))) > 0
 
     def token_hash(self, device: str) -> str | None:
@@ -483,6 +556,12 @@ class Store:
             return session.scalar(query)
 
     # helpers
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A write transaction (see `_write_lock`)."""
+        with self._write_lock or nullcontext(), self._sessions.begin() as session:
+            yield session
 
     def _insert(self, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
         """INSERT with ON CONFLICT: both dialects spell it the same, from different modules."""
@@ -528,11 +607,19 @@ def _revision(row: Revision) -> RevisionRecord:
 
 def _event(e: Event) -> EventRecord:
     return EventRecord(
-        e.id, e.at, e.device, e.kind, e.message, e.deployment, e.revision, e.agent_seq
+        e.id,
+        e.at,
+        e.device,
+        e.kind,
+        e.message,
+        e.deployment,
+        e.revision,
+        e.agent_seq,
+        e.agent_epoch or None,
     )
 
 
-def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
+def _event_values(item: EventIn, seq: int | None, epoch: str = NO_EPOCH) -> dict[str, Any]:
     return {
         "at": utc(item.at),
         "device": item.device,
@@ -541,6 +628,7 @@ def _event_values(item: EventIn, seq: int | None) -> dict[str, Any]:
         "message": item.message,
         "revision": item.revision,
         "agent_seq": seq,
+        "agent_epoch": epoch,
     }
 
 
@@ -563,6 +651,21 @@ def _private_file(path: Path) -> None:
         if path.stat().st_mode & 0o077:
             with contextlib.suppress(PermissionError):  # another user's: only read it
                 path.chmod(0o600)
+
+
+def _content(values: Mapping[str, Any]) -> tuple[datetime, str, str, str | None]:
+    """What a retry of an event repeats (not the revision: a retry may follow an apply)."""
+    return values["at"], values["kind"], values["message"], values["deployment"]
+
+
+def _conflict(device: str, epoch: str | None, seqs: Sequence[int]) -> SequenceConflict:
+    journal = f"journal {epoch}" if epoch else "journal without an epoch"
+    shown = ", ".join(str(seq) for seq in seqs[:5]) + (", ..." if len(seqs) > 5 else "")
+    return SequenceConflict(
+        f"device {device!r}: event {shown} of its {journal} was stored before with other "
+        "content; a sequence number names one event, and a journal that starts again needs a "
+        "new epoch"
+    )
 
 
 def _sqlite_transactions(engine: Engine) -> None:
