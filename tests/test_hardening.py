@@ -99,9 +99,9 @@ def start(tmp_path: Path, upstream: git.Repo) -> Iterator[Start]:
 
         def up() -> bool:
             assert process.poll() is None, f"the controller exited: {log.read_text()[-2000:]}"
-            return _health(running.url) is not None
+            return _applied(running.url)
 
-        _wait(up, 30, f"controller up ({log})")
+        _wait(up, 30, f"controller up, its first revision applied ({log})")
         return running
 
     yield run
@@ -114,6 +114,14 @@ def start(tmp_path: Path, upstream: git.Repo) -> Iterator[Start]:
             process.wait()
     for log in logs:
         print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _applied(url: str) -> bool:
+    """The port answers and the first revision is applied (the port opens before it is)."""
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).json().get("revision") is not None
+    except (httpx.HTTPError, ValueError):
+        return False
 
 
 def _health(url: str) -> int | None:

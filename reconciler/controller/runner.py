@@ -81,7 +81,9 @@ class Runner:
         stored document stands for it (one key, looked up once per device, off the loop)."""
         applied = self.controller.applied
         if applied is None:
-            return ("stored", device) if self.resuming else None
+            if self.resuming:
+                return ("stored", device)
+            raise DocumentUnavailable("no revision is applied yet: retry")
         if device not in applied.fleet:
             return None
         return self.controller.document_revision(device), self.controller.images_present(device)
