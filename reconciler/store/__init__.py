@@ -12,6 +12,7 @@ from reconciler.store.records import (
     JSONObject,
     RevisionRecord,
     StatusRecord,
+    StoredReport,
 )
 from reconciler.store.store import DATABASE_FILE, Store, display_url, migrate, sqlite_url
 
@@ -27,6 +28,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "StoredReport",
     "display_url",
     "migrate",
     "sqlite_url",

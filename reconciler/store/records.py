@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
+from reconciler import wire
 from reconciler.core.status import DeploymentStatus
 
 JSONObject = dict[str, Any]
@@ -59,3 +61,15 @@ class EventRecord:
     revision: str | None
     agent_seq: int | None
     agent_epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    """One agent report to store: its observed state (None when unchanged: only its events
+    are appended) and its events, numbered within its journal's epoch."""
+
+    observed: wire.StatusReport | None
+    device: str
+    epoch: str | None
+    events: Sequence[tuple[int, EventIn]]
+    reset: EventIn | None  # recorded when this is the first report of a new journal

@@ -56,6 +56,7 @@ from reconciler.store.records import (
     JSONObject,
     RevisionRecord,
     StatusRecord,
+    StoredReport,
 )
 from reconciler.store.schema import (
     NO_EPOCH,
@@ -401,6 +402,35 @@ class Store:
             session.execute(self._upsert(Observed, values, ["device"]))
             return self._append_device_events(session, report.device, events, report.epoch, reset)
 
+    def put_reports(
+        self, reports: Sequence[StoredReport], at: datetime
+    ) -> list[int | SequenceConflict | None]:
+        """Many reports in one transaction (a savepoint each): per report, the highest
+        sequence number stored for its journal, or the SequenceConflict that refused it with
+        nothing of it stored. A burst of reports costs one commit, not one each."""
+        results: list[int | SequenceConflict | None] = []
+        if not reports:
+            return results
+        with self._writing() as session:
+            for report in reports:
+                try:
+                    with session.begin_nested():
+                        if report.observed is not None:
+                            values = {
+                                "device": report.device,
+                                "document": msgspec.to_builtins(report.observed),
+                                "at": utc(at),
+                            }
+                            session.execute(self._upsert(Observed, values, ["device"]))
+                        results.append(
+                            self._append_device_events(
+                                session, report.device, report.events, report.epoch, report.reset
+                            )
+                        )
+                except SequenceConflict as conflict:
+                    results.append(conflict)
+        return results
+
     def _append_device_events(
         self,
         session: Session,
@@ -548,6 +578,19 @@ class Store:
     def token_hash(self, device: str) -> str | None:
         with self._sessions() as session:
             return session.scalar(select(Token.token_hash).where(Token.device == device))
+
+    def token_hashes(self) -> dict[str, str]:
+        """Every device's token hash (a controller keeps them all in memory)."""
+        with self._sessions() as session:
+            rows = session.execute(select(Token.device, Token.token_hash))
+            return {device: value for device, value in rows}
+
+    def tokens_version(self) -> tuple[int, datetime | None]:
+        """What changes whenever a token is issued or revoked: how many there are, and when
+        the last was issued. Cheap, so a controller asks every few seconds."""
+        with self._sessions() as session:
+            count, last = session.execute(select(func.count(), func.max(Token.issued_at))).one()
+            return int(count), last
 
     def token_owner(self, token_hash: str) -> str | None:
         """The device a token hash belongs to: tells an unknown token from another device's."""
