@@ -5,6 +5,7 @@ the operator routes. Only hashes are compared (`reconciler.secrets.tokens`), in 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import re
 import time
@@ -37,63 +38,126 @@ operator_scheme = HTTPBearer(
 
 
 class TokenCache:
-    """Device token hashes kept in memory, so that a poll costs no query.
+    """Every device's token hash in memory, so that a poll costs no query.
 
-    - Only devices that have a token are kept, in a bounded LRU: made-up names asked about by
-      anyone never fill it (they are refused before any lookup when they are not DNS labels).
-    - An entry older than `ttl` is read again: a revocation by another process (`hedgerow
-      device token --revoke`) reaches every request within `ttl`. A token that does not match
-      its entry is checked against the store at once, so a re-issued token works at once.
-    - When the store does not answer, an entry verified within `grace` keeps admitting its
-      device: unchanged documents are still served from memory through a database outage.
+    - The whole token table is read once, and again whenever it changes: its version (how many
+      tokens, when the last was issued) is checked at most every `refresh` seconds, so a
+      revocation by another process (`hedgerow device token --revoke`) reaches every request
+      within `refresh`. A name without a token is asked about once (a device enrolled a
+      moment ago works at once), then not again for `refresh` seconds: those names are kept
+      in a bounded LRU, so made-up names neither fill memory nor load the database.
+    - A token that does not match its device's hash is checked against the store at once, so
+      a token re-issued a moment ago works at once; `fresh` always asks the store (a long poll
+      about to send a document).
+    - When the store does not answer, the hashes read within `grace` keep admitting devices:
+      unchanged documents are still served from memory through a database outage.
     """
 
     def __init__(
         self,
         store: Store,
         *,
-        ttl: float = 5.0,
+        refresh: float = 2.0,
         grace: float = 600.0,
-        size: int = 100_000,
+        misses: int = 10_000,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.store = store
-        self.ttl = ttl
+        self.refresh = refresh
         self.grace = grace
-        self.size = size
         self.clock = clock or (lambda: time.monotonic())  # looked up at each call
-        self._hashes: OrderedDict[str, tuple[float, str]] = OrderedDict()  # device: (read at, hash)
+        self._hashes: dict[str, bytes] = {}  # device → SHA-256 of its token
+        self._owners: dict[bytes, str] = {}  # the reverse: tells 401 from 403 without a query
+        self._version: object = None
+        self._read_at: float | None = None  # when the table was last known to be current
+        self._checking: asyncio.Task[None] | None = None
+        self._check_started = 0.0
+        self._failed_at: float | None = None  # the last check the store did not answer
+        # names found without a token: not asked again for `refresh` s; a bounded LRU
+        self._misses: OrderedDict[str, float] = OrderedDict()
+        self.misses = misses
 
     def __len__(self) -> int:
         return len(self._hashes)
 
     async def verify(self, device: str, token: str, *, fresh: bool = False) -> bool:
-        """Whether `token` is `device`'s; `fresh` reads the store whatever the cache holds.
-        Raises StoreUnavailable when the store must be asked and does not answer."""
-        presented = tokens.hash_token(token)
-        cached = self._hashes.get(device)
-        now = self.clock()
-        current = cached is not None and not fresh and now - cached[0] < self.ttl
-        if current and cached is not None and hmac.compare_digest(cached[1], presented):
-            self._hashes.move_to_end(device)
+        """Whether `token` is `device`'s; `fresh` waits for a check of the table that starts
+        now (all the long polls a commit wakes share one). Raises StoreUnavailable when the
+        store must be asked and does not answer (or has not for longer than `grace`)."""
+        presented = hashlib.sha256(token.encode("utf-8")).digest()
+        await self._current(since=self.clock() if fresh else None)
+        known = self._hashes.get(device)
+        if known is not None and hmac.compare_digest(known, presented):
             return True
+        if fresh or (known is None and self._missed(device)):
+            return False  # the table was just read, or the name asked about a moment ago
         try:
             stored = await asyncio.to_thread(self.store.token_hash, device)
         except StoreUnavailable:
-            if cached is not None and now - cached[0] < self.grace:
-                return hmac.compare_digest(cached[1], presented)
-            raise
+            return False  # no match with what was read before the store stopped answering
+        self._set(device, bytes.fromhex(stored) if stored else None)
         if stored is None:
-            self._hashes.pop(device, None)
-            return False
-        self._remember(device, stored, now)
-        return hmac.compare_digest(stored, presented)
+            self._misses[device] = self.clock()
+            while len(self._misses) > self.misses:
+                self._misses.popitem(last=False)
+        return stored is not None and hmac.compare_digest(bytes.fromhex(stored), presented)
 
-    def _remember(self, device: str, stored: str, at: float) -> None:
-        self._hashes[device] = (at, stored)
-        self._hashes.move_to_end(device)
-        while len(self._hashes) > self.size:
-            self._hashes.popitem(last=False)
+    def _missed(self, device: str) -> bool:
+        """Whether `device` was found without a token less than `refresh` seconds ago."""
+        at = self._misses.get(device)
+        return at is not None and self.clock() - at < self.refresh
+
+    def owner(self, token: str) -> str | None:
+        """The device `token` belongs to, as of the last read of the table."""
+        return self._owners.get(hashlib.sha256(token.encode("utf-8")).digest())
+
+    async def _current(self, since: float | None = None) -> None:
+        """Read the table again if it changed: when the last check is older than `refresh`,
+        or, with `since`, by a check that started at `since` or later. One check at a time,
+        shared by every request waiting for it."""
+        while True:
+            now = self.clock()
+            if since is None and self._read_at is not None and now - self._read_at < self.refresh:
+                return
+            recent_failure = self._failed_at is not None and now - self._failed_at < self.refresh
+            if since is None and recent_failure:
+                if self._within_grace():  # the store failed a moment ago: not again at once
+                    return
+                raise StoreUnavailable("the store does not answer")
+            if self._checking is None or self._checking.done():
+                self._check_started = now
+                self._checking = asyncio.ensure_future(self._check())
+            started = self._check_started
+            try:
+                await asyncio.shield(self._checking)
+            except StoreUnavailable:
+                self._failed_at = self.clock()
+                if not self._within_grace():
+                    raise
+                return
+            self._failed_at = None
+            if since is None or started >= since:
+                return
+
+    async def _check(self) -> None:
+        version = await asyncio.to_thread(self.store.tokens_version)
+        if version != self._version:
+            hashes = await asyncio.to_thread(self.store.token_hashes)
+            self._hashes = {device: bytes.fromhex(value) for device, value in hashes.items()}
+            self._owners = {value: device for device, value in self._hashes.items()}
+            self._version = version
+        self._read_at = self.clock()
+
+    def _within_grace(self) -> bool:
+        return self._read_at is not None and self.clock() - self._read_at < self.grace
+
+    def _set(self, device: str, value: bytes | None) -> None:
+        old = self._hashes.pop(device, None)
+        if old is not None:
+            self._owners.pop(old, None)
+        if value is not None:
+            self._hashes[device] = value
+            self._owners[value] = device
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -118,7 +182,7 @@ async def authorize_device(
         raise HTTPException(404, "not a device name: a DNS label of at most 63 characters")
     if await cache.verify(name, token, fresh=fresh):
         return
-    other = await asyncio.to_thread(cache.store.token_owner, tokens.hash_token(token))
+    other = cache.owner(token)
     if other is None:
         raise unauthorized("unknown device token")
     log.warning("device token used for another device", device=name, owner=other)
