@@ -59,6 +59,77 @@ def stored_document(applied: Applied, device: str, revision: str) -> StoredDocum
     return StoredDocument(revision, canonical_json(document), images)
 
 
+class Projection:
+    """The documents of one revision, built from parts shared across devices.
+
+    A device's canonical document is `{"deployments":[...],"device":...,"registryAuth":[...],
+    "revision":...}` (keys sorted), and each deployment's part depends on the deployment alone
+    (its release, state, redeploy token and content digest): a selector deployment running on
+    10,000 devices is encoded once, and its bytes are shared. A device's document is then a
+    join of a few shared byte strings, equal byte for byte to `canonical_json` of
+    `desired_document`, which the tests check. Releases, volumes and networks are immutable
+    once applied, so a part stays valid from one revision to the next (`carry`).
+    """
+
+    def __init__(self, applied: Applied, parts: Mapping[DesiredDeployment, bytes] | None = None):
+        self.applied = applied
+        self._parts: dict[DesiredDeployment, bytes] = dict(parts or {})
+
+    def carry(self, applied: Applied) -> Projection:
+        """The projection of the next revision, keeping the parts it still uses."""
+        wanted = {want for device in applied.fleet.values() for want in device.values()}
+        return Projection(applied, {w: b for w, b in self._parts.items() if w in wanted})
+
+    def part(self, want: DesiredDeployment) -> bytes:
+        found = self._parts.get(want)
+        if found is None:
+            catalog = self.applied.report.catalog
+            release = catalog.release(want.application, want.release)
+            assert release is not None  # an applied revision resolves every release
+            deployment = wire_deployment(catalog, want, release.manifest)
+            found = self._parts[want] = msgspec.json.encode(
+                msgspec.to_builtins(deployment), order="sorted"
+            )
+        return found
+
+    def body(self, device: str, present: Set[str], revision: str) -> bytes:
+        """`device`'s document: credentials only for images it does not hold."""
+        wanted = sorted(self.applied.fleet.get(device, {}).values(), key=lambda d: d.deployment)
+        auth = [
+            msgspec.json.encode(
+                {
+                    "image": image,
+                    "password": credential.password.reveal(),
+                    "serveraddress": credential.registry
+                    or parse_image(image).domain
+                    or "docker.io",
+                    "username": credential.username.reveal(),
+                }
+            )
+            for image, credential in sorted(pull_credentials(self.applied, device).items())
+            if image not in present
+        ]
+        return b"".join(
+            (
+                b'{"deployments":[',
+                b",".join(self.part(want) for want in wanted),
+                b'],"device":',
+                msgspec.json.encode(device),
+                b',"registryAuth":[',
+                b",".join(auth),
+                b'],"revision":',
+                msgspec.json.encode(revision),
+                b"}",
+            )
+        )
+
+    def stored(self, device: str, revision: str) -> StoredDocument:
+        """What the store keeps of `device`'s document: no credential, and which images
+        would need one."""
+        images = tuple(sorted(pull_credentials(self.applied, device)))
+        return StoredDocument(revision, self.body(device, frozenset(images), revision), images)
+
+
 @dataclass(frozen=True)
 class Applied:
     """The revision in force: its commit, its validated manifests and what each device runs."""
