@@ -8,14 +8,15 @@ from pathlib import Path
 from textwrap import dedent
 
 import git
+import msgspec
 import pytest
 
-from reconciler.controller.controller import Controller
+from reconciler.controller.controller import Controller, Ingested
 from reconciler.controller.source import open_repo, resolve, tree_files
 from reconciler.core.status import ConditionType
 from reconciler.manifests.problems import Problem
 from reconciler.store import Store
-from reconciler.wire import ReleaseReport, StatusReport
+from reconciler.wire import DesiredDocument, Event, ReleaseReport, StatusReport
 from tests.support.repos import BASE, RELEASE_110, commit, resources
 
 
@@ -151,8 +152,9 @@ def test_documents_name_the_commit_that_changed_their_device_even_after_a_restar
     fresh = controller(upstream, store)
     fresh.resume()
     assert {d: fresh.document_revision(d) for d in ("pi-1", "pi-2")} == revisions
-    document = fresh.desired_document("pi-1")
-    assert document is not None and document.revision == first
+    body = fresh.document("pi-1")
+    assert body is not None
+    assert msgspec.json.decode(body, type=DesiredDocument).revision == first
 
 
 def test_a_removed_deployment_clears_its_status(upstream: git.Repo, store: Store) -> None:
@@ -275,9 +277,9 @@ def test_a_new_volume_and_a_release_switched_to_it_are_applied(
     outcome = ctl.sync()
     assert outcome is not None and outcome.applied, outcome
     assert outcome.devices == ["pi-1"]
-    document = ctl.desired_document("pi-1")
-    assert document is not None
-    (web,) = document.deployments
+    body = ctl.document("pi-1")
+    assert body is not None
+    (web,) = msgspec.json.decode(body, type=DesiredDocument).deployments
     assert [(v.name, v.options, v.deletion_policy) for v in web.volumes] == [
         ("data-v2", {"o": "size=1g"}, "Delete")
     ]
@@ -301,3 +303,37 @@ def test_a_restarted_controller_remembers_the_volumes_it_had_applied(
             "resources.yaml", 7, 18, "Volume", "data", "metadata.name", in_place("Volume", "data")
         ),
     )
+
+
+def test_an_unchanged_report_only_appends_its_events(upstream: git.Repo, store: Store) -> None:
+    """A converged device reports the same state every period: its events are stored, and
+    neither its observed state is written again nor the device re-planned."""
+    ticks = iter(datetime(2026, 1, 1, 0, minute, tzinfo=UTC) for minute in range(10))
+    ctl = Controller(
+        BranchSource(Path(upstream.working_dir)),
+        store,
+        identities=[],
+        fingerprint_key=b"k" * 32,
+        now=lambda: next(ticks),
+    )
+    ctl.sync()
+    running = ReleaseReport(
+        application="web", release="1.0.0", deployment="web-lyon", running=True, complete=True
+    )
+
+    def report(seq: int, *releases: ReleaseReport) -> StatusReport:
+        event = Event(seq=seq, at="2026-01-01T00:00:00+00:00", kind="started", message="up")
+        return StatusReport(
+            device="pi-1", releases=list(releases), events=[event], epoch="journal-1"
+        )
+
+    first, second, third = ctl.ingest_many([report(1, running), report(2, running), report(3)])
+    assert first == Ingested(1, True)
+    assert second == Ingested(2, False)  # the same state: events only
+    assert third == Ingested(3, True)  # the release is gone
+    assert [e.agent_seq for e in store.events(device="pi-1")] == [1, 2, 3]
+    observed = store.get_observed("pi-1")
+    assert observed is not None and observed[0].releases == []
+    (again,) = ctl.ingest_many([report(4)])
+    assert again == Ingested(4, False)
+    assert store.get_observed("pi-1") == observed  # not written again: the same time

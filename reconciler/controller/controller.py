@@ -8,6 +8,7 @@ parts (git, the database) are plain methods; `run` in `reconciler.controller.run
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,10 +30,9 @@ from reconciler.core.desired import (
 from reconciler.core.document import (
     Applied,
     Fleet,
+    Projection,
     StoredDocument,
-    desired_document,
     pull_credentials,
-    stored_document,
 )
 from reconciler.core.immutable import (
     ResourceKind,
@@ -43,14 +43,14 @@ from reconciler.core.immutable import (
 )
 from reconciler.core.observed import observed_releases
 from reconciler.core.plan import Action, plan_device
-from reconciler.core.reports import checked_events
+from reconciler.core.reports import InvalidReport, SequenceConflict, checked_events
 from reconciler.core.status import deployment_status
 from reconciler.logs import get_logger
 from reconciler.manifests.credentials import changed, fingerprints
 from reconciler.manifests.problems import Problem
 from reconciler.manifests.validate import Report, validate_files
 from reconciler.secrets.sops import Identity
-from reconciler.store import EventIn, FingerprintKind, Store
+from reconciler.store import EventIn, FingerprintKind, Store, StoredReport
 
 log = get_logger("hedgerow.controller")
 
@@ -72,6 +72,30 @@ class History(Protocol):
     """How commits relate: whether `sha` is `ancestor` or comes after it (a `Mirror` is one)."""
 
     def descends(self, sha: str, ancestor: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    last_seq: int  # the highest event number stored for the report's journal
+    changed: bool  # its observed state differs from the last: the device is re-planned
+
+
+@dataclass(frozen=True, slots=True)
+class ReportToStore:
+    report: wire.StatusReport  # without its events
+    events: list[tuple[int, EventIn]]
+    reset: EventIn | None
+    changed: bool
+    digest: bytes
+
+    def as_store(self) -> StoredReport:
+        return StoredReport(self.report if self.changed else None, self.report.device,
+                            self.report.epoch, self.events, self.reset)  # fmt: skip
+
+
+def _digest(report: wire.StatusReport) -> bytes:
+    """A short digest of an observed state, to tell an unchanged report at once."""
+    return hashlib.blake2b(msgspec.json.encode(report), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -105,9 +129,12 @@ class Controller:
         self.key = fingerprint_key
         self.now = now
         self.applied: Applied | None = None
+        self.projection: Projection | None = None  # the applied revision's documents
         self._actions: dict[str, list[Action]] = {}
         self.listeners: list[Listener] = []
         self._present: dict[str, frozenset[str]] = {}  # images each device last reported
+        self._observed: dict[str, bytes] = {}  # digest of each device's last observed state
+        self._journals: dict[str, str] = {}  # each device's journal epoch, once seen
         # device → the commit that last changed its desired state (as stored; see resume)
         self._revisions: dict[str, str] = {}
         self._branch_deleted: bool | None = None  # as the store's events say; None: not read
@@ -126,18 +153,20 @@ class Controller:
             if report.valid:
                 self._remember(report)  # a store older than some fingerprint kind learns them
                 applied = Applied(sha, report, desired_fleet(report.catalog))
+                projection = Projection(applied)
                 revisions = self.store.document_revisions()
-                self._document_missing(applied, revisions)
+                self._document_missing(projection, revisions)
                 with self._state:
                     self.applied, self._revisions = applied, revisions
+                    self.projection = projection
                 self._notify(None)
 
-    def _document_missing(self, applied: Applied, revisions: dict[str, str]) -> None:
+    def _document_missing(self, projection: Projection, revisions: dict[str, str]) -> None:
         """Store the documents a store older than them lacks, so the next start serves them."""
-        missing = self.store.undocumented() & set(applied.fleet)
-        revision = revisions.get
+        sha = projection.applied.sha
+        missing = self.store.undocumented() & set(projection.applied.fleet)
         self.store.put_documents(
-            {d: stored_document(applied, d, revision(d, applied.sha)) for d in sorted(missing)}
+            {d: projection.stored(d, revisions.get(d, sha)) for d in sorted(missing)}
         )
 
     def stored_document(self, device: str) -> StoredDocument | None:
@@ -182,12 +211,13 @@ class Controller:
         gone = [d for d in devices if d not in fleet]
         changed = [d for d in devices if d in fleet]
         applied = Applied(sha, report, fleet)
-        documents = {device: stored_document(applied, device, sha) for device in changed}
+        projection = self.projection.carry(applied) if self.projection else Projection(applied)
+        documents = {device: projection.stored(device, sha) for device in changed}
         self.store.record_attempt(sha, True, [], at)
         self.store.mark_applied(sha, at, changed, gone, documents)
         self._remember(report)
         with self._state:
-            self.applied = applied
+            self.applied, self.projection = applied, projection
             for device in gone:
                 self._revisions.pop(device, None)
             self._revisions.update(dict.fromkeys(changed, sha))
@@ -308,15 +338,16 @@ class Controller:
 
     # -- the device API ------------------------------------------------------------------------
 
-    def desired_document(self, device: str) -> wire.DesiredDocument | None:
-        """What `device` should run, with pull credentials only for images it has not reported;
-        None when the applied revision has no such device."""
-        applied = self.applied
-        if applied is None or device not in applied.fleet:
+    def document(self, device: str) -> bytes | None:
+        """What `device` should run, as the canonical JSON it is served as, with pull
+        credentials only for images it has not reported; None when the applied revision has
+        no such device. Built from parts shared across devices: a join, not an encoding."""
+        with self._state:
+            applied, projection = self.applied, self.projection
+            revision = self._revisions.get(device, applied.sha) if applied else ""
+        if applied is None or projection is None or device not in applied.fleet:
             return None
-        return desired_document(
-            applied, device, self.images_present(device), self.document_revision(device)
-        )
+        return projection.body(device, self.images_present(device), revision)
 
     def document_revision(self, device: str) -> str:
         """The revision a device's document names: the commit that last changed what the
@@ -326,34 +357,94 @@ class Controller:
         return self._revisions.get(device, self.applied.sha)
 
     def ingest(self, report: wire.StatusReport) -> int:
-        """Store an agent's report: its observed state replaces the last, its events are stored
-        once per sequence number of its journal (a retried report adds nothing). Returns the
-        highest sequence number stored for that journal, 0 before any. Raises InvalidReport
-        (a ValueError) for a bad event time and SequenceConflict for a number that names
-        another event; either way nothing is stored."""
-        device = report.device
-        events = [
-            (e.seq, EventIn(e.at, device, e.kind, e.message, e.deployment, report.revision))
-            for e in checked_events(report)
-        ]
+        """Store one agent's report (see `ingest_many`); raises what its result holds."""
+        (result,) = self.ingest_many([report])
+        if isinstance(result, Exception):
+            raise result
+        return result.last_seq
+
+    def ingest_many(self, reports: Sequence[wire.StatusReport]) -> list[Ingested | Exception]:
+        """See `_ingest_run`: reports are stored in runs where each device appears once, so
+        each is compared with the state its device's previous report left."""
+        results: list[Ingested | Exception] = []
+        run: list[wire.StatusReport] = []
+        for report in reports:
+            if any(r.device == report.device for r in run):
+                results.extend(self._ingest_run(run))
+                run = []
+            run.append(report)
+        results.extend(self._ingest_run(run))
+        return results
+
+    def _ingest_run(self, reports: Sequence[wire.StatusReport]) -> list[Ingested | Exception]:
+        """Store agents' reports in one transaction: each one's observed state replaces the
+        last — unless it is unchanged, the common case of a converged device, which costs an
+        append of its events and nothing else — and its events are stored once per sequence
+        number of its journal (a retried report adds nothing). Per report, in order: what was
+        stored (the highest sequence number of its journal, 0 before any; whether its
+        observed state changed, so the device is re-planned), or InvalidReport (a bad event
+        time) or SequenceConflict (a number that names another event), with nothing of that
+        report stored."""
         now = self.now()
-        reset = None
-        if report.epoch is not None:  # recorded by the store if this journal is a new one
-            message = (
-                f"the agent's event journal started again (epoch {report.epoch}): "
-                "its event numbers count from 1 anew"
-            )
-            reset = EventIn(now, device, "journal-reset", message, revision=report.revision)
-        observed = msgspec.structs.replace(report, events=[])  # its events are stored apart
-        self.images_present(device)  # what its document was made with, before it is replaced
-        last = self.store.put_report(observed, now, events, reset)
+        results: list[Ingested | Exception | None] = []
+        items: list[ReportToStore] = []
+        for report in reports:
+            device = report.device
+            try:
+                events = [
+                    (e.seq, EventIn(e.at, device, e.kind, e.message, e.deployment, report.revision))
+                    for e in checked_events(report)
+                ]
+            except (InvalidReport, SequenceConflict) as refused:
+                results.append(refused)
+                continue
+            reset = None
+            if report.epoch is not None and self._journals.get(device) != report.epoch:
+                message = (  # recorded by the store if this journal is a new one
+                    f"the agent's event journal started again (epoch {report.epoch}): "
+                    "its event numbers count from 1 anew"
+                )
+                reset = EventIn(now, device, "journal-reset", message, revision=report.revision)
+            observed = msgspec.structs.replace(report, events=[])  # its events are stored apart
+            digest = _digest(observed)
+            changed = self._observed.get(device) != digest
+            items.append(ReportToStore(observed, events, reset, changed, digest))
+            results.append(None)
+        for item in items:
+            self.images_present(item.report.device)  # what its document was made with
+        stored = iter(self.store.put_reports([item.as_store() for item in items], now))
+        out: list[Ingested | Exception] = []
+        pending = iter(items)
+        for result in results:
+            if result is not None:
+                out.append(result)
+                continue
+            item, last = next(pending), next(stored)
+            if isinstance(last, Exception):
+                out.append(last)
+                continue
+            self._stored_report(item)
+            out.append(Ingested(last or 0, item.changed))
+        return out
+
+    def _stored_report(self, item: ReportToStore) -> None:
+        """Remember what a stored report says; wake the device's poll if its credentials
+        change with it."""
+        report = item.report
+        device = report.device
+        self._observed[device] = item.digest
+        if report.epoch is not None:
+            self._journals[device] = report.epoch
         with self._state:
             before = self._pending_auth(device)
             self._present[device] = frozenset(report.images)
             after = self._pending_auth(device)
         if after != before:
             self._notify([device])  # its document gains or loses registry credentials
-        return last or 0
+
+    def known_images(self, device: str) -> frozenset[str] | None:
+        """The images `device` last reported, when they are in memory (no database read)."""
+        return self._present.get(device)
 
     def images_present(self, device: str) -> frozenset[str]:
         """The images `device` last reported: kept in memory, so a poll reads no database."""

@@ -17,16 +17,35 @@ from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import msgspec
-
 from reconciler import wire
-from reconciler.controller.controller import Controller, Listener
+from reconciler.controller.controller import Controller, Ingested, Listener
 from reconciler.controller.queue import WorkQueue, resync_delay, run_workers
 from reconciler.core.document import DocumentUnavailable, Fleet
 from reconciler.logs import get_logger
 from reconciler.store import Store
 
 T = TypeVar("T")
+# A batch of reports is one transaction: large enough that a burst costs a few commits, small
+# enough that a commit of git never waits long behind one (SQLite has one writer at a time).
+BATCH_REPORTS = 500
+BATCH_EVENTS = 5_000
+
+
+def _batch(
+    pending: list[tuple[wire.StatusReport, asyncio.Future[Ingested]]],
+) -> list[tuple[wire.StatusReport, asyncio.Future[Ingested]]]:
+    """The first reports waiting, up to BATCH_REPORTS reports or BATCH_EVENTS events, and
+    one report of each device (a device's second report is compared with its first)."""
+    events = 0
+    devices: set[str] = set()
+    for count, (report, _) in enumerate(pending[:BATCH_REPORTS]):
+        events += len(report.events)
+        if count > 0 and (events > BATCH_EVENTS or report.device in devices):
+            return pending[:count]
+        devices.add(report.device)
+    return pending[:BATCH_REPORTS]
+
+
 log = get_logger("hedgerow.controller")
 
 
@@ -50,6 +69,9 @@ class Runner:
         self.queue = WorkQueue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedgerow")
         self._reports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hedgerow-reports")
+        self._pending: list[tuple[wire.StatusReport, asyncio.Future[Ingested]]] = []
+        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.synced = asyncio.Event()  # set after each completed sync, for tests and health
         self.reconciled: list[Callable[[float], None]] = []  # told each reconcile's seconds
@@ -77,8 +99,9 @@ class Runner:
 
     def document_key(self, device: str) -> Hashable | None:
         """What a device's document depends on (its revision and the images it reported);
-        None when the applied revision has no such device. While the controller starts, the
-        stored document stands for it (one key, looked up once per device, off the loop)."""
+        None when the applied revision has no such device. Never blocks: while the controller
+        starts, or before a device's images are read from the store, a key that `document`
+        settles off the loop stands for it."""
         applied = self.controller.applied
         if applied is None:
             if self.resuming:
@@ -86,26 +109,65 @@ class Runner:
             raise DocumentUnavailable("no revision is applied yet: retry")
         if device not in applied.fleet:
             return None
-        return self.controller.document_revision(device), self.controller.images_present(device)
+        present = self.controller.known_images(device)
+        if present is None:
+            return ("unread", device)
+        return self.controller.document_revision(device), present
 
-    def desired_document(self, device: str) -> wire.DesiredDocument | None:
-        """The device's document; while the controller starts, the one the store kept, when
-        it is whole (it needs no credential the device lacks). Called in a thread."""
+    async def document(self, device: str) -> bytes | None:
+        """The device's document as served. While the controller starts, the one the store
+        kept when it is whole (it needs no credential the device lacks); else a join of the
+        applied revision's shared parts, on the loop, once the device's images are known."""
         if self.controller.applied is None and self.resuming:
-            stored = self.controller.stored_document(device)
-            if stored is None or not stored.serves(self.controller.images_present(device)):
-                raise DocumentUnavailable(
-                    "the controller is starting and cannot serve this document yet: retry"
-                )
-            return msgspec.json.decode(stored.body, type=wire.DesiredDocument)
-        return self.controller.desired_document(device)
+            return await asyncio.to_thread(self._stored, device)
+        if self.controller.known_images(device) is None:
+            await asyncio.to_thread(self.controller.images_present, device)
+        return self.controller.document(device)
+
+    def _stored(self, device: str) -> bytes:
+        stored = self.controller.stored_document(device)
+        if stored is None or not stored.serves(self.controller.images_present(device)):
+            raise DocumentUnavailable(
+                "the controller is starting and cannot serve this document yet: retry"
+            )
+        return stored.body
 
     async def report(self, report: wire.StatusReport) -> int:
-        """Store a report in the reports' worker, then re-plan the device in the other."""
+        """Store a report with the others waiting (one transaction a batch, in the reports'
+        worker), then re-plan the device in the other worker if what it runs changed."""
         loop = asyncio.get_running_loop()
-        last = await loop.run_in_executor(self._reports, self.controller.ingest, report)
-        self.queue.add(report.device)
-        return last
+        answer: asyncio.Future[Ingested] = loop.create_future()
+        self._pending.append((report, answer))
+        if not self._draining:
+            self._draining = True
+            self._drainer = loop.create_task(self._drain())
+        stored = await answer
+        if stored.changed:
+            self.queue.add(report.device)
+        return stored.last_seq
+
+    async def _drain(self) -> None:
+        """Store the reports that arrived, a batch at a time, until none is left."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch = _batch(self._pending)
+                del self._pending[: len(batch)]
+                try:
+                    results = await loop.run_in_executor(
+                        self._reports, self.controller.ingest_many, [r for r, _ in batch]
+                    )
+                except Exception as failed:  # the store does not answer: every one gets it
+                    results = [failed] * len(batch)
+                for (_, answer), result in zip(batch, results, strict=True):
+                    if answer.done():
+                        continue
+                    if isinstance(result, Exception):
+                        answer.set_exception(result)
+                    else:
+                        answer.set_result(result)
+        finally:
+            self._draining = False
 
     def queue_depth(self) -> int:
         return self.queue.depth()

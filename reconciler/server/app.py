@@ -89,7 +89,7 @@ class _Described:
     def document_key(self, device: str) -> Hashable | None:
         return None
 
-    def desired_document(self, device: str) -> wire.DesiredDocument | None:
+    async def document(self, device: str) -> bytes | None:
         return None
 
     async def report(self, report: wire.StatusReport) -> int:

@@ -36,7 +36,10 @@ class Backend(Protocol):
         revision has no such device. Cheap: called on every poll."""
         ...
 
-    def desired_document(self, device: str) -> wire.DesiredDocument | None: ...
+    async def document(self, device: str) -> bytes | None:
+        """The device's document as served (canonical JSON); None when the applied revision
+        has no such device. Raises DocumentUnavailable when it cannot be served yet."""
+        ...
 
     async def report(self, report: wire.StatusReport) -> int:
         """Store a device's report and re-plan it; the highest event number stored for the

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from fastapi import HTTPException
 from starlette.responses import Response
 
-from reconciler.core.document import canonical_json, etag
+from reconciler.core.document import etag
 from reconciler.server.backend import Backend
 
 MAX_WAIT = 60.0
@@ -40,9 +40,12 @@ class Changes:
                 waiters = [w for group in self._waiters.values() for w in group]
             else:
                 waiters = [w for device in devices for w in self._waiters.get(device, ())]
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
         for loop, event in waiters:
+            by_loop.setdefault(loop, []).append(event)
+        for loop, events in by_loop.items():  # one wake-up of each loop, not one per waiter
             with suppress(RuntimeError):  # that loop is closed: nobody waits on it any more
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(_set_all, events)
 
     @contextmanager
     def watch(self, device: str) -> Iterator[asyncio.Event]:
@@ -61,28 +64,36 @@ class Changes:
                     self._waiters.pop(device, None)
 
 
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
+
+
 class Documents:
-    """Each device's document body and ETag, kept until its document key (revision, images
-    reported) changes: an unchanged poll is then a comparison on the event loop, with no thread
-    hop and no database read."""
+    """Each device's ETag, kept until its document key (revision, images reported) changes: an
+    unchanged poll is then a comparison on the event loop, with no thread hop, no database
+    read and no document built. Bodies are not kept: a 200 builds its body again (a join of
+    parts the controller shares across devices), so memory does not grow with the fleet."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self._cache: dict[str, tuple[Hashable, bytes, str]] = {}
+        self._tags: dict[str, tuple[Hashable, str]] = {}
+
+    def tag(self, device: str) -> str | None:
+        """The device's current ETag, when it is known without building anything."""
+        key = self.backend.document_key(device)
+        cached = self._tags.get(device)
+        return cached[1] if cached is not None and key is not None and cached[0] == key else None
 
     async def get(self, device: str) -> tuple[bytes, str] | None:
         key = self.backend.document_key(device)
         if key is None:
             return None
-        cached = self._cache.get(device)
-        if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
-        document = await asyncio.to_thread(self.backend.desired_document, device)
-        if document is None:
+        body = await self.backend.document(device)
+        if body is None:
             return None
-        body = canonical_json(document)
         tag = etag(body)
-        self._cache[device] = (key, body, tag)
+        self._tags[device] = (key, tag)
         return body, tag
 
 
@@ -99,13 +110,13 @@ async def long_poll(
     a token revoked while the poll waited never receives a document, nor the pull
     credentials it may carry."""
     if wait <= 0:  # a plain conditional GET: no waiter to register
-        return answer(await documents.get(name), name, if_none_match)
+        return await _current(documents, name, if_none_match)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     waited = False
     with changes.watch(name) as changed:
         while True:
-            response = answer(await documents.get(name), name, if_none_match)
+            response = await _current(documents, name, if_none_match)
             if response.status_code != 304:
                 if waited:
                     await recheck()
@@ -116,6 +127,14 @@ async def long_poll(
                 await asyncio.wait_for(changed.wait(), deadline - loop.time())
             waited = True
             changed.clear()  # before reading again: a change during the read wakes us anew
+
+
+async def _current(documents: Documents, name: str, if_none_match: str | None) -> Response:
+    """304 from the cached ETag alone when it still holds, else the document built."""
+    tag = documents.tag(name)
+    if tag is not None and matches(if_none_match, tag):
+        return Response(status_code=304, headers={"ETag": tag, "Cache-Control": "no-store"})
+    return answer(await documents.get(name), name, if_none_match)
 
 
 def answer(found: tuple[bytes, str] | None, name: str, if_none_match: str | None) -> Response:
