@@ -105,8 +105,7 @@ def applied(database_url: str) -> str:
     """A store whose applied revision has devices pi-1 and pi-2 (on both backends)."""
     sha = "a" * 40
     with Store.open(database_url) as store:
-        store.record_attempt(sha, True, [], T0)
-        store.mark_applied(sha, T0, ["pi-1", "pi-2"], [])
+        store.apply(sha, T0, changed=["pi-1", "pi-2"])
     return database_url
 
 

@@ -25,6 +25,7 @@ from reconciler.core.status import ConditionType, DeploymentStatus, condition
 from reconciler.store import (
     EventIn,
     EventRecord,
+    NotLeader,
     RevisionRecord,
     StatusRecord,
     Store,
@@ -45,6 +46,7 @@ TABLES = {
     "fingerprints",
     "tokens",
     "document_revisions",
+    "leadership",
 }
 
 
@@ -122,7 +124,7 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     migrate(engine)
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
-    assert current_revision(engine) == head() == "0005"
+    assert current_revision(engine) == head() == "0006"
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]
@@ -240,39 +242,60 @@ def test_open_makes_the_sqlite_folder_and_takes_plain_postgresql_urls(
 def test_attempts_and_the_applied_revision(store: Store) -> None:
     assert store.last_attempt() is None
     assert store.applied_revision() is None
-    store.record_attempt("aaa", True, [], at(0))
-    store.mark_applied("aaa", at(1))
-    store.record_attempt("bbb", False, [{"file": "x.yaml", "message": "bad"}], at(2))
+    store.apply("aaa", at(1))
+    store.reject("bbb", [{"file": "x.yaml", "message": "bad"}], at(2))
     assert store.applied_revision() == "aaa"  # a rejected revision is not applied
     assert store.last_attempt() == RevisionRecord(
         "bbb", False, at(2), [{"file": "x.yaml", "message": "bad"}], None
     )
-    store.record_attempt("ccc", True, [], at(3))
-    store.mark_applied("ccc", at(4))
+    store.apply("ccc", at(4))
     assert store.applied_revision() == "ccc"
-    record = store.last_attempt()
-    assert record is not None and record.sha == "ccc" and record.applied_at == at(4)
+    assert store.last_attempt() == RevisionRecord("ccc", True, at(4), [], at(4))
+
+
+def test_a_commit_is_applied_with_its_events_or_rejected_with_them(store: Store) -> None:
+    applied = EventIn(at(1), None, "applied", "revision aaa applied", revision="aaa")
+    store.apply("aaa", at(1), changed=["pi-1"], events=[applied])
+    rejected = EventIn(at(2), None, "rejected", "commit bbb rejected", revision="bbb")
+    store.reject("bbb", [{"message": "bad"}], at(2), [rejected])
+    assert [(e.kind, e.revision) for e in store.events()] == [
+        ("applied", "aaa"),
+        ("rejected", "bbb"),
+    ]
+
+
+def test_only_the_current_leader_s_term_applies_a_commit(store: Store, engine: sa.Engine) -> None:
+    """A leader deposed mid-apply (another replica elected, the term moved on) writes
+    nothing: no attempt, no document, no event; the new leader applies the commit once."""
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO leadership (id, term, holder, since) VALUES (1, 2, 'b', :at)"),
+            {"at": at(0)},
+        )
+    event = EventIn(at(1), None, "applied", "revision aaa applied", revision="aaa")
+    with pytest.raises(NotLeader, match="term 1 is over"):
+        store.apply("aaa", at(1), changed=["pi-1"], events=[event], term=1)
+    with pytest.raises(NotLeader):
+        store.reject("aaa", [], at(1), [event], term=1)
+    assert store.last_attempt() is None and store.document_revisions() == {}
+    assert store.events() == []
+    store.apply("aaa", at(1), changed=["pi-1"], events=[event], term=2)
+    assert store.applied_revision() == "aaa" and store.leadership() == (2, "b")
+    assert [e.kind for e in store.events()] == ["applied"]
 
 
 def test_reapplying_an_older_revision_makes_it_the_applied_one(store: Store) -> None:
     for minute, sha in enumerate(["aaa", "bbb"]):
-        store.record_attempt(sha, True, [], at(minute))
-        store.mark_applied(sha, at(minute))
-    store.record_attempt("aaa", True, [], at(5))  # history rewritten back to aaa
-    store.mark_applied("aaa", at(5))
+        store.apply(sha, at(minute))
+    store.apply("aaa", at(5))  # history rewritten back to aaa
     assert store.applied_revision() == "aaa"
     assert store.last_attempt() == RevisionRecord("aaa", True, at(5), [], at(5))
 
 
 def test_applying_records_the_revision_each_changed_device_s_document_names(store: Store) -> None:
-    store.record_attempt("aaa", True, [], at(0))
-    store.mark_applied("aaa", at(0), changed=["pi-1", "pi-2", "pi-3"])
-    store.record_attempt("bbb", True, [], at(1))
-    store.mark_applied("bbb", at(1), changed=["pi-2"], gone=["pi-3"])
+    store.apply("aaa", at(0), changed=["pi-1", "pi-2", "pi-3"])
+    store.apply("bbb", at(1), changed=["pi-2"], gone=["pi-3"])
     assert store.document_revisions() == {"pi-1": "aaa", "pi-2": "bbb"}
-    with pytest.raises(LookupError):
-        store.mark_applied("zzz", at(2), changed=["pi-1"])
-    assert store.document_revisions() == {"pi-1": "aaa", "pi-2": "bbb"}, "one transaction"
 
 
 def test_documents_are_kept_with_their_revision_and_without_credentials(store: Store) -> None:
@@ -280,16 +303,14 @@ def test_documents_are_kept_with_their_revision_and_without_credentials(store: S
     credential (the credential itself never reaches the store)."""
     body = b'{"deployments":[],"device":"pi-1","registryAuth":[],"revision":"aaa"}'
     document = StoredDocument("aaa", body, ("r.example/app:1",))
-    store.record_attempt("aaa", True, [], at(0))
-    store.mark_applied("aaa", at(0), ["pi-1", "pi-2"], documents={"pi-1": document})
+    store.apply("aaa", at(0), changed=["pi-1", "pi-2"], documents={"pi-1": document})
     assert store.stored_document("pi-1") == document
     assert store.stored_document("pi-2") is None  # its revision only
     assert store.undocumented() == {"pi-2"}
     later = StoredDocument("aaa", body.replace(b"pi-1", b"pi-2"), ())
     store.put_documents({"pi-2": later})
     assert store.stored_document("pi-2") == later and store.undocumented() == set()
-    store.record_attempt("bbb", True, [], at(1))
-    store.mark_applied("bbb", at(1), gone=["pi-1"])
+    store.apply("bbb", at(1), gone=["pi-1"])
     assert store.stored_document("pi-1") is None
 
 
@@ -312,21 +333,19 @@ def test_0005_keeps_document_revisions_without_bodies(database_url: str, engine:
         assert migrated.undocumented() == {"pi-1"}
 
 
-def test_marking_an_unknown_revision_applied_is_an_error(store: Store) -> None:
-    with pytest.raises(LookupError, match="never recorded"):
-        store.mark_applied("nope", T0)
-
-
 def test_rejected_lists_invalid_revisions_newest_first(store: Store) -> None:
     for minute in range(5):
         valid = minute % 2 == 0
-        store.record_attempt(f"sha{minute}", valid, [] if valid else [{"n": minute}], at(minute))
+        if valid:
+            store.apply(f"sha{minute}", at(minute))
+        else:
+            store.reject(f"sha{minute}", [{"n": minute}], at(minute))
     assert [(r.sha, r.at, r.errors) for r in store.rejected(10)] == [
         ("sha3", at(3), [{"n": 3}]),
         ("sha1", at(1), [{"n": 1}]),
     ]
     assert [r.sha for r in store.rejected(1)] == ["sha3"]
-    store.record_attempt("sha3", True, [], at(6))  # fixed by a later attempt (e.g. a key added)
+    store.apply("sha3", at(6))  # fixed by a later attempt (e.g. a key added)
     assert [r.sha for r in store.rejected(10)] == ["sha1"]
     with pytest.raises(ValueError, match="limit"):
         store.rejected(0)
@@ -561,8 +580,7 @@ def test_the_schema_has_no_place_for_a_secret(store: Store) -> None:
 def test_times_come_back_as_the_same_instant_in_utc(store: Store) -> None:
     paris = timezone(timedelta(hours=2))
     local = datetime(2025, 3, 30, 3, 59, 59, 999999, tzinfo=paris)
-    store.record_attempt("aaa", True, [], local)
-    store.mark_applied("aaa", local)
+    store.apply("aaa", local)
     store.put_observed(report("pi-1"), local)
     store.put_token("pi-1", "h", local)
     store.append_events([event(at=local)])
@@ -580,7 +598,7 @@ def test_times_come_back_as_the_same_instant_in_utc(store: Store) -> None:
 def test_naive_times_are_refused(store: Store) -> None:
     naive = datetime(2025, 1, 1, 12, 0)
     with pytest.raises(ValueError, match="naive"):
-        store.record_attempt("aaa", True, [], naive)
+        store.apply("aaa", naive)
     with pytest.raises(ValueError, match="naive"):
         store.append_events([event(at=naive)])
     assert store.last_attempt() is None and store.events() == []
@@ -632,7 +650,7 @@ def test_json_documents_round_trip(store: Store) -> None:
     )
     store.put_observed(reported, T0)
     store.put_status(written)
-    store.record_attempt("aaa", False, [document, {}], T0)
+    store.reject("aaa", [document, {}], T0)
     assert store.get_observed("pi-1") == (reported, T0)
     assert store.statuses() == [StatusRecord("dep", "pi-1", written)]
     assert store.rejected(1)[0].errors == [document, {}]

@@ -85,7 +85,7 @@ def data(tmp_path: Path) -> Path:
             )
         )
         errors = [{"file": f"{ESCAPES}.yaml", "line": 1, "message": f"{UNBALANCED} {MARKUP}"}]
-        store.record_attempt("b" * 40, False, errors, T0)
+        store.reject("b" * 40, errors, T0)
     return tmp_path
 
 

@@ -3,7 +3,7 @@
 `records` are the plain values it takes and gives, `schema` the tables, `store` the queries.
 """
 
-from reconciler.store.errors import StoreError, StoreUnavailable
+from reconciler.store.errors import NotLeader, StoreError, StoreUnavailable
 from reconciler.store.records import (
     FINGERPRINT_KINDS,
     EventIn,
@@ -23,6 +23,7 @@ __all__ = [
     "EventRecord",
     "FingerprintKind",
     "JSONObject",
+    "NotLeader",
     "RevisionRecord",
     "StatusRecord",
     "Store",

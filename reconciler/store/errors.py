@@ -13,3 +13,8 @@ class StoreError(HedgerowError):
 
 class StoreUnavailable(StoreError):
     """The database does not answer now (stopped, restarting, unreachable): try again later."""
+
+
+class NotLeader(StoreError):
+    """A replica's leadership ended (another was elected) before its write: nothing of the
+    write was stored, and the new leader does it."""

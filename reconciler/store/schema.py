@@ -131,6 +131,19 @@ class DocumentRevision(Base):
     credential_images: Mapped[list[str] | None] = mapped_column(JSON)
 
 
+class Leadership(Base):
+    """The one row of the replicas' leader: its term grows with each election (see
+    `reconciler.store.cluster`), and applying a commit checks it."""
+
+    __tablename__ = "leadership"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    term: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str] = mapped_column(String)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Token(Base):
     __tablename__ = "tokens"
 

@@ -35,7 +35,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, CursorResult, make_url
@@ -47,7 +46,8 @@ from reconciler import wire
 from reconciler.core.document import StoredDocument
 from reconciler.core.reports import SequenceConflict
 from reconciler.core.status import DeploymentStatus
-from reconciler.store.errors import StoreError, StoreUnavailable
+from reconciler.store.errors import NotLeader, StoreError, StoreUnavailable
+from reconciler.store.notices import APPLIED, OBSERVED, observed_payloads
 from reconciler.store.records import (
     FINGERPRINT_KINDS,
     EventIn,
@@ -64,6 +64,7 @@ from reconciler.store.schema import (
     DocumentRevision,
     Event,
     Fingerprint,
+    Leadership,
     Observed,
     Revision,
     Status,
@@ -137,6 +138,7 @@ class Store:
         # store's own writers queue on this lock instead, and the busy timeout is left for
         # other processes. PostgreSQL locks rows, not the database: no lock.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self.replica = "controller"  # this process's name in its notifications to the others
 
     @classmethod
     def open(cls, url: str | URL) -> Self:
@@ -174,6 +176,17 @@ class Store:
             raise
         return cls(engine)
 
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self._engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        """The database's URL, password included: for a connection of its own (`cluster`);
+        never print it (`display_url` does)."""
+        return self._engine.url.render_as_string(hide_password=False)
+
     def ping(self) -> None:
         """One round trip: raises StoreUnavailable when the database does not answer."""
         with self._engine.connect() as connection:
@@ -196,31 +209,29 @@ class Store:
 
     # revisions
 
-    def record_attempt(
-        self, sha: str, valid: bool, errors: Sequence[JSONObject], at: datetime
-    ) -> None:
-        """Remember that `sha` was validated; a new attempt of the same sha replaces the last."""
-        values = {"sha": sha, "valid": valid, "errors": list(errors), "attempted_at": utc(at)}
-        with self._writing() as session:
-            session.execute(self._upsert(Revision, values, ["sha"]))
-
-    def mark_applied(
+    def apply(
         self,
         sha: str,
         at: datetime,
+        *,
         changed: Iterable[str] = (),
         gone: Iterable[str] = (),
         documents: Mapping[str, StoredDocument] | None = None,
+        events: Sequence[EventIn] = (),
+        term: int | None = None,
     ) -> None:
-        """Record that the fleet now follows `sha`; it must have been recorded as an attempt.
-        In the same transaction, the documents of `changed` devices name `sha` from now on
-        (with their `documents`, when given), and devices `gone` from the fleet are forgotten."""
+        """Apply a valid commit whole, in one transaction: its attempt, its application (the
+        documents of `changed` devices name `sha` from now on, kept with their `documents`
+        when given; devices `gone` from the fleet are forgotten) and its events. A leader
+        killed part way applied nothing, and its successor applies the commit once. With
+        `term` (replicas), only while that term is the leader's: else NotLeader, and nothing
+        is written. On PostgreSQL, the other replicas hear of it when the transaction
+        commits (NOTIFY is transactional)."""
         with self._writing() as session:
-            result = session.execute(
-                update(Revision).where(Revision.sha == sha).values(applied_at=utc(at))
-            )
-            if _rowcount(result) == 0:
-                raise LookupError(f"revision {sha} was never recorded: record_attempt first")
+            self._check_term(session, term)
+            values = {"sha": sha, "valid": True, "errors": [], "attempted_at": utc(at),
+                      "applied_at": utc(at)}  # fmt: skip
+            session.execute(self._upsert(Revision, values, ["sha"]))
             if gone := sorted(gone):
                 session.execute(delete(DocumentRevision).where(DocumentRevision.device.in_(gone)))
             if changed := sorted(changed):
@@ -228,6 +239,46 @@ class Store:
                 self._put_documents(
                     session, {device: (sha, stored.get(device)) for device in changed}
                 )
+            if events:
+                session.execute(insert(Event), [_event_values(e, None) for e in events])
+            self._announce(session, APPLIED, sha)
+
+    def reject(
+        self,
+        sha: str,
+        errors: Sequence[JSONObject],
+        at: datetime,
+        events: Sequence[EventIn] = (),
+        term: int | None = None,
+    ) -> None:
+        """Record a rejected commit and its events in one transaction (see `apply`)."""
+        with self._writing() as session:
+            self._check_term(session, term)
+            values = {"sha": sha, "valid": False, "errors": list(errors), "attempted_at": utc(at)}
+            session.execute(self._upsert(Revision, values, ["sha"]))
+            if events:
+                session.execute(insert(Event), [_event_values(e, None) for e in events])
+
+    def _check_term(self, session: Session, term: int | None) -> None:
+        """Lock the leader's row for this transaction and check its term: an election waits
+        for the transaction, and a transaction after an election finds the new term."""
+        if term is None:
+            return
+        query = select(Leadership.term).where(Leadership.id == 1).with_for_update()
+        current = session.scalar(query)
+        if current != term:
+            raise NotLeader(f"this replica's term {term} is over (the leader's is {current})")
+
+    def leadership(self) -> tuple[int, str] | None:
+        """The current leader's term and name, as elected (None before any election)."""
+        with self._sessions() as session:
+            row = session.get(Leadership, 1)
+            return None if row is None else (row.term, row.holder)
+
+    def _announce(self, session: Session, channel: str, payload: str) -> None:
+        """NOTIFY the other replicas when this transaction commits (PostgreSQL only)."""
+        if self._engine.dialect.name == "postgresql":
+            session.execute(select(func.pg_notify(channel, payload)))
 
     def put_documents(self, documents: Mapping[str, StoredDocument]) -> None:
         """Keep the documents of devices (each names its own revision): a controller that
@@ -263,7 +314,7 @@ class Store:
         )
 
     def document_revisions(self) -> dict[str, str]:
-        """Device → the revision its document names (see `mark_applied`)."""
+        """Device → the revision its document names (see `apply`)."""
         with self._sessions() as session:
             rows = session.execute(select(DocumentRevision.device, DocumentRevision.revision))
             return {device: revision for device, revision in rows}
@@ -429,6 +480,13 @@ class Store:
                         )
                 except SequenceConflict as conflict:
                     results.append(conflict)
+            changed = [
+                r.device
+                for r, result in zip(reports, results, strict=True)
+                if r.observed is not None and not isinstance(result, SequenceConflict)
+            ]
+            for payload in observed_payloads(self.replica, changed):
+                self._announce(session, OBSERVED, payload)
         return results
 
     def _append_device_events(
