@@ -59,7 +59,7 @@ def test_webhook_checks_the_signature_before_fetching(tmp_path: Path) -> None:
         closed = create_app(runner, webhook_secret=None, operator_token=None)
         off = TestClient(closed).post("/v1/hooks/git", content=body)
         assert off.status_code == 404
-        assert client.get("/healthz").json() == {"status": "ok", "revision": None}
+        assert client.get("/healthz").json() == {"status": "ok", "revision": None, "role": "leader"}
 
 
 @pytest.fixture

@@ -116,6 +116,12 @@ def controller(
         def files(self, sha: str) -> Iterator[tuple[str, bytes | Problem]]:
             return mirror.files(sha, path)
 
+    cluster = None
+    if store.dialect == "postgresql":  # every controller on one database is a replica
+        from reconciler.store.cluster import Cluster
+
+        cluster = Cluster(store.url)
+        store.replica = cluster.name
     runner = Runner(
         Controller(
             Source(),
@@ -126,6 +132,7 @@ def controller(
             allow_history_rewrite=allow_history_rewrite,
         ),
         interval=interval,
+        cluster=cluster,
     )
     app = create_app(
         runner,

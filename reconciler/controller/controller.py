@@ -18,7 +18,7 @@ from typing import Protocol
 import msgspec
 
 from reconciler import wire
-from reconciler.controller.source import BranchDeleted
+from reconciler.controller.source import BranchDeleted, SourceError
 from reconciler.core import history
 from reconciler.core.desired import (
     affected_devices,
@@ -138,6 +138,7 @@ class Controller:
         # device → the commit that last changed its desired state (as stored; see resume)
         self._revisions: dict[str, str] = {}
         self._branch_deleted: bool | None = None  # as the store's events say; None: not read
+        self.term: int | None = None  # the leader's term among replicas (None: alone)
         # Commits and reports run on two threads (see runner): changes to `applied`,
         # `_revisions` and `_present` are made under this lock, never around a database call,
         # so a report compares pull credentials before and after against one applied revision.
@@ -149,7 +150,7 @@ class Controller:
         """After a restart, rebuild the applied state from the revision the store recorded."""
         sha = self.store.applied_revision()
         if sha is not None:
-            report = self._validate(sha)
+            report = self._validate_applied(sha)
             if report.valid:
                 self._remember(report)  # a store older than some fingerprint kind learns them
                 applied = Applied(sha, report, desired_fleet(report.catalog))
@@ -186,9 +187,42 @@ class Controller:
             log.info("followed branch restored", revision=sha)
             self._branch_deleted = False
         last = self.store.last_attempt()
-        if last is not None and last.sha == sha and (self.applied or not last.valid):
+        # an attempt is applied in its own transaction: a valid one was applied
+        if last is not None and last.sha == sha and (not last.valid or self._serves(sha)):
             return None
         return self.consider(sha)
+
+    def _serves(self, sha: str) -> bool:
+        return self.applied is not None and self.applied.sha == sha
+
+    def follow(self) -> list[str] | None:
+        """A replica's step: take up the revision the leader applied last, when it is not
+        the one this replica serves. It is fetched, validated (the leader did: this builds
+        the same documents) and served with the revisions the leader stored for each device,
+        so every replica serves the same bytes. The devices whose documents changed, or None
+        when there was nothing new."""
+        sha = self.store.applied_revision()
+        if sha is None or self._serves(sha):
+            return None
+        report = self._validate_applied(sha)
+        if not report.valid:
+            log.error(
+                "the leader's revision does not validate here: check this replica's keys",
+                revision=sha,
+                errors=len(report.errors),
+            )
+            return None
+        fleet, devices = self._desired(report)
+        applied = Applied(sha, report, fleet)
+        projection = self.projection.carry(applied) if self.projection else Projection(applied)
+        revisions = self.store.document_revisions()
+        with self._state:
+            before = self._revisions
+            self.applied, self.projection, self._revisions = applied, projection, revisions
+        moved = {d for d in revisions.keys() | before.keys() if revisions.get(d) != before.get(d)}
+        changed = sorted(moved.union(devices))
+        self._notify(changed)
+        return changed
 
     def consider(self, sha: str) -> Outcome:
         """Validate one commit as a whole; apply it, or reject it and keep the last good one."""
@@ -200,11 +234,11 @@ class Controller:
             errors.append(Problem("", 0, 0, None, None, None, history.refused(rewrite)))
         at = self.now()
         if errors:
-            self.store.record_attempt(sha, False, [p.to_json() for p in errors], at)
             summary = "; ".join(p.render() for p in errors[:3])
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
             message = f"commit {sha[:12]} rejected: {summary}{more}"
-            self.store.append_events([EventIn(at, None, "rejected", message, revision=sha)])
+            event = EventIn(at, None, "rejected", message, revision=sha)
+            self.store.reject(sha, [p.to_json() for p in errors], at, [event], self.term)
             # every device is queued: each status must show the rejection
             return Outcome(sha, False, errors, self.devices())
         fleet, devices = self._desired(report)
@@ -213,20 +247,26 @@ class Controller:
         applied = Applied(sha, report, fleet)
         projection = self.projection.carry(applied) if self.projection else Projection(applied)
         documents = {device: projection.stored(device, sha) for device in changed}
-        self.store.record_attempt(sha, True, [], at)
-        self.store.mark_applied(sha, at, changed, gone, documents)
+        events = [EventIn(at, None, "applied", f"revision {sha[:12]} applied", revision=sha)]
+        if rewrite is not None:  # devices go back: say so where operators look
+            log.warning("history rewritten", revision=sha, rewrite=rewrite)
+            warning = history.rewritten(rewrite, sha)
+            events.append(EventIn(at, None, history.HISTORY_REWRITTEN, warning, revision=sha))
+        self.store.apply(
+            sha,
+            at,
+            changed=changed,
+            gone=gone,
+            documents=documents,
+            events=events,
+            term=self.term,
+        )
         self._remember(report)
         with self._state:
             self.applied, self.projection = applied, projection
             for device in gone:
                 self._revisions.pop(device, None)
             self._revisions.update(dict.fromkeys(changed, sha))
-        events = [EventIn(at, None, "applied", f"revision {sha[:12]} applied", revision=sha)]
-        if rewrite is not None:  # devices go back: say so where operators look
-            log.warning("history rewritten", revision=sha, rewrite=rewrite)
-            warning = history.rewritten(rewrite, sha)
-            events.append(EventIn(at, None, history.HISTORY_REWRITTEN, warning, revision=sha))
-        self.store.append_events(events)
         self._notify(devices)  # only their documents changed: the others stay as they are
         return Outcome(sha, True, [], devices)
 
@@ -279,6 +319,15 @@ class Controller:
 
     def _validate(self, sha: str) -> Report:
         return validate_files(self.source.files(sha), self.identities)
+
+    def _validate_applied(self, sha: str) -> Report:
+        """Validate a commit another process applied: this replica's mirror (new, or behind
+        the leader's) may have to fetch it first."""
+        try:
+            return self._validate(sha)
+        except SourceError:
+            self.source.fetch()
+            return self._validate(sha)
 
     def _immutability(self, report: Report) -> list[Problem]:
         """Releases, volumes, networks and credentials once applied never change under the

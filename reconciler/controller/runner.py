@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler import wire
 from reconciler.controller.controller import Controller, Ingested, Listener
@@ -23,12 +23,19 @@ from reconciler.controller.queue import WorkQueue, resync_delay, run_workers
 from reconciler.core.document import DocumentUnavailable, Fleet
 from reconciler.logs import get_logger
 from reconciler.store import Store
+from reconciler.store.notices import APPLIED, OBSERVED, WAKE, Notice
+
+if TYPE_CHECKING:  # psycopg is loaded only by a controller on PostgreSQL
+    from reconciler.store.cluster import Cluster
 
 T = TypeVar("T")
 # A batch of reports is one transaction: large enough that a burst costs a few commits, small
 # enough that a commit of git never waits long behind one (SQLite has one writer at a time).
 BATCH_REPORTS = 500
 BATCH_EVENTS = 5_000
+# A replica looks for a revision the leader applied this often, in case a NOTIFY was missed.
+FOLLOW_EVERY = 5.0
+CAMPAIGN_EVERY = 2.0  # seconds before a replica that could not take up leadership tries again
 
 
 def _batch(
@@ -50,7 +57,13 @@ log = get_logger("hedgerow.controller")
 
 
 class Runner:
-    """The loops around one Controller. `wake()` asks for a fetch now (webhook, watch)."""
+    """The loops around one Controller. `wake()` asks for a fetch now (webhook, watch).
+
+    Alone (SQLite, or no `cluster`), it leads: it follows git, applies, plans. With a
+    `cluster` (replicas on one PostgreSQL database), it serves polls and reports always, and
+    leads only while it holds the cluster's lock; the rest of the time it follows the
+    revision the leader applied (`Controller.follow`), woken by the leader's NOTIFY.
+    """
 
     def __init__(
         self,
@@ -60,8 +73,11 @@ class Runner:
         resync: float = 300.0,
         workers: int = 2,
         rng: random.Random | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.controller = controller
+        self.cluster = cluster
+        self.leading = cluster is None  # a replica leads once elected
         self.interval = interval
         self.resync = resync
         self.workers = workers
@@ -73,6 +89,8 @@ class Runner:
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._follow = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self.synced = asyncio.Event()  # set after each completed sync, for tests and health
         self.reconciled: list[Callable[[float], None]] = []  # told each reconcile's seconds
         self.resuming = True  # until the applied revision is validated again at start
@@ -86,12 +104,21 @@ class Runner:
         return self.controller.store
 
     def wake(self) -> None:
-        """Fetch now (a webhook, a watched commit)."""
-        self._wake.set()
+        """Fetch now (a webhook, a watched commit); a replica that does not lead asks the
+        leader to."""
+        if self.leading or self.cluster is None:
+            self._wake.set()
+            return
+        task = asyncio.get_running_loop().create_task(self.cluster.wake_leader())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def revision(self) -> str | None:
         applied = self.controller.applied
         return applied.sha if applied else None
+
+    def role(self) -> str:
+        return "leader" if self.leading else "follower"
 
     def fleet(self) -> Fleet | None:
         applied = self.controller.applied
@@ -174,6 +201,8 @@ class Runner:
 
     def source_status(self) -> tuple[bool, str]:
         """Whether the last fetch of the branch worked, and what to tell an operator."""
+        if not self.leading:
+            return True, "a follower: the leader fetches the branch"
         if self.fetch_error is not None:
             return False, f"the last fetch failed: {self.fetch_error}"
         if self.fetched_at is None:
@@ -234,9 +263,19 @@ class Runner:
 
     async def _resume_and_loop(self) -> None:
         started = time.monotonic()
-        await self.call(self.controller.resume)
+        try:
+            await self.call(self.controller.resume)
+        except Exception as exc:  # git or the database away: the loops catch up when back
+            log.warning("resume failed", error=str(exc) or type(exc).__name__)
         self.resuming = False
         log.info("resumed", revision=self.revision(), seconds=round(time.monotonic() - started, 3))
+        if self.cluster is None:
+            await self._lead()
+        else:
+            await self._replicate(self.cluster)
+
+    async def _lead(self) -> None:
+        """Follow git, apply, and reconcile every device."""
         for device in self.controller.devices():
             self.queue.add(device)
 
@@ -256,3 +295,60 @@ class Runner:
             self.resync_all(),
             run_workers(self.queue, reconcile, self.workers, on_error=failed),
         )
+
+    # -- replicas ------------------------------------------------------------------------------
+
+    async def _replicate(self, cluster: Cluster) -> None:
+        """Listen to the other replicas, follow the leader's revisions, and lead when elected."""
+        await asyncio.gather(cluster.listen(self._heard), self._following(), self._terms(cluster))
+
+    def _heard(self, notice: Notice) -> None:
+        if notice.channel in (None, APPLIED):  # None: reconnected, a notice may be missed
+            self._follow.set()
+        elif notice.channel == OBSERVED and self.leading:
+            for device in notice.devices:  # stored by another replica: re-plan here
+                self.queue.add(device)
+        elif notice.channel == WAKE and self.leading:
+            self._wake.set()
+
+    async def _following(self) -> None:
+        """Take up each revision the leader applies: at its NOTIFY, or within FOLLOW_EVERY."""
+        while not self.queue.shutting_down:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._follow.wait(), FOLLOW_EVERY)
+            self._follow.clear()
+            try:
+                changed = await self.call(self.controller.follow)
+            except Exception as exc:  # the database or git is away: try again later
+                log.warning("follow failed", error=str(exc) or type(exc).__name__)
+                continue
+            if changed is not None:
+                log.info("revision followed", revision=self.revision(), devices=len(changed))
+
+    async def _terms(self, cluster: Cluster) -> None:
+        """Campaign; lead while the lock holds; then follow and campaign again."""
+        while not self.queue.shutting_down:
+            term = await cluster.campaign(lambda: self.queue.shutting_down)
+            if term is None:
+                return
+            try:  # the last leader's revision first: this one goes on from it
+                await self.call(self.controller.follow)
+            except Exception as exc:
+                log.warning("cannot take up the last revision", error=str(exc) or repr(exc))
+                await cluster.resign()
+                await asyncio.sleep(CAMPAIGN_EVERY)
+                continue
+            self.controller.term, self.leading = term, True
+            log.info("leading", replica=cluster.name, term=term)
+            lead = asyncio.ensure_future(self._lead())
+            held = asyncio.ensure_future(cluster.hold())
+            try:
+                await asyncio.wait({lead, held}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (lead, held):
+                    task.cancel()
+                results = await asyncio.gather(lead, held, return_exceptions=True)
+                self.controller.term, self.leading = None, False
+                await cluster.resign()
+            failed = [str(r) or type(r).__name__ for r in results if isinstance(r, Exception)]
+            log.warning("no longer leading", replica=cluster.name, term=term, errors=failed)

@@ -105,7 +105,10 @@ def tree_files(repo: git.Repo, sha: str, path: str = "") -> Iterator[tuple[str, 
     A blob over 1 MiB becomes a Problem without being read; a symbolic link is followed inside
     the tree, as a checkout would; submodules are not part of the repository's manifests.
     """
-    root = repo.commit(sha).tree
+    try:
+        root = repo.commit(sha).tree
+    except ValueError:  # GitPython's word for a commit the repository does not have
+        raise SourceError(f"commit {sha[:12]} is not in the repository") from None
     if path.strip("/"):
         try:
             root = root / path.strip("/")

@@ -44,8 +44,9 @@ def create_app(
 
     @app.get("/healthz", operation_id="getHealth", tags=["health"])
     async def healthz() -> dict[str, str | None]:
-        """Liveness, and the applied revision."""
-        return {"status": "ok", "revision": backend.revision()}
+        """Liveness, the applied revision, and this replica's role (`leader` follows git
+        and plans; a `follower` serves the leader's revision)."""
+        return {"status": "ok", "revision": backend.revision(), "role": backend.role()}
 
     @app.get(
         "/readyz",
@@ -88,6 +89,9 @@ class _Described:
 
     def document_key(self, device: str) -> Hashable | None:
         return None
+
+    def role(self) -> str:
+        return "leader"
 
     async def document(self, device: str) -> bytes | None:
         return None

@@ -27,6 +27,10 @@ class Backend(Protocol):
         """The applied revision; None before the first."""
         ...
 
+    def role(self) -> str:
+        """`leader` (alone, or elected among replicas) or `follower`."""
+        ...
+
     def fleet(self) -> Fleet | None:
         """What each device should run at the applied revision; None before the first."""
         ...

@@ -32,6 +32,11 @@ class SimDevice:
     revision: str | None = None
     seq: int = 0
     documents: list[tuple[float, str]] = field(default_factory=list)  # (wall time, revision)
+    home: int = 0  # the controller (of several replicas) it talks to now
+    pending: list[dict[str, Any]] = field(default_factory=list)  # events not acknowledged
+
+
+MAX_EVENTS = 100  # events a report carries at most; the rest wait for the next
 
 
 @dataclass(frozen=True)
@@ -78,12 +83,23 @@ async def request(
 class Worker:
     """The devices of one process, on one event loop."""
 
-    def __init__(self, host: str, port: int, devices: Sequence[SimDevice], wait: int) -> None:
-        self.host, self.port, self.wait = host, port, wait
+    def __init__(
+        self, addresses: Sequence[tuple[str, int]], devices: Sequence[SimDevice], wait: int
+    ) -> None:
+        """`addresses`: the controller's, or its replicas' (each device starts on one of them,
+        in turn, and moves to the next when its controller fails, as agents do)."""
+        self.addresses, self.wait = list(addresses), wait
         self.devices = list(devices)
+        for index, device in enumerate(self.devices):
+            device.home = index % len(self.addresses)
         self.stopping = asyncio.Event()
         self.errors: list[str] = []
         self.report_latencies: list[float] = []
+        self.failovers = 0
+
+    def fail_over(self, device: SimDevice) -> None:
+        device.home = (device.home + 1) % len(self.addresses)
+        self.failovers += 1
 
     async def hold(self, device: SimDevice) -> None:
         """Long-poll forever: the first answer gives the ETag, each 200 is recorded."""
@@ -91,7 +107,7 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 if writer is None:
-                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                    reader, writer = await asyncio.open_connection(*self.addresses[device.home])
                 headers = {"Authorization": f"Bearer {device.token}"}
                 if device.etag:
                     headers["If-None-Match"] = device.etag
@@ -103,6 +119,8 @@ class Worker:
                 self.errors.append(f"{device.name}: {type(exc).__name__}")
                 await _close(writer)
                 writer = None
+                if len(self.addresses) > 1:
+                    self.fail_over(device)
                 await asyncio.sleep(0.5)
                 continue
             if answer.status == 200:
@@ -111,34 +129,47 @@ class Worker:
                 device.documents.append((time.time(), device.revision))
             elif answer.status != 304:
                 self.errors.append(f"{device.name}: {answer.status}")
+                if answer.status >= 500 and len(self.addresses) > 1:
+                    self.fail_over(device)
+                    await _close(writer)
+                    writer = None
                 await asyncio.sleep(1)
             if answer.headers.get("connection", "").lower() == "close":
                 await _close(writer)
                 writer = None
         await _close(writer)
 
-    async def report(self, device: SimDevice, connection: list[Any]) -> None:
-        """A converged report with one new event, on a pooled connection."""
-        device.seq += 1
+    async def report(
+        self, device: SimDevice, pools: list[asyncio.Queue[list[Any]]], new_event: bool = True
+    ) -> bool:
+        """A converged report with one new event (and any not yet acknowledged), on a pooled
+        connection to the device's controller; on a failure, again on the next replica. The
+        events are forgotten once acknowledged: each is stored once, whichever replica took
+        it. Whether the report was taken."""
+        if new_event:
+            device.seq += 1
+            device.pending.append(
+                {
+                    "seq": device.seq,
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                    "kind": "started",
+                    "message": "simulated",
+                }
+            )
         body = json.dumps(
             {
                 "device": device.name,
                 "revision": device.revision,
-                "events": [
-                    {
-                        "seq": device.seq,
-                        "at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-                        "kind": "started",
-                        "message": "simulated",
-                    }
-                ],
+                "events": device.pending[:MAX_EVENTS],
             }
         ).encode()
         started = time.perf_counter()
-        for _ in range(2):  # a pooled connection the server closed: reconnect once
+        for attempt in range(2 * len(pools) + 1):  # a closed pooled connection, a dead replica
+            home = device.home
+            connection = await pools[home].get()
             try:
                 if not connection:
-                    connection.extend(await asyncio.open_connection(self.host, self.port))
+                    connection.extend(await asyncio.open_connection(*self.addresses[home]))
                 answer = await request(
                     connection[0],
                     connection[1],
@@ -150,36 +181,67 @@ class Worker:
             except (OSError, asyncio.IncompleteReadError):
                 await _close(connection[1] if connection else None)
                 connection.clear()
+                if attempt > 0 and len(pools) > 1:
+                    self.fail_over(device)
+                continue
+            finally:
+                pools[home].put_nowait(connection)
+            if answer.status >= 500 and len(pools) > 1:
+                self.fail_over(device)
+                await asyncio.sleep(0.2)
                 continue
             if answer.status != 200:
                 self.errors.append(f"report {device.name}: {answer.status}")
+                return False
+            found = json.loads(answer.body)
+            last = int(found.get("lastSeq", found.get("last_seq", 0)))
+            device.pending = [e for e in device.pending if e["seq"] > last]
             self.report_latencies.append(time.perf_counter() - started)
-            return
+            return True
         self.errors.append(f"report {device.name}: connection failed")
+        return False
+
+    def _pools(self, size: int) -> list[asyncio.Queue[list[Any]]]:
+        pools: list[asyncio.Queue[list[Any]]] = []
+        for _ in self.addresses:
+            pool: asyncio.Queue[list[Any]] = asyncio.Queue()
+            for _ in range(size):
+                pool.put_nowait([])
+            pools.append(pool)
+        return pools
 
     async def reports(self, rate: float, seconds: float, pool: int = 32) -> None:
         """Reports at `rate` per second for `seconds`, round-robin over the devices."""
-        connections: list[list[Any]] = [[] for _ in range(pool)]
-        free: asyncio.Queue[list[Any]] = asyncio.Queue()
-        for connection in connections:
-            free.put_nowait(connection)
+        pools = self._pools(pool)
         tasks = set()
-
-        async def one(device: SimDevice) -> None:
-            connection = await free.get()
-            try:
-                await self.report(device, connection)
-            finally:
-                free.put_nowait(connection)
-
         start = time.perf_counter()
         for i in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            task = asyncio.create_task(one(self.devices[i % len(self.devices)]))
+            task = asyncio.create_task(self.report(self.devices[i % len(self.devices)], pools))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=seconds + 60)
-        for connection in connections:
+        await _close_pools(pools)
+
+    async def flush(self, deadline: float) -> int:
+        """Report until every event is acknowledged or `deadline` (seconds) passes; how many
+        events are left unacknowledged."""
+        pools = self._pools(8)
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            waiting = [d for d in self.devices if d.pending]
+            if not waiting:
+                break
+            await asyncio.gather(*(self.report(d, pools, new_event=False) for d in waiting))
+            await asyncio.sleep(0.5)
+        await _close_pools(pools)
+        return sum(len(d.pending) for d in self.devices)
+
+
+async def _close_pools(pools: list[asyncio.Queue[list[Any]]]) -> None:
+    for pool in pools:
+        while not pool.empty():
+            connection = pool.get_nowait()
             await _close(connection[1] if connection else None)
 
 
@@ -191,17 +253,17 @@ async def _close(writer: asyncio.StreamWriter | None) -> None:
 
 
 def _worker_main(
-    pipe: Connection, host: str, port: int, devices: list[tuple[str, str]], wait: int
+    pipe: Connection, addresses: list[tuple[str, int]], devices: list[tuple[str, str]], wait: int
 ) -> None:
     """A worker process: hold the devices' polls, answer its parent's commands."""
     raise_open_files()
-    asyncio.run(_serve(pipe, host, port, devices, wait))
+    asyncio.run(_serve(pipe, addresses, devices, wait))
 
 
 async def _serve(
-    pipe: Connection, host: str, port: int, devices: list[tuple[str, str]], wait: int
+    pipe: Connection, addresses: list[tuple[str, int]], devices: list[tuple[str, str]], wait: int
 ) -> None:
-    worker = Worker(host, port, [SimDevice(name, token) for name, token in devices], wait)
+    worker = Worker(addresses, [SimDevice(name, token) for name, token in devices], wait)
     loop = asyncio.get_running_loop()
     holds: list[asyncio.Task[None]] = []
     while True:
@@ -220,6 +282,10 @@ async def _serve(
             pipe.send(("ok", [(d.name, d.documents) for d in worker.devices]))
         elif command == "errors":
             pipe.send(("ok", list(worker.errors)))
+        elif command == "flush":  # events left unacknowledged after `argument` seconds
+            pipe.send(("ok", await worker.flush(argument)))
+        elif command == "sent":  # (name, highest event number made) of every device
+            pipe.send(("ok", [(d.name, d.seq) for d in worker.devices]))
         else:  # "stop", or the parent went away
             worker.stopping.set()
             for task in holds:
@@ -247,7 +313,11 @@ class Fleet:
         processes: int = 1,
         wait: int = 60,
     ) -> None:
-        host, _, port = url.removeprefix("http://").partition(":")
+        """`url`: the controller's, or its replicas' separated by commas."""
+        addresses = []
+        for one in url.split(","):
+            host, _, port = one.strip().removeprefix("http://").partition(":")
+            addresses.append((host, int(port)))
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.processes = []
@@ -255,7 +325,7 @@ class Fleet:
             mine = list(devices[index::processes])
             parent, child = context.Pipe()
             process = context.Process(
-                target=_worker_main, args=(child, host, int(port), mine, wait), daemon=True
+                target=_worker_main, args=(child, addresses, mine, wait), daemon=True
             )
             process.start()
             self.pipes.append(parent)
@@ -287,6 +357,14 @@ class Fleet:
 
     def errors(self) -> list[str]:
         return [e for part in self._all("errors") for e in part]
+
+    def flush(self, seconds: float) -> int:
+        """Events still unacknowledged after reporting them for up to `seconds`."""
+        return sum(self._all("flush", seconds, timeout=seconds + 60))
+
+    def sent(self) -> dict[str, int]:
+        """Each device's highest event number: it made events 1 to it."""
+        return {name: seq for part in self._all("sent") for name, seq in part}
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, TimeoutError, EOFError):
