@@ -9,12 +9,15 @@ It prints, for N devices:
 - memory: the controller's RSS with the fleet and no connection, and per held long poll;
 - start-up: a restart until a device holding its ETag is answered.
 
-Run from the repository's root: `python -m bench.fleet --devices 1000`.
+Run from the repository's root: `python -m bench.fleet --devices 1000`; `--postgres` runs it
+on a throwaway PostgreSQL server, and `--replicas 3` on three controller processes sharing it
+(the simulated devices spread over them, failing over as agents do).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -32,6 +35,7 @@ from reconciler.demo.daemons import free_port
 from reconciler.secrets import tokens
 from reconciler.server.webhook import sign
 from reconciler.store import Store, sqlite_url
+from tests.support.postgres import new_server
 from tests.support.simulator import percentile, raise_open_files, simulated
 
 SECRET = b"bench-fleet-secret"
@@ -51,14 +55,14 @@ def files(devices: int, release: str) -> dict[str, str]:
 class Controller:
     """`hedgerow controller` on a data folder, started and restarted by pid."""
 
-    def __init__(self, repo: Path, work: Path, db: str | None) -> None:
+    def __init__(self, repo: Path, work: Path, db: str | None, name: str = "controller") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.work = work
+        self.work, self.name = work, name
         (work / "secret").write_bytes(SECRET)
         self.command = [
             sys.executable, "-m", "reconciler", "controller", "--repo", str(repo),
-            "--data-dir", str(work / "data"), "--listen", f"127.0.0.1:{self.port}",
+            "--data-dir", str(work / f"data-{name}"), "--listen", f"127.0.0.1:{self.port}",
             "--webhook-secret-file", str(work / "secret"), "--interval", "3600",
             "--log-format", "json", *(["--db", db] if db else []),
         ]  # fmt: skip
@@ -67,7 +71,7 @@ class Controller:
 
     def start(self) -> None:
         self.starts += 1
-        log = (self.work / f"controller-{self.starts}.log").open("wb")
+        log = (self.work / f"{self.name}-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
             self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
@@ -86,6 +90,19 @@ class Controller:
         return rss_kib(self.process.pid) / 1024
 
 
+def answered(url: str, device: str, token: str) -> bool:
+    """Whether `device`'s document is served (200) at `url`."""
+    try:
+        response = httpx.get(
+            f"{url}/v1/devices/{device}/desired",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=1000)
@@ -93,99 +110,109 @@ def main() -> int:
     parser.add_argument("--report-rate", type=float, default=200.0, help="reports per second")
     parser.add_argument("--report-seconds", type=float, default=10.0)
     parser.add_argument("--db", default=None, help="a PostgreSQL URL; default SQLite")
+    parser.add_argument(
+        "--postgres", action="store_true", help="on a throwaway PostgreSQL server of its own"
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="controller processes on one PostgreSQL"
+    )
     args = parser.parse_args()
     if args.devices % GROUP:
         parser.error(f"--devices must be a multiple of {GROUP}")
+    if args.replicas > 1 and not (args.db or args.postgres):
+        args.postgres = True  # replicas share a PostgreSQL database
     raise_open_files()
     names = [f"dev-{d}" for d in range(args.devices)]
-    with tempfile.TemporaryDirectory(prefix="hb-fleet-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hb-fleet-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
+        db = args.db
+        if args.postgres:
+            server = new_server(stack.callback)
+            db = server.url(server.create_database())
         repo = make_repo(work / "repo", files(args.devices, "1.0.0"))
         issued = {name: tokens.issue() for name in names}
-        with Store.open(args.db or sqlite_url(work / "data")) as store:
+        with Store.open(db or sqlite_url(work / "data-controller-0")) as store:
             store.put_tokens(
                 {n: tokens.hash_token(t) for n, t in issued.items()}, datetime.now(UTC)
             )
-        controller = Controller(repo, work, args.db)
+        controllers = [Controller(repo, work, db, f"controller-{i}") for i in range(args.replicas)]
+        for controller in controllers:
+            stack.callback(controller.stop)
         started = time.monotonic()
-        controller.start()
-        try:
-            wait(lambda: revision(controller.url) is not None, 600, "the first apply", 0.2)
-            first_apply = time.monotonic() - started
-            time.sleep(2)
-            idle_mib = controller.rss_mib()
-            print(f"devices:                {args.devices}")
-            print(f"first start and apply:  {first_apply:8.1f} s")
-            print(f"RSS, no connection:     {idle_mib:8.1f} MiB")
-            with simulated(controller.url, list(issued.items()), args.processes) as fleet:
-                fleet.hold()
-                wait(lambda: fleet.settled() == args.devices, 600, "every device's document", 1)
-                time.sleep(3)
-                held_mib = controller.rss_mib()
-                per_poll = (held_mib - idle_mib) * 1024 / args.devices
-                print(f"RSS, every device held: {held_mib:8.1f} MiB ({per_poll:.1f} KiB a poll)")
-
-                sha = commit(repo, "every a0 to 1.1.0", files(args.devices, "1.1.0"))
-                committed = time.time()
-                controller.hook(sha)
-
-                wait(lambda: revision(controller.url) == sha, 120, "the commit applied", 0.02)
-                applied_after = time.time() - committed
-
-                def arrived() -> int:
-                    seen = fleet.seen()
-                    return sum(1 for docs in seen.values() if any(r == sha for _, r in docs))
-
-                with_deadline = time.monotonic() + 75
-                while arrived() < args.devices and time.monotonic() < with_deadline:
-                    time.sleep(1)
-                latencies = [
-                    min(t for t, r in docs if r == sha) - committed
-                    for docs in fleet.seen().values()
-                    if any(r == sha for _, r in docs)
-                ]
-                missing = args.devices - len(latencies)
-                print(f"commit → applied:        {applied_after:6.2f} s (validation and plan)")
-                print(
-                    f"fan-out, commit → 200:  p50 {percentile(latencies, 0.5):6.2f} s  "
-                    f"p99 {percentile(latencies, 0.99):6.2f} s  "
-                    f"max {max(latencies, default=float('nan')):6.2f} s  "
-                    f"not answered in 75 s: {missing}"
-                )
-                # every device reports once first: its state is then known, and the measured
-                # reports are a converged fleet's (the same state, one new event each)
-                fleet.reports(args.report_rate, args.devices / args.report_rate)
-                time.sleep(2)
-                sent = fleet.reports(args.report_rate, args.report_seconds)
-                rate = len(sent) / args.report_seconds
-                print(
-                    f"reports at {args.report_rate:.0f}/s offered: {rate:7.1f}/s done, "
-                    f"p50 {percentile(sent, 0.5) * 1000:6.1f} ms  "
-                    f"p99 {percentile(sent, 0.99) * 1000:6.1f} ms"
-                )
-                errors = fleet.errors()
-                print(f"simulator errors:       {len(errors)} {errors[:5]}")
-            controller.stop()
-            etag_holder = names[0]
-            restarted = time.monotonic()
+        for controller in controllers:
             controller.start()
-            auth = {"Authorization": f"Bearer {issued[etag_holder]}"}
+        first = controllers[0]
+        wait(lambda: all(revision(c.url) for c in controllers), 1200, "the first apply", 0.2)
+        first_apply = time.monotonic() - started
+        time.sleep(2)
+        idle = [c.rss_mib() for c in controllers]
+        backend = "PostgreSQL" if db else "SQLite"
+        print(f"devices:                {args.devices} ({backend}, {args.replicas} replica(s))")
+        print(f"first start and apply:  {first_apply:8.1f} s")
+        print(f"RSS, no connection:     {max(idle):8.1f} MiB (the largest replica)")
+        urls = ",".join(c.url for c in controllers)
+        with simulated(urls, list(issued.items()), args.processes) as fleet:
+            fleet.hold()
+            wait(lambda: fleet.settled() == args.devices, 1200, "every device's document", 1)
+            time.sleep(3)
+            held = [c.rss_mib() for c in controllers]
+            per_poll = sum(h - i for h, i in zip(held, idle, strict=True)) * 1024 / args.devices
+            print(
+                f"RSS, every device held: {max(held):8.1f} MiB (the largest replica; "
+                f"{per_poll:.1f} KiB a poll)"
+            )
+            sha = commit(repo, "every a0 to 1.1.0", files(args.devices, "1.1.0"))
+            committed = time.time()
+            for controller in controllers:  # a follower passes the webhook to the leader
+                controller.hook(sha)
+            wait(
+                lambda: all(revision(c.url) == sha for c in controllers),
+                300,
+                "the commit applied",
+                0.02,
+            )
+            applied_after = time.time() - committed
 
-            def answered() -> bool:
-                try:
-                    response = httpx.get(
-                        f"{controller.url}/v1/devices/{etag_holder}/desired",
-                        headers=auth,
-                        timeout=5,
-                    )
-                except httpx.HTTPError:
-                    return False
-                return response.status_code == 200
+            def arrived() -> int:
+                seen = fleet.seen()
+                return sum(1 for docs in seen.values() if any(r == sha for _, r in docs))
 
-            wait(answered, 600, "a document after the restart", 0.05)
+            with_deadline = time.monotonic() + 75
+            while arrived() < args.devices and time.monotonic() < with_deadline:
+                time.sleep(1)
+            latencies = [
+                min(t for t, r in docs if r == sha) - committed
+                for docs in fleet.seen().values()
+                if any(r == sha for _, r in docs)
+            ]
+            missing = args.devices - len(latencies)
+            print(f"commit → applied:        {applied_after:6.2f} s (every replica)")
+            print(
+                f"fan-out, commit → 200:  p50 {percentile(latencies, 0.5):6.2f} s  "
+                f"p99 {percentile(latencies, 0.99):6.2f} s  "
+                f"max {max(latencies, default=float('nan')):6.2f} s  "
+                f"not answered in 75 s: {missing}"
+            )
+            # every device reports once first: its state is then known, and the measured
+            # reports are a converged fleet's (the same state, one new event each)
+            fleet.reports(args.report_rate, args.devices / args.report_rate)
+            time.sleep(2)
+            sent = fleet.reports(args.report_rate, args.report_seconds)
+            rate = len(sent) / args.report_seconds
+            print(
+                f"reports at {args.report_rate:.0f}/s offered: {rate:7.1f}/s done, "
+                f"p50 {percentile(sent, 0.5) * 1000:6.1f} ms  "
+                f"p99 {percentile(sent, 0.99) * 1000:6.1f} ms"
+            )
+            errors = fleet.errors()
+            print(f"simulator errors:       {len(errors)} {errors[:5]}")
+        if args.replicas == 1:
+            first.stop()
+            holder = names[0]
+            restarted = time.monotonic()
+            first.start()
+            wait(lambda: answered(first.url, holder, issued[holder]), 600, "a restart", 0.05)
             print(f"restart → first document: {time.monotonic() - restarted:6.2f} s")
-        finally:
-            controller.stop()
     return 0
 
 

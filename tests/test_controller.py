@@ -337,3 +337,29 @@ def test_an_unchanged_report_only_appends_its_events(upstream: git.Repo, store: 
     (again,) = ctl.ingest_many([report(4)])
     assert again == Ingested(4, False)
     assert store.get_observed("pi-1") == observed  # not written again: the same time
+
+
+def test_a_restart_plans_only_what_waits_and_a_same_report_after_it_adds_nothing(
+    upstream: git.Repo, store: Store
+) -> None:
+    """A fleet of 100,000 is not planned again at each start: the store keeps the devices
+    waiting for a plan, and a device reporting the state it reported before the restart
+    is not one of them."""
+    ctl = controller(upstream, store)
+    ctl.sync()
+    assert store.replans() == ["pi-1", "pi-2"]  # the commit changed them
+    ctl.reconcile("pi-1")
+    assert store.replans() == ["pi-2"]  # a crash now: the next start plans pi-2 alone
+    running = ReleaseReport(
+        application="web", release="1.0.0", deployment="web-lyon", running=True, complete=True
+    )
+    event = Event(seq=1, at="2026-01-01T00:00:00+00:00", kind="started", message="up")
+    report = StatusReport(device="pi-1", releases=[running], events=[event], epoch="journal-1")
+    assert ctl.ingest_many([report]) == [Ingested(1, True)]
+    assert store.replans() == ["pi-1", "pi-2"]
+    ctl.reconcile("pi-1")
+    restarted = controller(upstream, store)
+    restarted.resume()
+    again = msgspec.structs.replace(report, events=[msgspec.structs.replace(event, seq=2)])
+    assert restarted.ingest_many([again]) == [Ingested(2, False)]
+    assert store.replans() == ["pi-2"]

@@ -29,6 +29,7 @@ from reconciler.store import (
     RevisionRecord,
     StatusRecord,
     Store,
+    StoredReport,
     StoreError,
     migrate,
     sqlite_url,
@@ -47,6 +48,7 @@ TABLES = {
     "tokens",
     "document_revisions",
     "leadership",
+    "replans",
 }
 
 
@@ -124,7 +126,7 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     migrate(engine)
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
-    assert current_revision(engine) == head() == "0006"
+    assert current_revision(engine) == head() == "0007"
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]
@@ -480,6 +482,29 @@ def test_a_sequence_number_used_for_another_event_is_refused_and_nothing_is_stor
     assert store.put_report(observed, T0, retried) == 3
     assert store.get_observed("pi-1") == (observed, T0)
     assert [e.agent_seq for e in store.events()] == [1, 2, 3]
+
+
+def test_devices_wait_for_a_plan_from_the_transaction_that_needs_it_until_planned(
+    store: Store,
+) -> None:
+    """What a starting controller, or a replica taking over, plans: the devices a commit
+    changed or a report moved, and no others, even after a crash between store and plan."""
+    store.apply("aaa", at(0), changed=["pi-1", "pi-2"], gone=["pi-9"])
+    assert store.replans() == ["pi-1", "pi-2", "pi-9"]
+    first = store.replan_generation("pi-1")
+    assert first is not None
+    store.put_report(report("pi-1", "1.0.0"), at(1), [])  # a new reason, after the first
+    store.replanned("pi-1", first)  # a plan made from the first reason only
+    assert store.replans() == ["pi-1", "pi-2", "pi-9"]
+    again = store.replan_generation("pi-1")
+    assert again is not None and again > first
+    store.replanned("pi-1", again)
+    store.replanned("pi-9", store.replan_generation("pi-9") or 0)
+    assert store.replans() == ["pi-2"]
+    store.put_reports(
+        [StoredReport(None, "pi-1", None, [(1, event("pi-1"))], None)], at(2)
+    )  # events only: its state did not change, nothing to plan
+    assert store.replans() == ["pi-2"]
 
 
 def test_events_are_numbered_per_journal_and_a_new_journal_is_recorded(store: Store) -> None:

@@ -356,6 +356,7 @@ class Controller:
         """Plan one device from its desired and observed state; record statuses and events."""
         if self.applied is None:
             return []
+        generation = self.store.replan_generation(device)  # read first: later ones stay
         desired = self.applied.fleet.get(device, {})
         reported = self.store.get_observed(device)
         observed, errors = observed_releases(reported[0]) if reported else ({}, {})
@@ -383,6 +384,8 @@ class Controller:
                 ]
             )
             self._actions[device] = actions
+        if generation is not None:
+            self.store.replanned(device, generation)
         return actions
 
     # -- the device API ------------------------------------------------------------------------
@@ -437,6 +440,7 @@ class Controller:
         now = self.now()
         results: list[Ingested | Exception | None] = []
         items: list[ReportToStore] = []
+        self._read_observed({r.device for r in reports} - self._observed.keys())
         for report in reports:
             device = report.device
             try:
@@ -475,6 +479,13 @@ class Controller:
             self._stored_report(item)
             out.append(Ingested(last or 0, item.changed))
         return out
+
+    def _read_observed(self, devices: set[str]) -> None:
+        """The digests of what `devices` reported last, read from the store once (after a
+        start, or a device new to this replica), so a device that reports what it reported
+        before the restart is not planned again."""
+        for device, observed in self.store.observed_of(devices).items():
+            self._observed.setdefault(device, _digest(observed))
 
     def _stored_report(self, item: ReportToStore) -> None:
         """Remember what a stored report says; wake the device's poll if its credentials

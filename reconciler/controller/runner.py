@@ -70,7 +70,7 @@ class Runner:
         controller: Controller,
         *,
         interval: float = 30.0,
-        resync: float = 300.0,
+        resync: float = 3600.0,
         workers: int = 2,
         rng: random.Random | None = None,
         cluster: Cluster | None = None,
@@ -245,10 +245,21 @@ class Runner:
             self._wake.clear()
 
     async def resync_all(self) -> None:
-        """Level-triggered safety net: every device is reconciled again now and then."""
+        """Level-triggered safety net: every device is planned again once a period, spread
+        over it (a fleet of 100,000 is a few a second, never all at once ahead of a commit's
+        devices in the queue)."""
         while not self.queue.shutting_down:
-            await asyncio.sleep(resync_delay(self.resync, self.rng))
-            for device in self.controller.devices():
+            period = resync_delay(self.resync, self.rng)
+            devices = self.controller.devices()
+            if not devices:
+                await asyncio.sleep(period)
+                continue
+            self.rng.shuffle(devices)
+            started = time.monotonic()
+            for index, device in enumerate(devices):
+                due = started + period * (index + 1) / len(devices)
+                if (wait := due - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
                 self.queue.add(device)
 
     async def run(self, *extra: Awaitable[None]) -> None:
@@ -275,8 +286,9 @@ class Runner:
             await self._replicate(self.cluster)
 
     async def _lead(self) -> None:
-        """Follow git, apply, and reconcile every device."""
-        for device in self.controller.devices():
+        """Follow git, apply, and plan the devices that wait for it (the store keeps them
+        across restarts and leaders: a start plans those, not the whole fleet)."""
+        for device in await self.call(self.store.replans):
             self.queue.add(device)
 
         async def reconcile(device: str) -> None:

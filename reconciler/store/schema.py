@@ -144,6 +144,16 @@ class Leadership(Base):
     since: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Replan(Base):
+    """A device to plan again; `generation` grows with each new reason, so a plan clears
+    only the reasons it saw (`Store.replanned`)."""
+
+    __tablename__ = "replans"
+
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
 class Token(Base):
     __tablename__ = "tokens"
 

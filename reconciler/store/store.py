@@ -66,6 +66,7 @@ from reconciler.store.schema import (
     Fingerprint,
     Leadership,
     Observed,
+    Replan,
     Revision,
     Status,
     Token,
@@ -241,6 +242,7 @@ class Store:
                 )
             if events:
                 session.execute(insert(Event), [_event_values(e, None) for e in events])
+            self._need_replan(session, [*changed, *gone])
             self._announce(session, APPLIED, sha)
 
     def reject(
@@ -268,6 +270,35 @@ class Store:
         current = session.scalar(query)
         if current != term:
             raise NotLeader(f"this replica's term {term} is over (the leader's is {current})")
+
+    def _need_replan(self, session: Session, devices: Sequence[str]) -> None:
+        if not devices:
+            return
+        statement = self._insert(Replan)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["device"], set_={"generation": Replan.generation + 1}
+            ),
+            [{"device": device, "generation": 1} for device in sorted(set(devices))],
+        )
+
+    def replans(self) -> list[str]:
+        """The devices waiting to be planned again (see `Replan`)."""
+        with self._sessions() as session:
+            return list(session.scalars(select(Replan.device).order_by(Replan.device)))
+
+    def replan_generation(self, device: str) -> int | None:
+        """The generation of `device`'s reasons to be planned again; None when it has none."""
+        with self._sessions() as session:
+            return session.scalar(select(Replan.generation).where(Replan.device == device))
+
+    def replanned(self, device: str, generation: int) -> None:
+        """Clear `device`'s reasons up to `generation`: planned from what they asked for.
+        A reason that came meanwhile has a later generation and stays."""
+        with self._writing() as session:
+            session.execute(
+                delete(Replan).where(Replan.device == device, Replan.generation == generation)
+            )
 
     def leadership(self) -> tuple[int, str] | None:
         """The current leader's term and name, as elected (None before any election)."""
@@ -375,6 +406,16 @@ class Store:
             row = session.get(Observed, device)
             return None if row is None else (_report(row.document), row.at)
 
+    def observed_of(self, devices: Collection[str]) -> dict[str, wire.StatusReport]:
+        """The stored observed state of those of `devices` that have one (one query)."""
+        if not devices:
+            return {}
+        query = select(Observed.device, Observed.document).where(
+            Observed.device.in_(sorted(devices))
+        )
+        with self._sessions() as session:
+            return {device: _report(document) for device, document in session.execute(query)}
+
     def observed_all(self) -> dict[str, wire.StatusReport]:
         with self._sessions() as session:
             rows = session.scalars(select(Observed).order_by(Observed.device))
@@ -444,14 +485,12 @@ class Store:
         events: Iterable[tuple[int, EventIn]],
         reset: EventIn | None = None,
     ) -> int | None:
-        """`put_observed` and `append_device_events` (under the report's epoch) in one
-        transaction: a report refused for its events changes nothing."""
-        values = {"device": report.device, "document": msgspec.to_builtins(report), "at": utc(at)}
-        with self._writing() as session:
-            # a write first: on SQLite it takes the write lock now, waiting (busy_timeout) for
-            # the other writer, rather than failing to upgrade a read later
-            session.execute(self._upsert(Observed, values, ["device"]))
-            return self._append_device_events(session, report.device, events, report.epoch, reset)
+        """One report (see `put_reports`): raises the SequenceConflict that refused it."""
+        stored = StoredReport(report, report.device, report.epoch, list(events), reset)
+        (result,) = self.put_reports([stored], at)
+        if isinstance(result, SequenceConflict):
+            raise result
+        return result
 
     def put_reports(
         self, reports: Sequence[StoredReport], at: datetime
@@ -485,6 +524,7 @@ class Store:
                 for r, result in zip(reports, results, strict=True)
                 if r.observed is not None and not isinstance(result, SequenceConflict)
             ]
+            self._need_replan(session, changed)
             for payload in observed_payloads(self.replica, changed):
                 self._announce(session, OBSERVED, payload)
         return results

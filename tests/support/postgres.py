@@ -22,7 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,13 +218,19 @@ def _kill(pid: int) -> None:
 
 def start_server(request: pytest.FixtureRequest) -> PostgresServer:
     """Initialise and start a server whose stop is already registered, even if start fails."""
+    return new_server(request.addfinalizer)
+
+
+def new_server(on_exit: Callable[[Callable[[], None]], object]) -> PostgresServer:
+    """A started server; its stop is handed to `on_exit` first (a finaliser, an ExitStack's
+    callback), so it is stopped even if it fails to start. Benchmarks use it too."""
     bindir = find_bindir()
     user = _system_user()
     if user is not None and shutil.which("runuser") is None:
         pytest.fail("running as root needs `runuser` (util-linux) to start PostgreSQL")
     root = Path(tempfile.mkdtemp(prefix="hedgerow-pg-"))
     server = PostgresServer(bindir, root, user)
-    request.addfinalizer(server.stop)
+    on_exit(server.stop)
     (root / "sock").mkdir()
     if user is not None:
         entry = pwd.getpwnam(user)
