@@ -24,6 +24,7 @@ from reconciler.controller.queue import (
     Timer,
     WorkQueue,
     resync_delay,
+    run_batches,
     run_workers,
     sleep,
 )
@@ -472,6 +473,40 @@ def test_failing_on_error_stops_the_workers() -> None:
         assert caught.group_contains(LookupError)
         assert queue.failures("a") == 1
         assert queue.get_nowait() is None  # released by done, waiting for its backoff
+
+    run(scenario())
+
+
+def test_a_burst_is_worked_in_batches_and_a_failed_batch_is_retried_whole() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        queue = WorkQueue(clock)
+        batches: list[list[str]] = []
+        failures: list[list[str]] = []
+
+        async def reconcile(keys: list[str]) -> None:
+            batches.append(keys)
+            if len(batches) == 1:
+                raise RuntimeError("the database went away")
+
+        for key in "abcde":
+            queue.add(key)
+        workers = asyncio.create_task(
+            run_batches(
+                queue, reconcile, 1, batch=3, on_error=lambda keys, e: failures.append(keys)
+            )
+        )
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert batches == [["a", "b", "c"], ["d", "e"]]  # what was ready, 3 at a time
+        assert failures == [["a", "b", "c"]]
+        assert [queue.failures(k) for k in "abcde"] == [1, 1, 1, 0, 0]
+        clock.advance(1.5)  # their backoff: the failed batch comes back whole
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert batches[2:] == [["a", "b", "c"]]
+        queue.shutdown()
+        await asyncio.wait_for(workers, 5)
 
     run(scenario())
 

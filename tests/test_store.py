@@ -26,6 +26,7 @@ from reconciler.store import (
     EventIn,
     EventRecord,
     NotLeader,
+    PlannedDevice,
     RevisionRecord,
     StatusRecord,
     Store,
@@ -491,20 +492,52 @@ def test_devices_wait_for_a_plan_from_the_transaction_that_needs_it_until_planne
     changed or a report moved, and no others, even after a crash between store and plan."""
     store.apply("aaa", at(0), changed=["pi-1", "pi-2"], gone=["pi-9"])
     assert store.replans() == ["pi-1", "pi-2", "pi-9"]
-    first = store.replan_generation("pi-1")
-    assert first is not None
+    first = store.replan_generations(["pi-1", "pi-9", "pi-7"])
+    assert first.keys() == {"pi-1", "pi-9"}
     store.put_report(report("pi-1", "1.0.0"), at(1), [])  # a new reason, after the first
-    store.replanned("pi-1", first)  # a plan made from the first reason only
-    assert store.replans() == ["pi-1", "pi-2", "pi-9"]
-    again = store.replan_generation("pi-1")
-    assert again is not None and again > first
-    store.replanned("pi-1", again)
-    store.replanned("pi-9", store.replan_generation("pi-9") or 0)
+    store.put_plans(  # plans made from the first reasons only
+        [PlannedDevice("pi-1", [], [], first["pi-1"]), PlannedDevice("pi-9", [], [], first["pi-9"])]
+    )
+    assert store.replans() == ["pi-1", "pi-2"]
+    again = store.replan_generations(["pi-1"])["pi-1"]
+    assert again > first["pi-1"]
+    store.put_plans([PlannedDevice("pi-1", [], [], again)])
     assert store.replans() == ["pi-2"]
     store.put_reports(
         [StoredReport(None, "pi-1", None, [(1, event("pi-1"))], None)], at(2)
     )  # events only: its state did not change, nothing to plan
     assert store.replans() == ["pi-2"]
+
+
+def test_plans_replace_statuses_prune_the_rest_and_append_events(store: Store) -> None:
+    def status(deployment: str, device: str) -> DeploymentStatus:
+        return DeploymentStatus(
+            deployment=deployment,
+            device=device,
+            application="web",
+            desired_release="1.0.0",
+            observed_release=None,
+            desired_state="Running",
+            observed_state=None,
+            revision="aaa",
+            conditions=(),
+        )
+
+    store.put_plans(
+        [
+            PlannedDevice("pi-1", [status("a", "pi-1"), status("b", "pi-1")], [], None),
+            PlannedDevice("pi-2", [status("a", "pi-2")], [event("pi-2")], None),
+        ]
+    )
+    assert [(s.deployment, s.device) for s in store.statuses()] == [
+        ("a", "pi-1"),
+        ("a", "pi-2"),
+        ("b", "pi-1"),
+    ]
+    store.put_plans([PlannedDevice("pi-1", [status("b", "pi-1")], [], None)])
+    store.put_plans([PlannedDevice("pi-2", [], [], None)])  # no deployment targets it now
+    assert [(s.deployment, s.device) for s in store.statuses()] == [("b", "pi-1")]
+    assert [e.device for e in store.events()] == ["pi-2"]
 
 
 def test_events_are_numbered_per_journal_and_a_new_journal_is_recorded(store: Store) -> None:

@@ -44,13 +44,13 @@ from reconciler.core.immutable import (
 from reconciler.core.observed import observed_releases
 from reconciler.core.plan import Action, plan_device
 from reconciler.core.reports import InvalidReport, SequenceConflict, checked_events
-from reconciler.core.status import deployment_status
+from reconciler.core.status import DeploymentStatus, deployment_status
 from reconciler.logs import get_logger
 from reconciler.manifests.credentials import changed, fingerprints
 from reconciler.manifests.problems import Problem
 from reconciler.manifests.validate import Report, validate_files
 from reconciler.secrets.sops import Identity
-from reconciler.store import EventIn, FingerprintKind, Store, StoredReport
+from reconciler.store import EventIn, FingerprintKind, PlannedDevice, Store, StoredReport
 
 log = get_logger("hedgerow.controller")
 
@@ -91,6 +91,10 @@ class ReportToStore:
     def as_store(self) -> StoredReport:
         return StoredReport(self.report if self.changed else None, self.report.device,
                             self.report.epoch, self.events, self.reset)  # fmt: skip
+
+
+def _statuses_digest(statuses: Sequence[DeploymentStatus]) -> bytes:
+    return hashlib.blake2b(msgspec.json.encode(statuses), digest_size=16).digest()
 
 
 def _digest(report: wire.StatusReport) -> bytes:
@@ -135,6 +139,7 @@ class Controller:
         self._present: dict[str, frozenset[str]] = {}  # images each device last reported
         self._observed: dict[str, bytes] = {}  # digest of each device's last observed state
         self._journals: dict[str, str] = {}  # each device's journal epoch, once seen
+        self._planned: dict[str, bytes] = {}  # digest of each device's statuses, as stored
         # device → the commit that last changed its desired state (as stored; see resume)
         self._revisions: dict[str, str] = {}
         self._branch_deleted: bool | None = None  # as the store's events say; None: not read
@@ -352,41 +357,64 @@ class Controller:
     def devices(self) -> list[str]:
         return sorted(self.applied.fleet) if self.applied else []
 
+    def forget_plans(self) -> None:
+        """Forget what this process stored of plans: another leader may have stored others
+        since (called on taking up leadership)."""
+        self._planned.clear()
+        self._actions.clear()
+
     def reconcile(self, device: str) -> list[Action]:
-        """Plan one device from its desired and observed state; record statuses and events."""
-        if self.applied is None:
-            return []
-        generation = self.store.replan_generation(device)  # read first: later ones stay
-        desired = self.applied.fleet.get(device, {})
-        reported = self.store.get_observed(device)
-        observed, errors = observed_releases(reported[0]) if reported else ({}, {})
-        actions = plan_device(desired, observed)
+        """Plan one device (see `reconcile_many`)."""
+        return self.reconcile_many([device]).get(device, [])
+
+    def reconcile_many(self, devices: Sequence[str]) -> dict[str, list[Action]]:
+        """Plan devices from their desired and observed state; store their statuses and the
+        events of new actions. A few queries and one transaction for the lot: planning is
+        pure, the database round trips were what cost (18 ms a device, one at a time). A
+        device whose plan and statuses are those it had costs no write."""
+        applied = self.applied
+        if applied is None or not devices:
+            return {}
+        generations = self.store.replan_generations(devices)
+        reported = self.store.observed_of(devices)
         last = self.store.last_attempt()
         rejected = last.sha if last is not None and not last.valid else None
-        for application, want in desired.items():
-            status = deployment_status(
-                device,
-                want,
-                observed.get(application, []) if reported else None,
-                actions,
-                self.applied.sha,
-                rejected=rejected,
-                error=errors.get(want.deployment),
-            )
-            self.store.put_status(status)
-        self.store.prune_statuses(device, [want.deployment for want in desired.values()])
-        if actions != self._actions.get(device):
-            at = self.now()
-            self.store.append_events(
-                [
-                    EventIn(at, device, a.action, a.reason, a.deployment, self.applied.sha)
+        plans: list[PlannedDevice] = []
+        found: dict[str, list[Action]] = {}
+        digests: dict[str, bytes] = {}
+        at = self.now()
+        for device in devices:
+            desired = applied.fleet.get(device, {})
+            report = reported.get(device)
+            observed, errors = observed_releases(report) if report else ({}, {})
+            actions = found[device] = plan_device(desired, observed)
+            statuses = [
+                deployment_status(
+                    device,
+                    want,
+                    observed.get(application, []) if report else None,
+                    actions,
+                    applied.sha,
+                    rejected=rejected,
+                    error=errors.get(want.deployment),
+                )
+                for application, want in desired.items()
+            ]
+            events = []
+            if actions != self._actions.get(device):
+                events = [
+                    EventIn(at, device, a.action, a.reason, a.deployment, applied.sha)
                     for a in actions
                 ]
-            )
+            digest = digests[device] = _statuses_digest(statuses)
+            generation = generations.get(device)
+            if events or generation is not None or self._planned.get(device) != digest:
+                plans.append(PlannedDevice(device, statuses, events, generation))
+        self.store.put_plans(plans)
+        for device, actions in found.items():
             self._actions[device] = actions
-        if generation is not None:
-            self.store.replanned(device, generation)
-        return actions
+        self._planned.update(digests)
+        return found
 
     # -- the device API ------------------------------------------------------------------------
 

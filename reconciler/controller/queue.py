@@ -359,24 +359,50 @@ async def run_workers(
     reported to `on_error` (the queue has no logging dependency). An exception raised by
     `on_error` itself stops every worker and propagates, in an ExceptionGroup.
     """
+
+    async def one(keys: list[str]) -> None:
+        await reconcile(keys[0])
+
+    def failed(keys: list[str], exc: Exception) -> None:
+        on_error(keys[0], exc)
+
+    await run_batches(queue, one, workers, batch=1, on_error=failed)
+
+
+async def run_batches(
+    queue: WorkQueue,
+    reconcile: Callable[[list[str]], Awaitable[None]],
+    workers: int,
+    *,
+    batch: int,
+    on_error: Callable[[list[str], Exception], None],
+) -> None:
+    """`run_workers` taking up to `batch` ready keys at a time: a worker waits for one key,
+    then takes the others already ready, so a burst is worked in a few batches while a lone
+    key goes at once. A batch succeeds or fails (and is retried) whole."""
     if workers < 1:
         raise ValueError(f"need at least one worker, got {workers}")
 
     async def work() -> None:
         while True:
             try:
-                key = await queue.get()
+                keys = [await queue.get()]
             except QueueShutDown:
                 return
+            while len(keys) < batch and (more := queue.get_nowait()) is not None:
+                keys.append(more)
             try:
-                await reconcile(key)
+                await reconcile(keys)
             except Exception as exc:
-                queue.retry(key)
-                on_error(key, exc)
+                for key in keys:
+                    queue.retry(key)
+                on_error(keys, exc)
             else:
-                queue.forget(key)
+                for key in keys:
+                    queue.forget(key)
             finally:
-                queue.done(key)
+                for key in keys:
+                    queue.done(key)
 
     async with asyncio.TaskGroup() as group:
         for _ in range(workers):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler import wire
 from reconciler.controller.controller import Controller, Ingested, Listener
-from reconciler.controller.queue import WorkQueue, resync_delay, run_workers
+from reconciler.controller.queue import WorkQueue, resync_delay, run_batches
 from reconciler.core.document import DocumentUnavailable, Fleet
 from reconciler.logs import get_logger
 from reconciler.store import Store
@@ -33,6 +33,7 @@ T = TypeVar("T")
 # enough that a commit of git never waits long behind one (SQLite has one writer at a time).
 BATCH_REPORTS = 500
 BATCH_EVENTS = 5_000
+PLAN_BATCH = 200  # devices planned in one transaction, at most
 # A replica looks for a revision the leader applied this often, in case a NOTIFY was missed.
 FOLLOW_EVERY = 5.0
 CAMPAIGN_EVERY = 2.0  # seconds before a replica that could not take up leadership tries again
@@ -291,21 +292,25 @@ class Runner:
         for device in await self.call(self.store.replans):
             self.queue.add(device)
 
-        async def reconcile(device: str) -> None:
+        async def reconcile(devices: list[str]) -> None:
             started = time.perf_counter()
             try:
-                await self.call(self.controller.reconcile, device)
+                await self.call(self.controller.reconcile_many, devices)
             finally:
+                each = (time.perf_counter() - started) / len(devices)
                 for observe in self.reconciled:
-                    observe(time.perf_counter() - started)
+                    for _ in devices:
+                        observe(each)
 
-        def failed(device: str, exc: Exception) -> None:
-            log.warning("reconcile failed", device=device, error=str(exc))
+        def failed(devices: list[str], exc: Exception) -> None:
+            log.warning(
+                "reconcile failed", devices=devices[:10], count=len(devices), error=str(exc)
+            )
 
         await asyncio.gather(
             self.poll(),
             self.resync_all(),
-            run_workers(self.queue, reconcile, self.workers, on_error=failed),
+            run_batches(self.queue, reconcile, self.workers, batch=PLAN_BATCH, on_error=failed),
         )
 
     # -- replicas ------------------------------------------------------------------------------
@@ -350,6 +355,7 @@ class Runner:
                 await cluster.resign()
                 await asyncio.sleep(CAMPAIGN_EVERY)
                 continue
+            self.controller.forget_plans()
             self.controller.term, self.leading = term, True
             log.info("leading", replica=cluster.name, term=term)
             lead = asyncio.ensure_future(self._lead())

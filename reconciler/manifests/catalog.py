@@ -71,7 +71,7 @@ class Catalog:
     def _by_target(self) -> dict[str, list[str]]:
         """Device → the names of the deployments that target it, by name or by selector:
         each selector's devices come from the label index, so this costs the bindings, not
-        devices × selectors (2 s at 10,000 devices and 400 selectors)."""
+        devices times selectors (2 s at 10,000 devices and 400 selectors)."""
         by_device: dict[str, list[str]] = {}
         for name, entry in self.deployments.items():
             for device in self.targets(entry.manifest):

@@ -73,3 +73,15 @@ class StoredReport:
     epoch: str | None
     events: Sequence[tuple[int, EventIn]]
     reset: EventIn | None  # recorded when this is the first report of a new journal
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedDevice:
+    """One device's plan to store: its deployments' statuses (the others are pruned), the
+    events of its new actions, and the generation of its reasons to be planned that the plan
+    saw (cleared with it; None when it had none)."""
+
+    device: str
+    statuses: Sequence[DeploymentStatus]
+    events: Sequence[EventIn]
+    generation: int | None

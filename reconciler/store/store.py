@@ -28,6 +28,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     Engine,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -54,6 +55,7 @@ from reconciler.store.records import (
     EventRecord,
     FingerprintKind,
     JSONObject,
+    PlannedDevice,
     RevisionRecord,
     StatusRecord,
     StoredReport,
@@ -287,19 +289,6 @@ class Store:
         with self._sessions() as session:
             return list(session.scalars(select(Replan.device).order_by(Replan.device)))
 
-    def replan_generation(self, device: str) -> int | None:
-        """The generation of `device`'s reasons to be planned again; None when it has none."""
-        with self._sessions() as session:
-            return session.scalar(select(Replan.generation).where(Replan.device == device))
-
-    def replanned(self, device: str, generation: int) -> None:
-        """Clear `device`'s reasons up to `generation`: planned from what they asked for.
-        A reason that came meanwhile has a later generation and stays."""
-        with self._writing() as session:
-            session.execute(
-                delete(Replan).where(Replan.device == device, Replan.generation == generation)
-            )
-
     def leadership(self) -> tuple[int, str] | None:
         """The current leader's term and name, as elected (None before any election)."""
         with self._sessions() as session:
@@ -432,6 +421,50 @@ class Store:
         }
         with self._writing() as session:
             session.execute(self._upsert(Status, values, ["deployment", "device"]))
+
+    def put_plans(self, plans: Sequence[PlannedDevice]) -> None:
+        """Many devices' plans in one transaction: statuses replaced, those of deployments
+        that no longer target a device pruned, events appended, and each device's reasons to
+        be planned cleared up to the generation its plan saw."""
+        if not plans:
+            return
+        with self._writing() as session:
+            statuses = [
+                {"deployment": s.deployment, "device": s.device, "status": s.to_json()}
+                for plan in plans
+                for s in plan.statuses
+            ]
+            if statuses:
+                statement = self._insert(Status)
+                session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["deployment", "device"],
+                        set_={"status": statement.excluded.status},
+                    ),
+                    statuses,
+                )
+            for plan in plans:
+                query = delete(Status).where(Status.device == plan.device)
+                if kept := [s.deployment for s in plan.statuses]:
+                    query = query.where(Status.deployment.not_in(kept))
+                session.execute(query)
+            if events := [e for plan in plans for e in plan.events]:
+                session.execute(insert(Event), [_event_values(e, None) for e in events])
+            if cleared := [(p.device, p.generation) for p in plans if p.generation is not None]:
+                session.connection().execute(
+                    delete(Replan).where(
+                        Replan.device == bindparam("d"), Replan.generation == bindparam("g")
+                    ),
+                    [{"d": device, "g": generation} for device, generation in cleared],
+                )
+
+    def replan_generations(self, devices: Collection[str]) -> dict[str, int]:
+        """The generation of each of `devices`' reasons to be planned again (see `Replan`)."""
+        if not devices:
+            return {}
+        query = select(Replan.device, Replan.generation).where(Replan.device.in_(sorted(devices)))
+        with self._sessions() as session:
+            return {device: generation for device, generation in session.execute(query)}
 
     def prune_statuses(self, device: str, keep: Iterable[str]) -> None:
         """Forget statuses of deployments that no longer target `device`."""
