@@ -36,6 +36,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, CursorResult, make_url
@@ -528,23 +529,30 @@ class Store:
     def put_reports(
         self, reports: Sequence[StoredReport], at: datetime
     ) -> list[int | SequenceConflict | None]:
-        """Many reports in one transaction (a savepoint each): per report, the highest
-        sequence number stored for its journal, or the SequenceConflict that refused it with
-        nothing of it stored. A burst of reports costs one commit, not one each."""
-        results: list[int | SequenceConflict | None] = []
+        """Many reports in one transaction: per report, the highest sequence number stored
+        for its journal, or the SequenceConflict that refused it with nothing of it stored.
+        A burst of reports costs a few statements and one commit, not several each: their
+        events in one INSERT, their journals' highest numbers in one query. A batch with a
+        report that needs more (a clash of numbers, a journal that starts) is stored again
+        a report at a time, each in a savepoint."""
         if not reports:
-            return results
+            return []
+        try:
+            with self._writing() as session:
+                results: list[int | SequenceConflict | None] = list(
+                    self._put_reports_together(session, reports, at)
+                )
+                self._after_reports(session, reports, results)
+                return results
+        except _OneByOne:
+            pass
+        results = []
         with self._writing() as session:
             for report in reports:
                 try:
                     with session.begin_nested():
                         if report.observed is not None:
-                            values = {
-                                "device": report.device,
-                                "document": msgspec.to_builtins(report.observed),
-                                "at": utc(at),
-                            }
-                            session.execute(self._upsert(Observed, values, ["device"]))
+                            self._put_observed(session, [report], at)
                         results.append(
                             self._append_device_events(
                                 session, report.device, report.events, report.epoch, report.reset
@@ -552,15 +560,92 @@ class Store:
                         )
                 except SequenceConflict as conflict:
                     results.append(conflict)
-            changed = [
-                r.device
-                for r, result in zip(reports, results, strict=True)
-                if r.observed is not None and not isinstance(result, SequenceConflict)
-            ]
-            self._need_replan(session, changed)
-            for payload in observed_payloads(self.replica, changed):
-                self._announce(session, OBSERVED, payload)
+            self._after_reports(session, reports, results)
         return results
+
+    def _put_reports_together(
+        self, session: Session, reports: Sequence[StoredReport], at: datetime
+    ) -> list[int | None]:
+        rows: list[dict[str, Any]] = []
+        journals: list[tuple[str, str]] = []
+        resets: list[dict[str, Any]] = []
+        for report in reports:
+            journal = (report.device, report.epoch or NO_EPOCH)
+            if journal in journals:
+                raise _OneByOne
+            journals.append(journal)
+            mine: dict[int, dict[str, Any]] = {}
+            for seq, item in report.events:
+                values = _event_values(item, seq, journal[1])
+                if item.device != report.device or _content(
+                    mine.setdefault(seq, values)
+                ) != _content(values):
+                    raise _OneByOne
+            rows.extend(mine[seq] for seq in sorted(mine))
+            # the first report of a journal this process sees: is it a new one?
+            reset = report.reset
+            if mine and reset and report.epoch and self._opens_journal(session, *journal):
+                resets.append(_event_values(reset, None, journal[1]))
+        if resets:
+            session.execute(insert(Event), resets)
+        if rows:
+            statement = self._insert(Event).on_conflict_do_nothing(
+                index_elements=["device", "agent_epoch", "agent_seq"]
+            )
+            returning = statement.returning(Event.device, Event.agent_epoch, Event.agent_seq)
+            inserted = {tuple(row) for row in session.execute(returning, rows)}
+            keys = [(r["device"], r["agent_epoch"], r["agent_seq"]) for r in rows]
+            if skipped := [(k, r) for k, r in zip(keys, rows, strict=True) if k not in inserted]:
+                columns = (Event.device, Event.agent_epoch, Event.agent_seq)
+                found = session.execute(
+                    select(*columns, Event.at, Event.kind, Event.message, Event.deployment).where(
+                        tuple_(*columns).in_([k for k, _ in skipped])
+                    )
+                )
+                stored = {(d, e, q): (t, kind, m, dep) for d, e, q, t, kind, m, dep in found}
+                if any(stored.get(k) != _content(r) for k, r in skipped):
+                    raise _OneByOne  # a number that names another event: refuse that report
+        self._put_observed(session, [r for r in reports if r.observed is not None], at)
+        highest = session.execute(
+            select(Event.device, Event.agent_epoch, func.max(Event.agent_seq))
+            .where(tuple_(Event.device, Event.agent_epoch).in_(journals))
+            .group_by(Event.device, Event.agent_epoch)
+        )
+        last = {(device, epoch): seq for device, epoch, seq in highest}
+        return [last.get(journal) for journal in journals]
+
+    def _put_observed(
+        self, session: Session, reports: Sequence[StoredReport], at: datetime
+    ) -> None:
+        if not reports:
+            return
+        statement = self._insert(Observed)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["device"],
+                set_={"document": statement.excluded.document, "at": statement.excluded.at},
+            ),
+            [
+                {"device": r.device, "document": msgspec.to_builtins(r.observed), "at": utc(at)}
+                for r in reports
+            ],
+        )
+
+    def _after_reports(
+        self,
+        session: Session,
+        reports: Sequence[StoredReport],
+        results: Sequence[int | SequenceConflict | None],
+    ) -> None:
+        """The devices whose observed state changed wait for a plan; the leader hears of it."""
+        changed = [
+            r.device
+            for r, result in zip(reports, results, strict=True)
+            if r.observed is not None and not isinstance(result, SequenceConflict)
+        ]
+        self._need_replan(session, changed)
+        for payload in observed_payloads(self.replica, changed):
+            self._announce(session, OBSERVED, payload)
 
     def _append_device_events(
         self,
@@ -791,6 +876,10 @@ def _event(e: Event) -> EventRecord:
         e.agent_seq,
         e.agent_epoch or None,
     )
+
+
+class _OneByOne(Exception):
+    """A batch of reports that must be stored a report at a time (see `put_reports`)."""
 
 
 def _event_values(item: EventIn, seq: int | None, epoch: str = NO_EPOCH) -> dict[str, Any]:
