@@ -2,7 +2,8 @@
 store: it passes over a replica that is down or failing at once, carries on with another when
 the one it long-polls dies, sends a report that failed on one to the next with the same
 numbers, keeps its ETag, and takes a 4xx as an answer. The engine is the model of the plan
-tests; the HTTP, the client and the loop are the agent's own."""
+tests; the HTTP, the client and the loop are the agent's own. Last, the command line that takes
+the URLs."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from typing import Any
 import msgspec
 import pytest
 import structlog
+from typer.testing import CliRunner
 
 from agent.client import ControllerClient
+from agent.main import controllers, main, parser
 from agent.poll import Agent
 from agent.steps import EngineState
+from reconciler.cli.app import app
 from tests.support.agent import V1, ModelEngine, doc, web
 from tests.support.replicas import Replica, closed_port_url, replicas
 
@@ -160,3 +164,43 @@ def test_a_single_url_behaves_as_before(tmp_path: Path) -> None:
         client.close()
     assert len(sleeps) == 2 and agent.failures == 2 and client.current == down
     assert not [e for e in logs if e["event"] == SWITCH]
+
+
+# -- the command line ----------------------------------------------------------------------------
+REQUIRED = ["--device", "pi-1", "--token-file", "t"]
+
+
+def test_controller_urls_are_comma_separated_or_repeated_and_one_is_as_before() -> None:
+    one = parser().parse_args(["--controller", "https://c:8080/", *REQUIRED])
+    assert controllers(one.controller) == ["https://c:8080"]
+    several = parser().parse_args(
+        ["--controller", "https://a:8080,https://b:8080", "--controller", "https://c", *REQUIRED]
+    )
+    assert controllers(several.controller) == ["https://a:8080", "https://b:8080", "https://c"]
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        (["https://a:8080,controller:8080"], "'controller:8080' is not an http:// or https://"),
+        (["https://a:8080,"], "an empty controller URL"),
+        (["https://a:8080", "https://a:8080/"], "'https://a:8080' is listed twice"),
+        (["https://device:s3cret@a:8080"], "'https://…@a:8080' holds credentials"),
+    ],
+)
+def test_a_bad_controller_url_is_a_usage_error_naming_it(
+    values: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = [item for value in values for item in ("--controller", value)]
+    with pytest.raises(SystemExit) as exited:
+        main([*options, *REQUIRED])
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and named in error
+    assert "Traceback" not in error and "s3cret" not in error
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    result = CliRunner().invoke(
+        app, ["agent", *options, "--device", "pi-1", "--token-file", str(token)]
+    )
+    assert result.exit_code == 2 and named in result.stderr
+    assert "Traceback" not in result.output and "s3cret" not in result.output
