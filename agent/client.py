@@ -115,6 +115,10 @@ class ControllerClient:
                 base = self.controllers.current
             try:
                 result = request(base)
+            except ReportConflict:
+                with self._lock:
+                    self.controllers.succeeded(base)  # it answered: the loop renumbers
+                raise
             except ControllerUnreachable as exc:
                 if not exc.elsewhere:
                     with self._lock:
@@ -135,8 +139,8 @@ class ControllerClient:
             with self._lock:
                 self.controllers.succeeded(base)
             return result
-        assert error is not None  # the loop ran at least once (there is always a URL)
-        raise error  # others moved the agent on as often as there are URLs: back off too
+        # Other requests moved the agent on as often as there are URLs: back off too.
+        raise error or ControllerUnreachable("no controller URL to ask")
 
     def _desired(self, base: str, etag: str | None, wait: float) -> Fetched:
         headers = {"If-None-Match": etag} if etag else {}

@@ -19,11 +19,12 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from agent.client import ControllerClient
+from agent.client import ControllerClient, ControllerUnreachable, ReportConflict
 from agent.main import controllers, main, parser
 from agent.poll import Agent
 from agent.steps import EngineState
 from reconciler.cli.app import app
+from reconciler.wire import StatusReport
 from tests.support.agent import V1, ModelEngine, doc, web
 from tests.support.replicas import Replica, closed_port_url, replicas
 
@@ -136,6 +137,14 @@ def test_a_4xx_is_an_answer_not_a_reason_to_switch(rig: Rig) -> None:
         rig.agent.step(wait=0)
     assert rig.b.seen == [] and rig.client.current == rig.a.url and rig.switches() == []
     assert len(rig.sleeps) == 3 and rig.agent.failures == 3  # backed off, as with one URL
+    rig.a.status = 409
+    with pytest.raises(ReportConflict):  # the loop numbers its events in a new journal
+        rig.client.report(StatusReport(device="pi-1"))
+    rig.a.status = 422
+    with pytest.raises(ControllerUnreachable) as refused:
+        rig.client.report(StatusReport(device="pi-1"))
+    assert refused.value.status == 422 and not refused.value.elsewhere
+    assert rig.b.seen == [] and rig.switches() == []
 
 
 def test_every_replica_failing_is_one_round_then_a_back_off(rig: Rig) -> None:
