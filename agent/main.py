@@ -10,11 +10,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 from agent.client import ControllerClient
+from agent.controllers import parse_urls
 from agent.engine import Engine
 from agent.errors import EngineError
 from agent.poll import Agent, Debounce
@@ -48,7 +49,7 @@ def wait_for_engine(
 
 
 def run(
-    controller: str,
+    controller: str | Sequence[str],
     device: str,
     token_file: Path,
     data_dir: Path,
@@ -56,6 +57,8 @@ def run(
     ca_file: Path | None = None,
     proxy: str | None = None,
 ) -> None:
+    """Run the agent until SIGTERM or SIGINT. `controller`: one URL, or several replicas of
+    one controller (tried in turn when one cannot answer)."""
     token = token_file.read_text(encoding="utf-8").strip()
     verify = str(ca_file) if ca_file else True
     client = ControllerClient(controller, device, token, verify=verify, proxy=proxy)
@@ -102,7 +105,15 @@ def proxy_url(text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hedgerow-agent", description=__doc__)
-    parser.add_argument("--controller", required=True, help="Controller URL")
+    parser.add_argument(
+        "--controller",
+        required=True,
+        action="append",
+        type=_controllers_argument,
+        metavar="URL[,URL...]",
+        help="Controller URL; several (comma-separated or repeated): replicas, tried in turn "
+        "when one cannot answer",
+    )
     parser.add_argument("--device", required=True, help="This device's name")
     parser.add_argument("--token-file", required=True, type=Path)
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/hedgerow"))
@@ -128,6 +139,18 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _controllers_argument(text: str) -> list[str]:
+    try:
+        return parse_urls([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def controllers(values: Sequence[Sequence[str]]) -> list[str]:
+    """The URLs of every `--controller`, in order; ValueError when one is listed twice."""
+    return parse_urls([url for urls in values for url in urls])
+
+
 def _proxy_argument(text: str) -> str:
     try:
         return proxy_url(text)
@@ -136,9 +159,14 @@ def _proxy_argument(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    command = parser()
+    args = command.parse_args(argv)
+    try:
+        urls = controllers(args.controller)
+    except ValueError as exc:  # the same URL in two --controller options
+        command.error(str(exc))
     logs.configure(args.log_format)
-    run(args.controller, args.device, args.token_file, args.data_dir, args.poll_interval,
+    run(urls, args.device, args.token_file, args.data_dir, args.poll_interval,
         args.ca_file, args.proxy)  # fmt: skip
     return 0
 

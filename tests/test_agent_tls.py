@@ -51,7 +51,7 @@ def servers(
         yield Servers(cert_a, good, good_seen, other, other_seen)
 
 
-def client(url: str, ca_file: Path, proxy: str | None = None) -> ControllerClient:
+def client(url: str | list[str], ca_file: Path, proxy: str | None = None) -> ControllerClient:
     """The agent's client, built as `hedgerow-agent --ca-file` builds it."""
     return ControllerClient(url, "pi-1", TOKEN, verify=str(ca_file), proxy=proxy)
 
@@ -110,6 +110,24 @@ def test_an_explicit_proxy_tunnels_and_the_ca_file_still_decides(servers: Server
     hosts = [url.removeprefix("https://") for url in (servers.good, servers.other)]
     assert targets == [f"CONNECT {host}" for host in hosts]
     assert len(servers.good_seen) == 1 and servers.other_seen == []
+
+
+def test_the_ca_file_and_the_proxy_apply_to_every_controller_url(servers: Servers) -> None:
+    """Replicas: the first is refused by the CA file (before any token is sent), the agent
+    moves to the next, through the same proxy, trusting the same CA."""
+    with connect_proxy() as (proxy, targets):
+        replicas = client([servers.other, servers.good], servers.ca_file, proxy=proxy)
+        try:
+            fetched = replicas.desired("etag-1")
+            replicas.report(StatusReport(device="pi-1"))
+        finally:
+            replicas.close()
+    assert fetched.document is None and replicas.current == servers.good
+    other, good = (
+        f"CONNECT {url.removeprefix('https://')}" for url in (servers.other, servers.good)
+    )
+    assert targets[0] == other and set(targets[1:]) == {good}  # a tunnel a request: HTTP/1.0
+    assert servers.other_seen == [] and [m for m, _, _ in servers.good_seen] == ["GET", "PUT"]
 
 
 def test_the_agent_takes_a_proxy_url_and_refuses_other_schemes(

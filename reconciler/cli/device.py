@@ -107,7 +107,14 @@ def _stage(output: Path, token: str) -> Path:
 
 
 def agent(
-    controller: Annotated[str, typer.Option("--controller", help="Controller URL.")],
+    controller: Annotated[
+        list[str],
+        typer.Option(
+            "--controller",
+            help="Controller URL; several (comma-separated or repeated): replicas, tried in turn "
+            "when one cannot answer.",
+        ),
+    ],
     device: Annotated[str, typer.Option("--device", help="This device's name.")],
     token_file: Annotated[Path, typer.Option("--token-file", exists=True, dir_okay=False)],
     data_dir: Annotated[Path, typer.Option("--data-dir")] = Path("/var/lib/hedgerow"),
@@ -123,13 +130,15 @@ def agent(
     log_format: LogFormatOption = None,
 ) -> None:
     """Run the device agent against the local Docker engine (DOCKER_HOST)."""
+    from agent.controllers import parse_urls
     from agent.main import duration, proxy_url, run  # the agent and its SDK, only when asked for
 
     try:
+        urls = parse_urls(controller)
         interval = duration(poll_interval)
         if proxy is not None:
             proxy_url(proxy)
     except ValueError as exc:
         fail(str(exc))
     logs.configure(log_format.value if log_format else None)
-    run(controller, device, token_file, data_dir, interval, ca_file, proxy)
+    run(urls, device, token_file, data_dir, interval, ca_file, proxy)
