@@ -48,6 +48,7 @@ bench: $(STAMP)
 	tests/system-deps.sh --bench
 	$(BIN)/python -m bench.validate
 	$(BIN)/python -m bench.plan
+	$(BIN)/python -m bench.incremental
 	$(BIN)/python -m bench.polls
 	$(BIN)/python -m bench.webhook
 	$(BIN)/python -m bench.agent_memory

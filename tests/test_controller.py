@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from textwrap import dedent
 
@@ -12,26 +14,38 @@ import msgspec
 import pytest
 
 from reconciler.controller.controller import Controller, Ingested
-from reconciler.controller.source import open_repo, resolve, tree_files
+from reconciler.controller.source import open_repo, resolve, tree_blobs, tree_files
 from reconciler.core.status import ConditionType
+from reconciler.manifests.incremental import Keyed
 from reconciler.manifests.problems import Problem
+from reconciler.manifests.validate import validate_files
 from reconciler.store import Store
 from reconciler.wire import DesiredDocument, Event, ReleaseReport, StatusReport
 from tests.support.repos import BASE, RELEASE_110, commit, resources
 
 
 class BranchSource:
-    """The tip of a branch of a local repository."""
+    """The tip of a branch of a local repository; its files keyed by blob id, as a `Mirror`'s,
+    and the paths it read."""
 
     def __init__(self, path: Path, branch: str = "main") -> None:
         self.repo = open_repo(str(path))
         self.branch = branch
+        self.read: list[str] = []
 
     def fetch(self) -> str:
         return resolve(self.repo, self.branch)
 
     def files(self, sha: str) -> Iterable[tuple[str, bytes | Problem]]:
         return tree_files(self.repo, sha)
+
+    def blobs(self, sha: str) -> Iterator[Keyed]:
+        for file in tree_blobs(self.repo, sha):
+            yield replace(file, read=partial(self._read, file))
+
+    def _read(self, file: Keyed) -> bytes | Problem:
+        self.read.append(file.path)
+        return file.read()
 
 
 @pytest.fixture
@@ -135,6 +149,26 @@ def test_a_restarted_controller_resumes_the_applied_revision(
     outcome = fresh.sync()
     assert outcome is not None and not outcome.applied
     assert fresh.devices() == ["pi-1", "pi-2"]
+
+
+def test_a_commit_reads_and_checks_only_the_files_it_changed_from_a_restart_on(
+    upstream: git.Repo, store: Store
+) -> None:
+    controller(upstream, store).sync()
+    fresh = controller(upstream, store)
+    fresh.resume()
+    source = fresh.source
+    assert isinstance(source, BranchSource)
+    assert source.read == sorted(BASE)  # the applied revision, validated once at start-up
+    source.read.clear()
+    deployment = dedent(BASE["deployment.yaml"]).replace('"1.0.0"', '"1.1.0"')
+    changes = {"release-110.yaml": RELEASE_110, "deployment.yaml": deployment}
+    sha = commit(upstream, "upgrade", changes)
+    outcome = fresh.sync()
+    assert outcome is not None and outcome.applied and outcome.devices == ["pi-1"]
+    assert source.read == ["deployment.yaml", "release-110.yaml"]
+    assert fresh.applied is not None
+    assert fresh.applied.report == validate_files(tree_files(source.repo, sha), [])
 
 
 def test_documents_name_the_commit_that_changed_their_device_even_after_a_restart(

@@ -8,7 +8,13 @@ from pathlib import Path
 import git
 import pytest
 
-from reconciler.controller.source import SourceError, open_repo, resolve, tree_files
+from reconciler.controller.source import (
+    SourceError,
+    open_repo,
+    resolve,
+    tree_blobs,
+    tree_files,
+)
 from reconciler.manifests.load import MAX_FILE_BYTES, read_tree
 from reconciler.manifests.problems import Problem
 from tests.support.repos import write_tree
@@ -129,6 +135,21 @@ def test_symbolic_links_are_followed_inside_the_tree_only(tmp_path: Path) -> Non
         "symbolic link to '../../etc/passwd', which is not a file in this revision",
     )
     assert isinstance(files["dangling.yaml"], Problem)
+
+
+def test_blobs_are_keyed_by_content_and_a_link_by_its_target(tmp_path: Path) -> None:
+    repo = init(tmp_path / "repo")
+    root = tmp_path / "repo"
+    write_tree(root, {"shared/web.yaml": VOLUME, "a.yaml": "kind: A\n"})
+    (root / "link.yaml").symlink_to("shared/web.yaml")
+    first = commit(repo, {})
+    second = commit(repo, {"shared/web.yaml": "kind: Network\n"})  # only the link's target
+    before = {file.path: file for file in tree_blobs(repo, first)}
+    after = {file.path: file for file in tree_blobs(repo, second)}
+    assert {p: f.read() for p, f in after.items()} == contents(repo, second)
+    assert before["a.yaml"].key == after["a.yaml"].key == repo.commit(first).tree["a.yaml"].hexsha
+    assert before["link.yaml"].key == before["shared/web.yaml"].key
+    assert after["link.yaml"].key == after["shared/web.yaml"].key != before["link.yaml"].key
 
 
 def test_a_merge_commit_has_both_sides(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import typer
 from reconciler import logs
 from reconciler.cli.options import DataDir, Db, LogFormatOption, store_url, wait_for_store
 from reconciler.cli.output import fail, identities, read_token
+from reconciler.manifests.incremental import Keyed
 from reconciler.manifests.problems import Problem
 
 
@@ -115,6 +116,9 @@ def controller(
 
         def files(self, sha: str) -> Iterator[tuple[str, bytes | Problem]]:
             return mirror.files(sha, path)
+
+        def blobs(self, sha: str) -> Iterator[Keyed]:
+            return mirror.blobs(sha, path)
 
     cluster = None
     if store.dialect == "postgresql":  # every controller on one database is a replica

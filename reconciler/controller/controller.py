@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -47,8 +47,9 @@ from reconciler.core.reports import InvalidReport, SequenceConflict, checked_eve
 from reconciler.core.status import DeploymentStatus, deployment_status
 from reconciler.logs import get_logger
 from reconciler.manifests.credentials import changed, fingerprints
+from reconciler.manifests.incremental import Keyed, Validation, keyed, validate_changes
 from reconciler.manifests.problems import Problem
-from reconciler.manifests.validate import Report, validate_files
+from reconciler.manifests.validate import Report
 from reconciler.secrets.sops import Identity
 from reconciler.store import EventIn, FingerprintKind, PlannedDevice, Store, StoredReport
 
@@ -66,6 +67,14 @@ class Source(Protocol):
     def fetch(self) -> str: ...
 
     def files(self, sha: str) -> Iterable[tuple[str, bytes | Problem]]: ...
+
+
+@runtime_checkable
+class BlobSource(Protocol):
+    """A source that keys each file by its blob id (a `Mirror`): a file a commit did not change
+    is not even read. Another source's files are keyed by a digest of their content."""
+
+    def blobs(self, sha: str) -> Iterable[Keyed]: ...
 
 
 class History(Protocol):
@@ -144,6 +153,9 @@ class Controller:
         self._revisions: dict[str, str] = {}
         self._branch_deleted: bool | None = None  # as the store's events say; None: not read
         self.term: int | None = None  # the leader's term among replicas (None: alone)
+        # the last commit validated (applied or not): the next one loads and checks only the
+        # files it changed; kept from `resume` on
+        self._validation: Validation | None = None
         # Commits and reports run on two threads (see runner): changes to `applied`,
         # `_revisions` and `_present` are made under this lock, never around a database call,
         # so a report compares pull credentials before and after against one applied revision.
@@ -323,7 +335,12 @@ class Controller:
             self.store.put_fingerprints(kind, {**self.store.fingerprints(kind), **current})
 
     def _validate(self, sha: str) -> Report:
-        return validate_files(self.source.files(sha), self.identities)
+        """Validate a commit incrementally from the last one: the report is exactly a full
+        validation's, at the cost of what changed (and of the rules across documents)."""
+        source = self.source
+        files = source.blobs(sha) if isinstance(source, BlobSource) else keyed(source.files(sha))
+        self._validation = validate_changes(self._validation, files, self.identities)
+        return self._validation.report
 
     def _validate_applied(self, sha: str) -> Report:
         """Validate a commit another process applied: this replica's mirror (new, or behind

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote
@@ -28,6 +29,7 @@ import git
 import pathspec
 
 from reconciler.errors import HedgerowError
+from reconciler.manifests.incremental import Keyed, known
 from reconciler.manifests.load import (
     IGNORE_FILE,
     MAX_FILE_BYTES,
@@ -105,6 +107,14 @@ def tree_files(repo: git.Repo, sha: str, path: str = "") -> Iterator[tuple[str, 
     A blob over 1 MiB becomes a Problem without being read; a symbolic link is followed inside
     the tree, as a checkout would; submodules are not part of the repository's manifests.
     """
+    for file in tree_blobs(repo, sha, path):
+        yield file.path, file.read()
+
+
+def tree_blobs(repo: git.Repo, sha: str, path: str = "") -> Iterator[Keyed]:
+    """`tree_files` without reading: each manifest keyed by its blob id (a link's by its
+    target's), which the tree gives for free, its content read only when asked for. An
+    incremental validation then reads only the files a commit changed."""
     try:
         root = repo.commit(sha).tree
     except ValueError:  # GitPython's word for a commit the repository does not have
@@ -119,7 +129,11 @@ def tree_files(repo: git.Repo, sha: str, path: str = "") -> Iterator[tuple[str, 
     spec = _tree_ignore_spec(root)
     base = f"{root.path}/" if root.path else ""
     for rel, blob in sorted(_walk(root, spec, base), key=lambda found: found[0]):
-        yield rel, _read_blob(root, rel, blob)
+        target = _follow(root, rel, blob)
+        if isinstance(target, str):
+            yield known(rel, _problem(rel, target))
+        else:
+            yield Keyed(rel, target.hexsha, partial(_read_blob, rel, target))
 
 
 def _tree_ignore_spec(root: git.Tree) -> pathspec.GitIgnoreSpec | None:
@@ -148,14 +162,11 @@ def _walk(
             yield from _walk(sub, spec, base)
 
 
-def _read_blob(root: git.Tree, rel: str, blob: git.Blob) -> bytes | Problem:
-    target = _follow(root, rel, blob)
-    if isinstance(target, str):
-        return _problem(rel, target)
-    size = target.size  # from the object header: the content is not read
+def _read_blob(rel: str, blob: git.Blob) -> bytes | Problem:
+    size = blob.size  # from the object header: the content is not read
     if size > MAX_FILE_BYTES:
         return _problem(rel, f"file is {size} bytes; manifests are limited to 1 MiB")
-    data: bytes = target.data_stream.read()
+    data: bytes = blob.data_stream.read()
     return data
 
 
@@ -275,6 +286,10 @@ class Mirror:
     def files(self, sha: str, path: str = "") -> Iterator[tuple[str, bytes | Problem]]:
         """`tree_files` of a fetched commit: a Mirror is a controller `Source` as it is."""
         return tree_files(self.repo, sha, path)
+
+    def blobs(self, sha: str, path: str = "") -> Iterator[Keyed]:
+        """`tree_blobs` of a fetched commit: the files a controller validates incrementally."""
+        return tree_blobs(self.repo, sha, path)
 
     def descends(self, sha: str, ancestor: str) -> bool:
         """`descends` in the mirror: a Mirror is the controller's `History` too."""

@@ -8,7 +8,7 @@ setup keeps working on the same files.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -56,15 +56,32 @@ def decrypt_credentials(
     catalog: Catalog, identities: Sequence[Identity]
 ) -> tuple[dict[str, Credential], list[Problem]]:
     """Decrypt every credential; a failure is a finding at the credential's file."""
+    return gather_credentials(catalog, lambda entry: decrypt_credential(entry, identities))
+
+
+def gather_credentials(
+    catalog: Catalog, decrypt: Callable[[Checked[ImageCredential]], Credential | Problem]
+) -> tuple[dict[str, Credential], list[Problem]]:
+    """Each credential of the catalog through `decrypt`, in name order: the decrypted ones,
+    and the findings of the others."""
     found: dict[str, Credential] = {}
     problems: list[Problem] = []
     for name, entry in sorted(catalog.credentials.items()):
-        result = _decrypt_one(entry, identities)
+        result = decrypt(entry)
         if isinstance(result, Credential):
             found[name] = result
         else:
-            problems.append(entry.problem(("sops",), result))
+            problems.append(result)
     return found, problems
+
+
+def decrypt_credential(
+    entry: Checked[ImageCredential], identities: Sequence[Identity]
+) -> Credential | Problem:
+    """One credential decrypted, or why not as a finding at its file; it depends on nothing
+    but the credential's document, so a result may be kept while the file is unchanged."""
+    result = _decrypt_one(entry, identities)
+    return result if isinstance(result, Credential) else entry.problem(("sops",), result)
 
 
 def structure_only(catalog: Catalog) -> list[Problem]:

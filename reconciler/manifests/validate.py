@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +17,7 @@ from reconciler.manifests.credentials import (
     structure_only,
     unseal,
 )
-from reconciler.manifests.load import Document, load_files, read_tree
+from reconciler.manifests.load import Document, load_bytes, read_tree
 from reconciler.manifests.model import Manifest
 from reconciler.manifests.problems import Problem, Severity
 from reconciler.secrets.sops import Identity
@@ -53,21 +53,13 @@ def validate_files(
     credential that fails to decrypt or verify is an error at its file. A credential encrypted
     whole (kind and name too) has no structure to check without a key: an error either way.
     """
-    with _no_gc_pauses():
-        report = _validate(files, identities or ())
-    if identities is None or not report.catalog.credentials:
-        return report
-    credentials: dict[str, Credential] = {}
-    if not identities:
-        extra = structure_only(report.catalog)
-    else:
-        credentials, extra = decrypt_credentials(report.catalog, identities)
-    problems = sorted([*report.problems, *extra], key=Problem.sort_key)
-    return replace(report, problems=problems, credentials=credentials)
+    with no_gc_pauses():
+        report = combine([check_file(path, content, identities or ()) for path, content in files])
+    return with_credentials(report, identities, decrypt_credentials)
 
 
 @contextmanager
-def _no_gc_pauses() -> Iterator[None]:
+def no_gc_pauses() -> Iterator[None]:
     """Loading allocates millions of long-lived objects and no cycles; the cyclic collector
     would scan them again and again (about half the run time on 10,000 documents)."""
     enabled = gc.isenabled()
@@ -79,29 +71,71 @@ def _no_gc_pauses() -> Iterator[None]:
             gc.enable()
 
 
-def _validate(
-    files: Iterable[tuple[str, bytes | Problem]], identities: Sequence[Identity]
-) -> Report:
-    loaded = load_files(files)
-    problems = list(loaded.problems)
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What one file gives on its own, before any rule across files: the unit an incremental
+    validation keeps (`reconciler.manifests.incremental`), so both validations share it."""
+
+    documents: int
+    loaded: tuple[Problem, ...]  # findings of reading and parsing it
+    checked: tuple[Checked[Manifest], ...]
+    found: tuple[Problem, ...]  # findings of checking (and unsealing) its documents, in order
+    broken: frozenset[tuple[str, str]]  # what its documents that failed would have defined
+
+
+def check_file(path: str, content: bytes | Problem, identities: Sequence[Identity]) -> FileResult:
+    """Load one file and check each of its documents."""
+    documents, loaded = (
+        ([], [content]) if isinstance(content, Problem) else load_bytes(path, content)
+    )
+    found: list[Problem] = []
     checked: list[Checked[Manifest]] = []
-    broken = {(p.kind, p.name) for p in loaded.problems if p.kind and p.name}
-    for found in loaded.documents:
-        document = unseal(found, identities) if sealed(found) else found
+    broken = {(p.kind, p.name) for p in loaded if p.kind and p.name}
+    for each in documents:
+        document = unseal(each, identities) if sealed(each) else each
         if isinstance(document, Problem):
-            problems.append(document)
+            found.append(document)
             broken.add(("ImageCredential", ANY_NAME))  # its name is encrypted too
             continue
         result = check_document(document)
         if isinstance(result, Checked):
             checked.append(result)
         else:
-            problems.extend(result)
+            found.extend(result)
             broken.update(_names(document))
-    catalog, cross = build_catalog(checked, broken)
+    return FileResult(
+        len(documents), tuple(loaded), tuple(checked), tuple(found), frozenset(broken)
+    )
+
+
+def combine(files: Sequence[FileResult]) -> Report:
+    """The report of a repository from its files' results, in the repository's file order:
+    the catalog and its rules across documents. Credentials are not decrypted yet."""
+    problems = [p for file in files for p in file.loaded]
+    problems.extend(p for file in files for p in file.found)
+    broken = set().union(*(file.broken for file in files))
+    catalog, cross = build_catalog((e for file in files for e in file.checked), broken)
     problems.extend(cross)
     problems.sort(key=Problem.sort_key)
-    return Report(len(loaded.documents), problems, catalog)
+    return Report(sum(file.documents for file in files), problems, catalog)
+
+
+Decrypt = Callable[[Catalog, Sequence[Identity]], tuple[dict[str, Credential], list[Problem]]]
+
+
+def with_credentials(
+    report: Report, identities: Sequence[Identity] | None, decrypt: Decrypt
+) -> Report:
+    """`report` with its credentials decrypted by `decrypt` (see `validate_files`)."""
+    if identities is None or not report.catalog.credentials:
+        return report
+    credentials: dict[str, Credential] = {}
+    if not identities:
+        extra = structure_only(report.catalog)
+    else:
+        credentials, extra = decrypt(report.catalog, identities)
+    problems = sorted([*report.problems, *extra], key=Problem.sort_key)
+    return replace(report, problems=problems, credentials=credentials)
 
 
 def _names(document: Document) -> Iterator[tuple[str, str]]:

@@ -878,7 +878,7 @@ def _event(e: Event) -> EventRecord:
     )
 
 
-class _OneByOne(Exception):
+class _OneByOne(StoreError):
     """A batch of reports that must be stored a report at a time (see `put_reports`)."""
 
 
