@@ -62,12 +62,21 @@ class Running:
 
 
 Start = Callable[..., Running]
+# The tests of the HTTP edge run on both of uvicorn's protocols the controller may use.
+BOTH_PARSERS = pytest.mark.parametrize("http", ["httptools", "h11"], indirect=True)
 
 
 @pytest.fixture
-def start(tmp_path: Path, upstream: git.Repo) -> Iterator[Start]:
-    """Start `hedgerow controller` on `upstream` as operators do, with `flags`, optionally under
-    an open-file limit (soft, hard); stopped by pid when the test ends, its log printed."""
+def http(request: pytest.FixtureRequest) -> str:
+    """The controller's `--http`: auto (httptools where installed) unless parametrized."""
+    return str(getattr(request, "param", "auto"))
+
+
+@pytest.fixture
+def start(tmp_path: Path, upstream: git.Repo, http: str) -> Iterator[Start]:
+    """Start `hedgerow controller` on `upstream` as operators do, with `--http http` and
+    `flags`, optionally under an open-file limit (soft, hard); stopped by pid when the test
+    ends, its log printed."""
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
 
@@ -89,7 +98,7 @@ def start(tmp_path: Path, upstream: git.Repo) -> Iterator[Start]:
         args = [sys.executable, "-m", "reconciler", "controller", "--repo", upstream.working_dir,
                 "--data-dir", str(data), "--listen", f"127.0.0.1:{port}", "--interval", "3600",
                 "--webhook-secret-file", str(tmp_path / "secret"), "--log-format", "json",
-                *flags]  # fmt: skip
+                "--http", http, *flags]  # fmt: skip
         with log.open("wb") as out:
             process = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=limit
@@ -163,6 +172,26 @@ def _read_response(sock: socket.socket, seconds: float) -> tuple[int, dict[str, 
     return int(status_line.split()[1]), headers, body
 
 
+def _statuses(sock: socket.socket, count: int, seconds: float) -> list[int]:
+    """The statuses of `count` responses read off `sock` (pipelined answers may come in one
+    segment, which `_read_response` would partly drop)."""
+    sock.settimeout(seconds)
+    data, statuses = b"", list[int]()
+    while len(statuses) < count:
+        head, found, rest = data.partition(b"\r\n\r\n")
+        declared = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        length = int(declared.group(1)) if declared else 0  # a 304 has none
+        if found and len(rest) >= length:
+            statuses.append(int(head.split()[1]))
+            data = rest[length:]
+            continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {statuses}: {data!r}"
+        data += chunk
+    assert not data, data
+    return statuses
+
+
 def _closed_after(sock: socket.socket, seconds: float) -> bool:
     """Whether the server closes `sock` within `seconds` (reading and dropping what comes)."""
     deadline = time.monotonic() + seconds
@@ -199,6 +228,7 @@ def _detail(body: bytes) -> str:
 # -- request bodies ----------------------------------------------------------------------------
 
 
+@BOTH_PARSERS
 @pytest.mark.e2e  # a controller process
 def test_a_declared_body_over_its_cap_is_refused_before_it_is_read(start: Start) -> None:
     running = start("--max-report-bytes", "4096")
@@ -259,6 +289,7 @@ def _send_chunked(port: int, method: str, path: str, total: int, headers: str = 
         return received
 
 
+@BOTH_PARSERS
 @pytest.mark.e2e  # a controller process
 def test_a_chunked_body_is_counted_and_answered_413_when_it_crosses_its_cap(
     start: Start,
@@ -297,6 +328,7 @@ def test_a_chunked_body_is_counted_and_answered_413_when_it_crosses_its_cap(
 # -- idle and slow connections -----------------------------------------------------------------
 
 
+@BOTH_PARSERS
 @pytest.mark.e2e  # a controller process
 def test_connections_that_send_no_request_are_closed_after_the_header_timeout(
     start: Start,
@@ -321,6 +353,7 @@ def test_connections_that_send_no_request_are_closed_after_the_header_timeout(
     assert _health(running.url) == 200
 
 
+@BOTH_PARSERS
 @pytest.mark.e2e  # a controller process
 def test_headers_sent_one_byte_a_second_are_cut_at_the_header_timeout(start: Start) -> None:
     running = start("--header-timeout", "2")
@@ -348,6 +381,38 @@ def test_headers_sent_one_byte_a_second_are_cut_at_the_header_timeout(start: Sta
     assert min(closed.values()) > 1.5 and max(closed.values()) < 5, closed
 
 
+@BOTH_PARSERS
+@pytest.mark.e2e  # a controller process
+def test_pipelined_requests_behind_a_long_poll_are_answered_in_order_and_never_cut(
+    start: Start,
+) -> None:
+    """httptools parses a pipelined request while the one before it runs (h11 waits for the
+    response): either way, headers that are in are never cut by the timeout."""
+    running = start("--header-timeout", "2")
+    token = (running.data.parent / "pi-1.token").read_text()
+    desired = f"{running.url}/v1/devices/pi-1/desired"
+    tag = httpx.get(desired, headers={"Authorization": f"Bearer {token}"}).headers["etag"]
+    poll = (
+        f"GET /v1/devices/pi-1/desired?wait=5 HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\nIf-None-Match: {tag}\r\n\r\n"
+    ).encode()
+    health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with _connect(running.port) as sock:
+        sent = time.monotonic()
+        sock.sendall(poll + health + health)  # three requests in one write
+        assert _statuses(sock, 3, 10) == [304, 200, 200]
+        assert time.monotonic() - sent > 4.5  # the poll held, past two header timeouts
+        # kept alive: the next request is served on the same connection
+        sock.sendall(health)
+        assert _read_response(sock, 5)[0] == 200
+        # and its successor's headers are due within the timeout of that response
+        answered = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert _closed_after(sock, 5)
+        assert 1.5 < time.monotonic() - answered < 4
+
+
+@BOTH_PARSERS
 @pytest.mark.e2e  # a controller process, a 30 s long poll
 def test_long_polls_outlive_a_short_header_timeout(start: Start, upstream: git.Repo) -> None:
     running = start("--header-timeout", "2", "--watch")
@@ -393,6 +458,7 @@ NANTES = """\
 # -- connections and file descriptors ----------------------------------------------------------
 
 
+@BOTH_PARSERS
 @pytest.mark.e2e  # a controller process
 def test_connections_over_the_cap_are_answered_503(start: Start) -> None:
     running = start("--max-connections", "8", "--header-timeout", "3")
@@ -409,6 +475,7 @@ def test_connections_over_the_cap_are_answered_503(start: Start) -> None:
     assert _health(running.url) == 200
 
 
+@BOTH_PARSERS
 @pytest.mark.e2e  # a controller process
 def test_running_out_of_file_descriptors_is_survived_and_logged_sparingly(
     start: Start,

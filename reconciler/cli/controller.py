@@ -7,6 +7,7 @@ import asyncio
 import json
 import resource
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,21 @@ from reconciler.cli.options import DataDir, Db, LogFormatOption, store_url, wait
 from reconciler.cli.output import fail, identities, read_token
 from reconciler.manifests.incremental import Keyed
 from reconciler.manifests.problems import Problem
+
+
+class Http(StrEnum):
+    """uvicorn's HTTP/1.1 parser: httptools where installed (auto), or h11 (to compare)."""
+
+    auto = "auto"
+    httptools = "httptools"
+    h11 = "h11"
+
+
+class Loop(StrEnum):
+    """The event loop: asyncio's, or uvloop (see `connections.event_loop` for why not at once)."""
+
+    asyncio = "asyncio"
+    uvloop = "uvloop"
 
 
 def controller(
@@ -78,6 +94,18 @@ def controller(
             help="Connections held at once; one more is answered 503.",
         ),
     ] = None,
+    http: Annotated[
+        Http,
+        typer.Option("--http", envvar="HEDGEROW_HTTP", help="HTTP/1.1 parser: httptools or h11."),
+    ] = Http.auto,
+    loop: Annotated[
+        Loop,
+        typer.Option(
+            "--loop",
+            envvar="HEDGEROW_LOOP",
+            help="Event loop: asyncio, or uvloop (resets connections when out of descriptors).",
+        ),
+    ] = Loop.asyncio,
     log_format: LogFormatOption = None,
 ) -> None:
     """Follow a branch, apply each valid commit whole, and reconcile every device."""
@@ -93,6 +121,11 @@ def controller(
     from reconciler.server.limits import BodyCaps
 
     host, _, port = listen.rpartition(":")
+    try:
+        parser = connections.http_implementation(http.value)
+        loop_name, loop_factory = connections.event_loop(loop.value)
+    except ValueError as exc:
+        fail(f"{exc}: pip install 'hedgerow[controller]' on CPython, or leave the choice to auto")
     if (tls_cert is None) != (tls_key is None):
         fail("--tls-cert and --tls-key go together")
     operator_token = read_token(operator_token_file) if operator_token_file else None
@@ -151,7 +184,7 @@ def controller(
                        # long polls would otherwise hold a stop for up to a minute
                        timeout_graceful_shutdown=3,
                        http=connections.protocol(
-                           header_timeout=header_timeout,
+                           http=parser, header_timeout=header_timeout,
                            max_connections=max_connections
                            or connections.default_max_connections(open_files)))
     )  # fmt: skip
@@ -169,8 +202,10 @@ def controller(
 
     scheme = "https" if tls_cert else "http"
     typer.echo(f"hedgerow controller: following {mirror.display_url} {branch}; {scheme}://{listen}")
+    log.info("serving", http=parser, loop=loop_name)
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory) as runner_loop:
+            runner_loop.run(main())
     except KeyboardInterrupt:
         pass
     finally:

@@ -4,10 +4,12 @@ log line, not thousands, when file descriptors run out.
 Every open connection is a file descriptor. uvicorn's `timeout_keep_alive` runs only between
 requests and any byte cancels it, so a client that connects and sends nothing, or one header
 byte every few seconds, held its descriptor for ever: 1,100 of them exhausted a limit of 1,024,
-and `/healthz` and the polls timed out. `protocol` makes uvicorn's h11 protocol close a
-connection that has not completed its request's headers within `header_timeout` of connecting
-or of its previous response, and answer 503 on a connection opened beyond `max_connections`.
-A request whose headers are in is never cut by the timeout: a long poll waits up to a minute.
+and `/healthz` and the polls timed out. `protocol` makes uvicorn's HTTP/1.1 protocol (httptools'
+where it is installed, else h11's; one mixin, hooked where each parser has a request's headers
+in) close a connection that has not completed its request's headers within `header_timeout`
+of connecting or of its previous response, and answer 503 on a connection opened beyond
+`max_connections`. A request whose headers are in is never cut by the timeout: a long poll
+waits up to a minute.
 """
 
 from __future__ import annotations
@@ -17,10 +19,24 @@ import errno
 import os
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from starlette.types import Receive, Scope, Send
+from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed (PyPy, or uvicorn without it): h11 then
+    HTTPTOOLS = False
+else:
+    HTTPTOOLS = True
+try:
+    import uvloop
+except ImportError:  # not installed (Windows, PyPy): asyncio's own loop then
+    UVLOOP = False
+else:
+    UVLOOP = True
 
 from reconciler.logs import get_logger
 from reconciler.server.errors import error_response
@@ -97,8 +113,10 @@ def _retried_accept(handle: object) -> bool:
     return getattr(callback, "__name__", None) == "_start_serving"
 
 
-class _Guarded(H11Protocol):
-    """uvicorn's h11 protocol with a header timeout and a connection cap (see the module)."""
+class _Limits(asyncio.Protocol):
+    """The header timeout and the connection cap, for either of uvicorn's HTTP/1.1 protocols
+    (see the module). Each subclass disarms the timer where its parser has a request's headers
+    in, and arms it after a response when no request with its headers in is left to run."""
 
     header_timeout: ClassVar[float] = HEADER_TIMEOUT
     max_connections: ClassVar[int | None] = None
@@ -106,15 +124,51 @@ class _Guarded(H11Protocol):
 
     _header_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    if TYPE_CHECKING:  # set by uvicorn's protocols, which come after this class in the MRO
+        app: ASGI3Application
+        loop: asyncio.AbstractEventLoop
+        transport: asyncio.Transport
+        connections: set[Any]
+        cycle: Any  # each protocol's RequestResponseCycle, or None before a first request
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self.max_connections is not None and len(self.connections) > self.max_connections:
-            self.app = self._unavailable  # this connection's request, whenever it comes
+            self.app = self._unavailable  # type: ignore[assignment]  # whenever a request comes
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _idle(self) -> bool:
+        """No request whose headers are in is running or waiting to run."""
+        return self.cycle is None or bool(self.cycle.response_complete)
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._idle():
+            self.transport.close()
+
+    async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.refused.note(max_connections=self.max_connections)
+        detail = f"the controller holds its maximum of {self.max_connections} connections"
+        headers = {"Connection": "close", "Retry-After": "1"}
+        await error_response(503, f"{detail}; try again", headers)(scope, receive, send)
+
+
+class GuardedH11(_Limits, H11Protocol):
+    """h11 parses a request only once the previous response is complete: a new cycle after
+    `handle_events` is a request whose headers are in."""
 
     def handle_events(self) -> None:
         cycle = self.cycle
@@ -126,34 +180,70 @@ class _Guarded(H11Protocol):
         self._arm()  # before uvicorn goes on to a pipelined request, which disarms it
         super().on_response_complete()
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+if HTTPTOOLS:  # its module imports httptools
 
-    def _headers_late(self) -> None:
-        self._header_timer = None
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.close()
+    class GuardedHttpTools(_Limits, HttpToolsProtocol):
+        """httptools parses all it is given, pipelined requests too: their headers are in as soon
+        as `on_headers_complete`, and uvicorn queues them until the running response completes."""
 
-    async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.refused.note(max_connections=self.max_connections)
-        detail = f"the controller holds its maximum of {self.max_connections} connections"
-        headers = {"Connection": "close", "Retry-After": "1"}
-        await error_response(503, f"{detail}; try again", headers)(scope, receive, send)
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # starts the next pipelined request, if any
+            if self._idle() and not self.transport.is_closing():
+                self._arm()
 
 
-def protocol(*, header_timeout: float, max_connections: int | None) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol (for `uvicorn.Config(http=...)`) with these limits. h11 always,
-    even where httptools is installed: the timeout hooks its events."""
+HttpName = Literal["httptools", "h11"]
 
-    class Guarded(_Guarded):
+
+def http_implementation(wanted: str | None = None) -> HttpName:
+    """httptools where it imports (it parses in C; h11 was a fifth of the CPU serving 10k long
+    polls), else h11; `wanted` ("httptools", "h11" or "auto"/None) overrides."""
+    if wanted == "h11":
+        return "h11"
+    if wanted == "httptools" and not HTTPTOOLS:
+        raise ValueError("httptools is not installed")
+    if wanted not in (None, "", "auto", "httptools"):
+        raise ValueError(f"unknown HTTP implementation {wanted!r}: auto, httptools or h11")
+    return "httptools" if HTTPTOOLS else "h11"
+
+
+def protocol(
+    *, header_timeout: float, max_connections: int | None, http: str | None = None
+) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol (for `uvicorn.Config(http=...)`) with these limits: the
+    httptools one where it imports, else h11's (see `http_implementation`)."""
+    httptools = http_implementation(http) == "httptools"
+    base: type[_Limits] = GuardedHttpTools if httptools else GuardedH11
+
+    class Guarded(base):  # type: ignore[valid-type,misc]
         pass
 
     Guarded.header_timeout = header_timeout
     Guarded.max_connections = max_connections
     return Guarded
+
+
+LoopName = Literal["uvloop", "asyncio"]
+
+
+def event_loop(
+    wanted: str | None = None,
+) -> tuple[LoopName, Callable[[], asyncio.AbstractEventLoop]]:
+    """The event loop to serve on, and a factory for it (for `asyncio.Runner`): asyncio's unless
+    uvloop is `wanted`. Not uvloop by default: it measured no faster here once httptools parses,
+    and libuv's accept differs where descriptors run out. A connection that comes then is
+    accepted and closed at once, with no log line (asyncio leaves it waiting in the backlog,
+    answered once a descriptor is free, and `ExhaustionLog` says so), and any other accept
+    error (ENOBUFS, ENOMEM) closes the listening socket for good, silently."""
+    if wanted in (None, "", "asyncio"):
+        return "asyncio", asyncio.new_event_loop
+    if wanted != "uvloop":
+        raise ValueError(f"unknown event loop {wanted!r}: asyncio or uvloop")
+    if not UVLOOP:
+        raise ValueError("uvloop is not installed")
+    return "uvloop", uvloop.new_event_loop
