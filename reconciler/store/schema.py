@@ -74,6 +74,8 @@ class Observed(Base):
 
 class Status(Base):
     __tablename__ = "statuses"
+    # a plan reads and prunes one device's statuses: without it, each is a scan of the fleet's
+    __table_args__ = (Index(None, "device"),)
 
     deployment: Mapped[str] = mapped_column(String, primary_key=True)
     device: Mapped[str] = mapped_column(String, primary_key=True)

@@ -444,11 +444,14 @@ class Store:
                     ),
                     statuses,
                 )
-            for plan in plans:
-                query = delete(Status).where(Status.device == plan.device)
-                if kept := [s.deployment for s in plan.statuses]:
-                    query = query.where(Status.deployment.not_in(kept))
-                session.execute(query)
+            stale = self._stale_statuses(session, plans)
+            if stale:
+                session.connection().execute(
+                    delete(Status).where(
+                        Status.device == bindparam("d"), Status.deployment == bindparam("p")
+                    ),
+                    [{"d": device, "p": deployment} for device, deployment in stale],
+                )
             if events := [e for plan in plans for e in plan.events]:
                 session.execute(insert(Event), [_event_values(e, None) for e in events])
             if cleared := [(p.device, p.generation) for p in plans if p.generation is not None]:
@@ -459,6 +462,16 @@ class Store:
                     [{"d": device, "g": generation} for device, generation in cleared],
                 )
 
+    @staticmethod
+    def _stale_statuses(session: Session, plans: Sequence[PlannedDevice]) -> list[tuple[str, str]]:
+        """The (device, deployment) statuses of deployments that no longer target the planned
+        devices: read in one query, deleted by key (one delete per device was a scan each)."""
+        kept = {(plan.device, s.deployment) for plan in plans for s in plan.statuses}
+        query = select(Status.device, Status.deployment).where(
+            Status.device.in_(sorted({plan.device for plan in plans}))
+        )
+        return [(d, p) for d, p in session.execute(query) if (d, p) not in kept]
+
     def replan_generations(self, devices: Collection[str]) -> dict[str, int]:
         """The generation of each of `devices`' reasons to be planned again (see `Replan`)."""
         if not devices:
@@ -466,15 +479,6 @@ class Store:
         query = select(Replan.device, Replan.generation).where(Replan.device.in_(sorted(devices)))
         with self._sessions() as session:
             return {device: generation for device, generation in session.execute(query)}
-
-    def prune_statuses(self, device: str, keep: Iterable[str]) -> None:
-        """Forget statuses of deployments that no longer target `device`."""
-        kept = list(keep)
-        with self._writing() as session:
-            query = delete(Status).where(Status.device == device)
-            if kept:
-                query = query.where(Status.deployment.not_in(kept))
-            session.execute(query)
 
     def statuses(self) -> list[StatusRecord]:
         with self._sessions() as session:
