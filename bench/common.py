@@ -191,6 +191,24 @@ def agent_venv(folder: Path) -> Path:
     return folder / "bin" / "hedgerow-agent"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pids: list[int], seconds: float, share: float = 0.1) -> float:
+    """Wait until each process uses under `share` of a core over a second (its backlog is
+    done); the seconds waited. Watching CPU time costs the processes nothing."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        before = [cpu_seconds(pid) for pid in pids]
+        time.sleep(1)
+        if all(cpu_seconds(p) - b < share for p, b in zip(pids, before, strict=True)):
+            return time.monotonic() - start
+    raise TimeoutError(f"still busy after {seconds:.0f} s")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import commit, make_repo, revision, rss_kib, stop, wait
+from bench.common import commit, make_repo, revision, rss_kib, settle, stop, wait
 from bench.plan import GROUP, repository
 from reconciler.demo.daemons import free_port
 from reconciler.secrets import tokens
@@ -85,9 +85,12 @@ class Controller:
         headers = {"X-Hub-Signature-256": sign(SECRET, body)}
         httpx.post(f"{self.url}/v1/hooks/git", content=body, headers=headers).raise_for_status()
 
-    def rss_mib(self) -> float:
+    def pid(self) -> int:
         assert self.process is not None
-        return rss_kib(self.process.pid) / 1024
+        return self.process.pid
+
+    def rss_mib(self) -> float:
+        return rss_kib(self.pid()) / 1024
 
 
 def answered(url: str, device: str, token: str) -> bool:
@@ -144,17 +147,17 @@ def main() -> int:
         first = controllers[0]
         wait(lambda: all(revision(c.url) for c in controllers), 1200, "the first apply", 0.2)
         first_apply = time.monotonic() - started
-        time.sleep(2)
+        planned = settle([c.pid() for c in controllers], 600)  # the first plan of every device
         idle = [c.rss_mib() for c in controllers]
         backend = "PostgreSQL" if db else "SQLite"
         print(f"devices:                {args.devices} ({backend}, {args.replicas} replica(s))")
-        print(f"first start and apply:  {first_apply:8.1f} s")
+        print(f"first start and apply:  {first_apply:8.1f} s (then {planned:.1f} s planning)")
         print(f"RSS, no connection:     {max(idle):8.1f} MiB (the largest replica)")
         urls = ",".join(c.url for c in controllers)
         with simulated(urls, list(issued.items()), args.processes) as fleet:
             fleet.hold()
             wait(lambda: fleet.settled() == args.devices, 1200, "every device's document", 1)
-            time.sleep(3)
+            settle([c.pid() for c in controllers], 120)
             held = [c.rss_mib() for c in controllers]
             per_poll = sum(h - i for h, i in zip(held, idle, strict=True)) * 1024 / args.devices
             print(
@@ -193,10 +196,12 @@ def main() -> int:
                 f"max {max(latencies, default=float('nan')):6.2f} s  "
                 f"not answered in 75 s: {missing}"
             )
-            # every device reports once first: its state is then known, and the measured
-            # reports are a converged fleet's (the same state, one new event each)
+            # every device reports once first: its state is then known and planned (the
+            # controllers are let settle), and the measured reports are a converged fleet's
+            # (the same state, one new event each)
             fleet.reports(args.report_rate, args.devices / args.report_rate)
-            time.sleep(2)
+            pids = [c.pid() for c in controllers]
+            print(f"first reports re-planned: {settle(pids, 600):6.1f} s after the last")
             sent = fleet.reports(args.report_rate, args.report_seconds)
             rate = len(sent) / args.report_seconds
             print(
