@@ -244,7 +244,9 @@ class Store:
                     session, {device: (sha, stored.get(device)) for device in changed}
                 )
             if events:
-                session.execute(insert(Event), [_event_values(e, None) for e in events])
+                session.connection().execute(
+                    insert(Event), [_event_values(e, None) for e in events]
+                )
             self._need_replan(session, [*changed, *gone])
             self._announce(session, APPLIED, sha)
 
@@ -262,7 +264,9 @@ class Store:
             values = {"sha": sha, "valid": False, "errors": list(errors), "attempted_at": utc(at)}
             session.execute(self._upsert(Revision, values, ["sha"]))
             if events:
-                session.execute(insert(Event), [_event_values(e, None) for e in events])
+                session.connection().execute(
+                    insert(Event), [_event_values(e, None) for e in events]
+                )
 
     def _check_term(self, session: Session, term: int | None) -> None:
         """Lock the leader's row for this transaction and check its term: an election waits
@@ -278,7 +282,7 @@ class Store:
         if not devices:
             return
         statement = self._insert(Replan)
-        session.execute(
+        session.connection().execute(
             statement.on_conflict_do_update(
                 index_elements=["device"], set_={"generation": Replan.generation + 1}
             ),
@@ -314,7 +318,7 @@ class Store:
         self, session: Session, rows: Mapping[str, tuple[str, StoredDocument | None]]
     ) -> None:
         statement = self._insert(DocumentRevision)
-        session.execute(
+        session.connection().execute(
             statement.on_conflict_do_update(
                 index_elements=["device"],
                 set_={
@@ -437,7 +441,7 @@ class Store:
             ]
             if statuses:
                 statement = self._insert(Status)
-                session.execute(
+                session.connection().execute(
                     statement.on_conflict_do_update(
                         index_elements=["deployment", "device"],
                         set_={"status": statement.excluded.status},
@@ -453,7 +457,9 @@ class Store:
                     [{"d": device, "p": deployment} for device, deployment in stale],
                 )
             if events := [e for plan in plans for e in plan.events]:
-                session.execute(insert(Event), [_event_values(e, None) for e in events])
+                session.connection().execute(
+                    insert(Event), [_event_values(e, None) for e in events]
+                )
             if cleared := [(p.device, p.generation) for p in plans if p.generation is not None]:
                 session.connection().execute(
                     delete(Replan).where(
@@ -591,13 +597,13 @@ class Store:
             if mine and reset and report.epoch and self._opens_journal(session, *journal):
                 resets.append(_event_values(reset, None, journal[1]))
         if resets:
-            session.execute(insert(Event), resets)
+            session.connection().execute(insert(Event), resets)
         if rows:
             statement = self._insert(Event).on_conflict_do_nothing(
                 index_elements=["device", "agent_epoch", "agent_seq"]
             )
             returning = statement.returning(Event.device, Event.agent_epoch, Event.agent_seq)
-            inserted = {tuple(row) for row in session.execute(returning, rows)}
+            inserted = {tuple(row) for row in session.connection().execute(returning, rows)}
             keys = [(r["device"], r["agent_epoch"], r["agent_seq"]) for r in rows]
             if skipped := [(k, r) for k, r in zip(keys, rows, strict=True) if k not in inserted]:
                 columns = (Event.device, Event.agent_epoch, Event.agent_seq)
@@ -624,7 +630,7 @@ class Store:
         if not reports:
             return
         statement = self._insert(Observed)
-        session.execute(
+        session.connection().execute(
             statement.on_conflict_do_update(
                 index_elements=["device"],
                 set_={"document": statement.excluded.document, "at": statement.excluded.at},
