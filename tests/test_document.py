@@ -3,6 +3,7 @@ the document built whole: the ETag a device holds never depends on how it was bu
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from textwrap import dedent
 
@@ -106,9 +107,13 @@ def test_a_document_from_shared_parts_is_the_canonical_encoding(
 
 def test_parts_are_shared_across_devices_and_carried_across_revisions() -> None:
     first = Projection(applied(True, "Running", False))
-    one = first.part(first.applied.fleet["pi-1"]["web"])
-    assert first.part(first.applied.fleet["pi-1"]["web"]) is one  # encoded once
+    one = first.shared(first.applied.fleet["pi-1"]["web"])
+    web = first.applied.fleet["pi-1"]["web"]
+    assert first.shared(web) is one  # encoded once
+    other = dataclasses.replace(web, deployment="web-paris")  # the same release by another name
+    assert first.shared(other) is one
+    assert first.part(other) == first.part(web).replace(b'"web-lyon"', b'"web-paris"')
     following = first.carry(applied(True, "Running", False))
-    assert following.part(following.applied.fleet["pi-1"]["web"]) is one  # immutable release
+    assert following.shared(following.applied.fleet["pi-1"]["web"]) is one  # immutable release
     stopped = first.carry(applied(True, "Stopped", False))
-    assert stopped.part(stopped.applied.fleet["pi-1"]["web"]) != one
+    assert stopped.shared(stopped.applied.fleet["pi-1"]["web"]) != one
