@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterable
@@ -109,7 +110,52 @@ def check_document(document: Document) -> Checked[Manifest] | list[Problem]:
     except ValidationError as exc:
         return [_to_problem(document, model, error) for error in exc.errors(include_input=True)]
     problems = [problem_at(document, ("spec", *p), msg) for p, msg in manifest.spec.findings()]
-    return problems or Checked(manifest, document.checked())
+    return problems or Checked(_compact(manifest), document.checked())
+
+
+# One set of field names per model and fields given, for every instance: pydantic gives each
+# instance a set of its own (216 bytes), three a document; nothing adds to a frozen model's.
+_FIELDS_SET: dict[tuple[type[BaseModel], frozenset[str]], set[str]] = {}
+_EMPTY: dict[str, Any] = {}  # the empty mapping of every manifest (labels, annotations...)
+
+
+def _compact(model: Manifest) -> Manifest:
+    """`model` holding what equal manifests share: one set of field names per model, one empty
+    mapping, and interned strings (a device's name, a release's version, a label are one
+    object across the fleet, not one per document). A fleet's validation keeps every manifest
+    (the rules across documents run on them at each commit); manifests are frozen and never
+    changed in place, so sharing is safe. Equal in value, so the report is the same."""
+    _compact_model(model)
+    return model
+
+
+def _compact_model(model: BaseModel) -> None:
+    fields = model.__pydantic_fields_set__
+    key = (type(model), frozenset(fields))
+    object.__setattr__(model, "__pydantic_fields_set__", _FIELDS_SET.setdefault(key, fields))
+    values = model.__dict__
+    for name, value in values.items():
+        shared = _compact_value(value)
+        if shared is not value:
+            values[name] = shared
+
+
+def _compact_value(value: Any) -> Any:
+    if type(value) is str:
+        return sys.intern(value)
+    if isinstance(value, BaseModel):
+        _compact_model(value)
+    elif type(value) is dict:
+        if not value:
+            return _EMPTY
+        if all(type(k) is str and type(v) is str for k, v in value.items()):
+            return {sys.intern(k): sys.intern(v) for k, v in value.items()}
+        for k, v in value.items():
+            value[k] = _compact_value(v)
+    elif type(value) is list:
+        for i, item in enumerate(value):
+            value[i] = _compact_value(item)
+    return value
 
 
 def _to_problem(document: Document, model: type[BaseModel], error: ErrorDetails) -> Problem:
