@@ -102,8 +102,16 @@ class ReportToStore:
                             self.report.epoch, self.events, self.reset)  # fmt: skip
 
 
+_DIGEST = 16  # bytes of a digest of statuses or of actions
+
+
 def _statuses_digest(statuses: Sequence[DeploymentStatus]) -> bytes:
-    return hashlib.blake2b(msgspec.json.encode(statuses), digest_size=16).digest()
+    return hashlib.blake2b(msgspec.json.encode(statuses), digest_size=_DIGEST).digest()
+
+
+def _actions_digest(actions: Sequence[Action]) -> bytes:
+    """Equal for equal plans: what tells new actions, whose events are stored, from the last."""
+    return hashlib.blake2b(msgspec.json.encode(actions), digest_size=_DIGEST).digest()
 
 
 def _digest(report: wire.StatusReport) -> bytes:
@@ -143,12 +151,13 @@ class Controller:
         self.now = now
         self.applied: Applied | None = None
         self.projection: Projection | None = None  # the applied revision's documents
-        self._actions: dict[str, list[Action]] = {}
         self.listeners: list[Listener] = []
         self._present: dict[str, frozenset[str]] = {}  # images each device last reported
         self._observed: dict[str, bytes] = {}  # digest of each device's last observed state
         self._journals: dict[str, str] = {}  # each device's journal epoch, once seen
-        self._planned: dict[str, bytes] = {}  # digest of each device's statuses, as stored
+        # each device's plan as this process stored it: digests of its statuses and of its
+        # actions (16 bytes each; lists of actions were about 600 bytes a device)
+        self._planned: dict[str, bytes] = {}
         # device → the commit that last changed its desired state (as stored; see resume)
         self._revisions: dict[str, str] = {}
         self._branch_deleted: bool | None = None  # as the store's events say; None: not read
@@ -378,7 +387,6 @@ class Controller:
         """Forget what this process stored of plans: another leader may have stored others
         since (called on taking up leadership)."""
         self._planned.clear()
-        self._actions.clear()
 
     def reconcile(self, device: str) -> list[Action]:
         """Plan one device (see `reconcile_many`)."""
@@ -418,18 +426,18 @@ class Controller:
                 for application, want in desired.items()
             ]
             events = []
-            if actions != self._actions.get(device):
+            known = self._planned.get(device, b"")
+            acted = _actions_digest(actions)
+            if acted != known[_DIGEST:]:
                 events = [
                     EventIn(at, device, a.action, a.reason, a.deployment, applied.sha)
                     for a in actions
                 ]
-            digest = digests[device] = _statuses_digest(statuses)
+            digest = digests[device] = _statuses_digest(statuses) + acted
             generation = generations.get(device)
-            if events or generation is not None or self._planned.get(device) != digest:
+            if events or generation is not None or known[:_DIGEST] != digest[:_DIGEST]:
                 plans.append(PlannedDevice(device, statuses, events, generation))
         self.store.put_plans(plans)
-        for device, actions in found.items():
-            self._actions[device] = actions
         self._planned.update(digests)
         return found
 
