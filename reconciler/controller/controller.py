@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from reconciler import wire
+from reconciler.controller.memory import release_free_memory
 from reconciler.controller.source import BranchDeleted, SourceError
 from reconciler.core import history
 from reconciler.core.desired import (
@@ -102,6 +103,10 @@ class ReportToStore:
                             self.report.epoch, self.events, self.reset)  # fmt: skip
 
 
+# Devices planned between two returns of the C heap's free pages to the system (about 2 ms
+# each): a start or a commit that plans the fleet leaves no more than this many devices'
+# buffers in the heap, and a device planned now and then costs nothing.
+RELEASE_EVERY = 1000
 _DIGEST = 16  # bytes of a digest of statuses or of actions
 
 
@@ -158,6 +163,7 @@ class Controller:
         # each device's plan as this process stored it: digests of its statuses and of its
         # actions (16 bytes each; lists of actions were about 600 bytes a device)
         self._planned: dict[str, bytes] = {}
+        self._unreleased = 0  # devices planned since the C heap's free pages were returned
         # device → the commit that last changed its desired state (as stored; see resume)
         self._revisions: dict[str, str] = {}
         self._branch_deleted: bool | None = None  # as the store's events say; None: not read
@@ -187,6 +193,7 @@ class Controller:
                     self.applied, self._revisions = applied, revisions
                     self.projection = projection
                 self._notify(None)
+                release_free_memory()  # after validating the whole repository
 
     def _document_missing(self, projection: Projection, revisions: dict[str, str]) -> None:
         """Store the documents a store older than them lacks, so the next start serves them."""
@@ -248,6 +255,7 @@ class Controller:
         moved = {d for d in revisions.keys() | before.keys() if revisions.get(d) != before.get(d)}
         changed = sorted(moved.union(devices))
         self._notify(changed)
+        release_free_memory()
         return changed
 
     def consider(self, sha: str) -> Outcome:
@@ -294,6 +302,8 @@ class Controller:
                 self._revisions.pop(device, None)
             self._revisions.update(dict.fromkeys(changed, sha))
         self._notify(devices)  # only their documents changed: the others stay as they are
+        del documents  # with the validation's, the largest buffers of a commit
+        release_free_memory()
         return Outcome(sha, True, [], devices)
 
     def _rewrite(self, sha: str) -> str | None:
@@ -439,6 +449,11 @@ class Controller:
                 plans.append(PlannedDevice(device, statuses, events, generation))
         self.store.put_plans(plans)
         self._planned.update(digests)
+        self._unreleased += len(devices)
+        if self._unreleased >= RELEASE_EVERY:
+            plans.clear()  # the statuses planned: this batch's largest buffers
+            release_free_memory()
+            self._unreleased = 0
         return found
 
     # -- the device API ------------------------------------------------------------------------
