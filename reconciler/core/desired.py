@@ -72,8 +72,8 @@ def _desired(
 
 
 def changed_files(old: Catalog, new: Catalog) -> set[str]:
-    """Files of deployments and devices whose text differs between two revisions."""
-    before, after = old.texts(), new.texts()
+    """Files of deployments and devices whose content differs between two revisions."""
+    before, after = old.contents(), new.contents()
     return {f for f in before.keys() | after.keys() if before.get(f) != after.get(f)}
 
 

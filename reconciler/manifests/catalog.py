@@ -59,9 +59,10 @@ class Catalog:
                 index.setdefault(entry.document.file, []).append(entry)
         return index
 
-    def texts(self) -> dict[str, str]:
-        """The text of every file that defines a deployment or a device."""
-        return {file: entries[0].document.text for file, entries in self._by_file.items()}
+    def contents(self) -> dict[str, bytes]:
+        """The content of every file that defines a deployment or a device, `pack`ed: equal
+        for equal content."""
+        return {file: entries[0].document.packed for file, entries in self._by_file.items()}
 
     def in_files(self, files: Iterable[str]) -> list[Checked[Manifest]]:
         """Deployments and devices defined in `files`: what a commit touching them may change."""

@@ -163,7 +163,7 @@ def unseal(document: Document, identities: Sequence[Identity]) -> Document | Pro
     spec, plain = view.get("spec"), tree.get("spec")
     if isinstance(spec, dict) and isinstance(plain, dict) and "registry" in plain:
         view["spec"] = {**spec, "registry": plain["registry"]}
-    return Document(document.file, document.text, document.index, view)
+    return Document(document.file, document.packed, document.index, view)
 
 
 def _documents_in(text: str) -> int:
