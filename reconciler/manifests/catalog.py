@@ -56,13 +56,13 @@ class Catalog:
         index: dict[str, list[Checked[Manifest]]] = {}
         for kind in (self.deployments, self.devices):
             for entry in kind.values():
-                index.setdefault(entry.document.file, []).append(entry)
+                index.setdefault(entry.file, []).append(entry)
         return index
 
     def contents(self) -> dict[str, bytes]:
         """The content of every file that defines a deployment or a device, `pack`ed: equal
         for equal content."""
-        return {file: entries[0].document.packed for file, entries in self._by_file.items()}
+        return {file: entries[0].packed for file, entries in self._by_file.items()}
 
     def in_files(self, files: Iterable[str]) -> list[Checked[Manifest]]:
         """Deployments and devices defined in `files`: what a commit touching them may change."""

@@ -8,14 +8,14 @@ import sys
 import types
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconciler import API_VERSION
-from reconciler.manifests.load import Document
+from reconciler.manifests.load import Document, Named
 from reconciler.manifests.model import KINDS, Manifest
 from reconciler.manifests.problems import FieldPath, Problem, Severity, render_path
 
@@ -24,14 +24,23 @@ M = TypeVar("M", bound=Manifest, covariant=True)
 
 @dataclass(frozen=True, slots=True)
 class Checked(Generic[M]):
-    """A valid manifest and the document it came from, for locating later findings."""
+    """A valid manifest and where its document is (file, text and index), for locating later
+    findings. Its plain data is not kept: a fleet's validation keeps every manifest, and the
+    data, or even a `Document` object each, were a large part of it (about 1.5 KiB a
+    document); `document` gives one again, for locating."""
 
     manifest: M
-    document: Document
+    file: str
+    packed: bytes = field(repr=False, compare=False)  # the file's content (`load.pack`)
+    index: int
 
     @property
     def name(self) -> str:
         return self.manifest.metadata.name
+
+    @property
+    def document(self) -> Document:
+        return Document(self.file, self.packed, self.index, Named(self.manifest.kind, self.name))
 
     def problem(
         self, path: FieldPath, message: str, severity: Severity = Severity.ERROR
@@ -110,7 +119,9 @@ def check_document(document: Document) -> Checked[Manifest] | list[Problem]:
     except ValidationError as exc:
         return [_to_problem(document, model, error) for error in exc.errors(include_input=True)]
     problems = [problem_at(document, ("spec", *p), msg) for p, msg in manifest.spec.findings()]
-    return problems or Checked(_compact(manifest), document.checked())
+    if problems:
+        return problems
+    return Checked(_compact(manifest), document.file, document.packed, document.index)
 
 
 # One set of field names per model and fields given, for every instance: pydantic gives each

@@ -65,7 +65,8 @@ _NULL = "tag:yaml.org,2002:null"
 
 @dataclass(frozen=True, slots=True)
 class Named:
-    """What a checked document keeps of its data: its typed manifest holds the rest."""
+    """The data of a checked document, as `Checked.document` gives it again: its typed
+    manifest holds the rest."""
 
     kind: str | None
     name: str | None
@@ -102,12 +103,6 @@ class Document:
         meta = self.data.get("metadata") if isinstance(self.data, dict) else None
         name = meta.get("name") if isinstance(meta, dict) else None
         return name if isinstance(name, str) else None
-
-    def checked(self) -> Document:
-        """This document without its plain data, once a typed manifest holds it: a checked
-        document is only located and named again, and its data was about a third of what a
-        fleet's validation keeps (1.4 KiB a document)."""
-        return Document(self.file, self.packed, self.index, Named(self.kind, self.name))
 
     def locate(self, path: FieldPath, *, at_key: bool = False) -> tuple[int, int]:
         """1-based (line, column) of the deepest node on `path` that exists.
