@@ -149,6 +149,26 @@ def _compact_model(model: BaseModel) -> None:
         shared = _compact_value(value)
         if shared is not value:
             values[name] = shared
+    object.__setattr__(model, "__dict__", _key_sharing(type(model), values))
+
+
+# A plain class per model class, whose instances' dictionaries share one table of keys.
+_VALUES: dict[type[BaseModel], type] = {}
+
+
+def _key_sharing(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` as a dictionary that shares its keys with every other of `model` (PEP 412, as
+    any instance's `__dict__`): pydantic builds each model's with a table of its own keys, 184
+    to 272 bytes, where a key-sharing one is about 120. Equal as a dictionary in every way;
+    should the keys differ in order, it is an ordinary dictionary again, and no smaller."""
+    holder = _VALUES.get(model)
+    if holder is None:
+        holder = _VALUES[model] = type(f"{model.__name__}Values", (), {})
+    instance = holder()
+    for name, value in values.items():
+        setattr(instance, name, value)
+    shared: dict[str, Any] = instance.__dict__
+    return shared
 
 
 def _compact_value(value: Any) -> Any:
