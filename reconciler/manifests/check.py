@@ -128,12 +128,18 @@ def check_document(document: Document) -> Checked[Manifest] | list[Problem]:
 # instance a set of its own (216 bytes), three a document; nothing adds to a frozen model's.
 _FIELDS_SET: dict[tuple[type[BaseModel], frozenset[str]], set[str]] = {}
 _EMPTY: dict[str, Any] = {}  # the empty mapping of every manifest (labels, annotations...)
+# Equal label mappings and equal parts of manifests (a device's spec, its labels), one object
+# each: the devices of a site or a group hold the same. Forgotten past a bound, so unique ones
+# cost nothing for long.
+_SHARED: dict[Any, Any] = {}
+_SHARED_BOUND = 4096
 
 
 def _compact(model: Manifest) -> Manifest:
     """`model` holding what equal manifests share: one set of field names per model, one empty
-    mapping, and interned strings (a device's name, a release's version, a label are one
-    object across the fleet, not one per document). A fleet's validation keeps every manifest
+    mapping, interned strings (a device's name, a release's version, a label are one object
+    across the fleet, not one per document), and one object for equal parts (a device's spec,
+    its labels). A fleet's validation keeps every manifest
     (the rules across documents run on them at each commit); manifests are frozen and never
     changed in place, so sharing is safe. Equal in value, so the report is the same."""
     _compact_model(model)
@@ -171,16 +177,31 @@ def _key_sharing(model: type[BaseModel], values: dict[str, Any]) -> dict[str, An
     return shared
 
 
+def _shared(key: Any, value: Any) -> Any:
+    """The object equal to `value` (by `key`) kept before, or `value`, kept from now on."""
+    found = _SHARED.get(key)
+    if found is None:
+        if len(_SHARED) >= _SHARED_BOUND:
+            _SHARED.clear()
+        found = _SHARED[key] = value
+    return found
+
+
 def _compact_value(value: Any) -> Any:
     if type(value) is str:
         return sys.intern(value)
     if isinstance(value, BaseModel):
         _compact_model(value)
+        fields = value.__dict__
+        # only strings: equal values are then of one type (1 == True, a str equals a str only)
+        if all(v is None or type(v) is str for v in fields.values()):
+            return _shared((type(value), tuple(fields.items())), value)
     elif type(value) is dict:
         if not value:
             return _EMPTY
         if all(type(k) is str and type(v) is str for k, v in value.items()):
-            return {sys.intern(k): sys.intern(v) for k, v in value.items()}
+            labels = {sys.intern(k): sys.intern(v) for k, v in value.items()}
+            return _shared((dict, tuple(labels.items())), labels)
         for k, v in value.items():
             value[k] = _compact_value(v)
     elif type(value) is list:
