@@ -9,6 +9,7 @@ parts (git, the database) are plain methods; `run` in `reconciler.controller.run
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -187,7 +188,7 @@ class Controller:
                 self._remember(report)  # a store older than some fingerprint kind learns them
                 applied = Applied(sha, report, desired_fleet(report.catalog))
                 projection = Projection(applied)
-                revisions = self.store.document_revisions()
+                revisions = _shared_strings(self.store.document_revisions())
                 self._document_missing(projection, revisions)
                 with self._state:
                     self.applied, self._revisions = applied, revisions
@@ -248,7 +249,7 @@ class Controller:
         fleet, devices = self._desired(report)
         applied = Applied(sha, report, fleet)
         projection = self.projection.carry(applied) if self.projection else Projection(applied)
-        revisions = self.store.document_revisions()
+        revisions = _shared_strings(self.store.document_revisions())
         with self._state:
             before = self._revisions
             self.applied, self.projection, self._revisions = applied, projection, revisions
@@ -594,6 +595,12 @@ class Controller:
     def _notify(self, devices: Sequence[str] | None) -> None:
         for listener in self.listeners:
             listener(devices)
+
+
+def _shared_strings(revisions: dict[str, str]) -> dict[str, str]:
+    """Revisions as read from the store, each device name and commit one object (the catalog's
+    names are interned): rows read give a new string each, about 140 bytes a device."""
+    return {sys.intern(device): sys.intern(sha) for device, sha in revisions.items()}
 
 
 def _resource_digests(report: Report) -> dict[ResourceKind, dict[str, str]]:

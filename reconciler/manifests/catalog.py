@@ -69,15 +69,16 @@ class Catalog:
         return [entry for file in files for entry in self._by_file.get(file, ())]
 
     @cached_property
-    def _by_target(self) -> dict[str, list[str]]:
+    def _by_target(self) -> dict[str, tuple[str, ...]]:
         """Device → the names of the deployments that target it, by name or by selector:
         each selector's devices come from the label index, so this costs the bindings, not
-        devices times selectors (2 s at 10,000 devices and 400 selectors)."""
+        devices times selectors (2 s at 10,000 devices and 400 selectors). Kept as tuples,
+        a list's spare room less a device."""
         by_device: dict[str, list[str]] = {}
         for name, entry in self.deployments.items():
             for device in self.targets(entry.manifest):
                 by_device.setdefault(device.name, []).append(name)
-        return by_device
+        return {device: tuple(names) for device, names in by_device.items()}
 
     def deployments_of(self, device: str) -> list[Checked[Deployment]]:
         """The deployments that target one device, in name order."""
