@@ -143,7 +143,8 @@ class Controller:
         self.now = now
         self.applied: Applied | None = None
         self.projection: Projection | None = None  # the applied revision's documents
-        self._actions: dict[str, list[Action]] = {}
+        # each device's last actions, as a hash: only compared, to tell new actions (events)
+        self._actions: dict[str, int] = {}
         self.listeners: list[Listener] = []
         self._present: dict[str, frozenset[str]] = {}  # images each device last reported
         self._observed: dict[str, bytes] = {}  # digest of each device's last observed state
@@ -418,7 +419,7 @@ class Controller:
                 for application, want in desired.items()
             ]
             events = []
-            if actions != self._actions.get(device):
+            if hash(tuple(actions)) != self._actions.get(device):
                 events = [
                     EventIn(at, device, a.action, a.reason, a.deployment, applied.sha)
                     for a in actions
@@ -429,7 +430,7 @@ class Controller:
                 plans.append(PlannedDevice(device, statuses, events, generation))
         self.store.put_plans(plans)
         for device, actions in found.items():
-            self._actions[device] = actions
+            self._actions[device] = hash(tuple(actions))
         self._planned.update(digests)
         return found
 

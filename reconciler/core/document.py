@@ -5,6 +5,7 @@ them and the device has not reported present; a credential's name never leaves t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
@@ -71,26 +72,36 @@ class Projection:
     once applied, so a part stays valid from one revision to the next (`carry`).
     """
 
-    def __init__(self, applied: Applied, parts: Mapping[DesiredDeployment, bytes] | None = None):
+    def __init__(
+        self, applied: Applied, parts: Mapping[DesiredDeployment, tuple[bytes, bytes]] | None = None
+    ):
         self.applied = applied
-        self._parts: dict[DesiredDeployment, bytes] = dict(parts or {})
+        self._parts: dict[DesiredDeployment, tuple[bytes, bytes]] = dict(parts or {})
+
+    def __len__(self) -> int:
+        """How many parts are encoded: one per release, state and redeploy token in use."""
+        return len(self._parts)
 
     def carry(self, applied: Applied) -> Projection:
         """The projection of the next revision, keeping the parts it still uses."""
-        wanted = {want for device in applied.fleet.values() for want in device.values()}
+        wanted = {_unnamed(w) for device in applied.fleet.values() for w in device.values()}
         return Projection(applied, {w: b for w, b in self._parts.items() if w in wanted})
 
     def part(self, want: DesiredDeployment) -> bytes:
-        found = self._parts.get(want)
+        """A deployment's part of a document. Parts are kept per release, state and redeploy
+        token, around the deployment's name: 10,000 per-device deployments of one release
+        share two byte strings, not 10,000 copies of its containers."""
+        shape = _unnamed(want)
+        found = self._parts.get(shape)
         if found is None:
             catalog = self.applied.report.catalog
             release = catalog.release(want.application, want.release)
             assert release is not None  # an applied revision resolves every release
-            deployment = wire_deployment(catalog, want, release.manifest)
-            found = self._parts[want] = msgspec.json.encode(
-                msgspec.to_builtins(deployment), order="sorted"
-            )
-        return found
+            deployment = wire_deployment(catalog, shape, release.manifest)
+            encoded = msgspec.json.encode(msgspec.to_builtins(deployment), order="sorted")
+            head, _, tail = encoded.partition(_PLACEHOLDER)
+            found = self._parts[shape] = (head, tail)
+        return b"".join((found[0], msgspec.json.encode(want.deployment), found[1]))
 
     def body(self, device: str, present: Set[str], revision: str) -> bytes:
         """`device`'s document: credentials only for images it does not hold."""
@@ -128,6 +139,15 @@ class Projection:
         would need one."""
         images = tuple(sorted(pull_credentials(self.applied, device)))
         return StoredDocument(revision, self.body(device, frozenset(images), revision), images)
+
+
+# the deployment's name in a shared part, cut out: no name can hold a NUL
+_NAMELESS = "\x00"
+_PLACEHOLDER = msgspec.json.encode(_NAMELESS)
+
+
+def _unnamed(want: DesiredDeployment) -> DesiredDeployment:
+    return dataclasses.replace(want, deployment=_NAMELESS)
 
 
 @dataclass(frozen=True)

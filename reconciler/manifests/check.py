@@ -109,7 +109,7 @@ def check_document(document: Document) -> Checked[Manifest] | list[Problem]:
     except ValidationError as exc:
         return [_to_problem(document, model, error) for error in exc.errors(include_input=True)]
     problems = [problem_at(document, ("spec", *p), msg) for p, msg in manifest.spec.findings()]
-    return problems or Checked(manifest, document)
+    return problems or Checked(manifest, document.slim())
 
 
 def _to_problem(document: Document, model: type[BaseModel], error: ErrorDetails) -> Problem:

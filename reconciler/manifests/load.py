@@ -10,11 +10,12 @@ traceback.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pathspec
 import yaml
@@ -25,6 +26,7 @@ from reconciler.manifests.problems import FieldPath, Problem
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+_INTERNED = 64  # longest string value kept once however many documents repeat it
 IGNORE_FILE = ".hedgerowignore"
 SUFFIXES = (".yaml", ".yml")
 
@@ -62,6 +64,13 @@ _MERGE = "tag:yaml.org,2002:merge"
 _NULL = "tag:yaml.org,2002:null"
 
 
+class Identity(NamedTuple):
+    """What a slim document keeps of its data (see `Document.slim`)."""
+
+    kind: str | None
+    name: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     """One YAML document: its plain data, and the text it came from, for line and column."""
@@ -73,14 +82,24 @@ class Document:
 
     @property
     def kind(self) -> str | None:
+        if isinstance(self.data, Identity):
+            return self.data.kind
         kind = self.data.get("kind") if isinstance(self.data, dict) else None
         return kind if isinstance(kind, str) else None
 
     @property
     def name(self) -> str | None:
+        if isinstance(self.data, Identity):
+            return self.data.name
         meta = self.data.get("metadata") if isinstance(self.data, dict) else None
         name = meta.get("name") if isinstance(meta, dict) else None
         return name if isinstance(name, str) else None
+
+    def slim(self) -> Document:
+        """This document with only its kind and name for data: what a valid manifest keeps
+        to locate later findings (its model holds the rest). Parsed data is most of a large
+        repository's memory."""
+        return Document(self.file, self.text, self.index, Identity(self.kind, self.name))
 
     def locate(self, path: FieldPath, *, at_key: bool = False) -> tuple[int, int]:
         """1-based (line, column) of the deepest node on `path` that exists.
@@ -373,7 +392,9 @@ def _duplicate(node: yaml.MappingNode, key: yaml.Node) -> str:
 def _scalar(node: yaml.ScalarNode) -> Any:
     tag = node.tag
     if tag == _STR or tag == "tag:yaml.org,2002:timestamp":
-        return node.value
+        value: str = node.value
+        # names, kinds, versions and states repeat across thousands of documents: one copy
+        return sys.intern(value) if len(value) <= _INTERNED else value
     if tag == "tag:yaml.org,2002:null":
         return None
     if tag == "tag:yaml.org,2002:bool":
