@@ -60,6 +60,18 @@ def stored_document(applied: Applied, device: str, revision: str) -> StoredDocum
     return StoredDocument(revision, canonical_json(document), images)
 
 
+# the deployment's name in a shared part, cut out: no name can hold a NUL
+_NAMELESS = "\x00"
+_PLACEHOLDER = msgspec.json.encode(_NAMELESS)
+
+
+_Shape = tuple[str, str, str, str | None, str]  # a deployment's part but for its name
+
+
+def _shape(want: DesiredDeployment) -> _Shape:
+    return want.application, want.release, want.state, want.redeploy, want.digest
+
+
 class Projection:
     """The documents of one revision, built from parts shared across devices.
 
@@ -72,11 +84,9 @@ class Projection:
     once applied, so a part stays valid from one revision to the next (`carry`).
     """
 
-    def __init__(
-        self, applied: Applied, parts: Mapping[DesiredDeployment, tuple[bytes, bytes]] | None = None
-    ):
+    def __init__(self, applied: Applied, parts: Mapping[_Shape, tuple[bytes, bytes]] | None = None):
         self.applied = applied
-        self._parts: dict[DesiredDeployment, tuple[bytes, bytes]] = dict(parts or {})
+        self._parts: dict[_Shape, tuple[bytes, bytes]] = dict(parts or {})
 
     def __len__(self) -> int:
         """How many parts are encoded: one per release, state and redeploy token in use."""
@@ -84,20 +94,21 @@ class Projection:
 
     def carry(self, applied: Applied) -> Projection:
         """The projection of the next revision, keeping the parts it still uses."""
-        wanted = {_unnamed(w) for device in applied.fleet.values() for w in device.values()}
+        wanted = {_shape(w) for device in applied.fleet.values() for w in device.values()}
         return Projection(applied, {w: b for w, b in self._parts.items() if w in wanted})
 
     def part(self, want: DesiredDeployment) -> bytes:
         """A deployment's part of a document. Parts are kept per release, state and redeploy
         token, around the deployment's name: 10,000 per-device deployments of one release
         share two byte strings, not 10,000 copies of its containers."""
-        shape = _unnamed(want)
+        shape = _shape(want)
         found = self._parts.get(shape)
         if found is None:
             catalog = self.applied.report.catalog
             release = catalog.release(want.application, want.release)
             assert release is not None  # an applied revision resolves every release
-            deployment = wire_deployment(catalog, shape, release.manifest)
+            unnamed = dataclasses.replace(want, deployment=_NAMELESS)
+            deployment = wire_deployment(catalog, unnamed, release.manifest)
             encoded = msgspec.json.encode(msgspec.to_builtins(deployment), order="sorted")
             head, _, tail = encoded.partition(_PLACEHOLDER)
             found = self._parts[shape] = (head, tail)
@@ -139,15 +150,6 @@ class Projection:
         would need one."""
         images = tuple(sorted(pull_credentials(self.applied, device)))
         return StoredDocument(revision, self.body(device, frozenset(images), revision), images)
-
-
-# the deployment's name in a shared part, cut out: no name can hold a NUL
-_NAMELESS = "\x00"
-_PLACEHOLDER = msgspec.json.encode(_NAMELESS)
-
-
-def _unnamed(want: DesiredDeployment) -> DesiredDeployment:
-    return dataclasses.replace(want, deployment=_NAMELESS)
 
 
 @dataclass(frozen=True)
