@@ -37,6 +37,10 @@ PLAN_BATCH = 200  # devices planned in one transaction, at most
 # A replica looks for a revision the leader applied this often, in case a NOTIFY was missed.
 FOLLOW_EVERY = 5.0
 CAMPAIGN_EVERY = 2.0  # seconds before a replica that could not take up leadership tries again
+# Planning waits while the event loop lags by more than BUSY_LAG (a fan-out of new documents, a
+# burst of reports), for at most MAX_DEFER seconds a batch.
+BUSY_LAG = 0.02
+MAX_DEFER = 5.0
 
 
 def _batch(
@@ -55,6 +59,20 @@ def _batch(
 
 
 log = get_logger("hedgerow.controller")
+
+
+async def _serving_first() -> None:
+    """Wait while the event loop is busy serving: planning shares the interpreter's lock with
+    it, and a device waits on its document, not on its status. A commit that changes 10,000
+    documents wakes 10,000 polls and queues 10,000 plans; served first, the polls' tail is
+    about a second shorter. Bounded: planning is never held back for long."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MAX_DEFER
+    while loop.time() < deadline:
+        asked = loop.time()
+        await asyncio.sleep(0)  # comes back after every callback ready now has run
+        if loop.time() - asked < BUSY_LAG:
+            return
 
 
 class Runner:
@@ -293,6 +311,7 @@ class Runner:
             self.queue.add(device)
 
         async def reconcile(devices: list[str]) -> None:
+            await _serving_first()
             started = time.perf_counter()
             try:
                 await self.call(self.controller.reconcile_many, devices)
