@@ -352,6 +352,21 @@ class Store:
                 return None
             return StoredDocument(row.revision, row.body, tuple(row.credential_images or ()))
 
+    def stored_documents(self, devices: Collection[str]) -> dict[str, StoredDocument]:
+        """The documents kept for `devices` (those with one), in one query."""
+        if not devices:
+            return {}
+        columns = (DocumentRevision.device, DocumentRevision.revision, DocumentRevision.body)
+        query = select(*columns, DocumentRevision.credential_images).where(
+            DocumentRevision.device.in_(sorted(devices)), DocumentRevision.body.is_not(None)
+        )
+        with self._sessions() as session:
+            return {
+                device: StoredDocument(revision, body, tuple(images or ()))
+                for device, revision, body, images in session.execute(query)
+                if body is not None
+            }
+
     def undocumented(self) -> set[str]:
         """Devices whose revision is kept without their document (a store older than it)."""
         with self._sessions() as session:
