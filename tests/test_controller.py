@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -397,3 +397,34 @@ def test_a_restart_plans_only_what_waits_and_a_same_report_after_it_adds_nothing
     again = msgspec.structs.replace(report, events=[msgspec.structs.replace(event, seq=2)])
     assert restarted.ingest_many([again]) == [Ingested(2, False)]
     assert store.replans() == ["pi-2"]
+
+
+def test_a_follower_serves_the_leaders_stored_documents_before_it_validates_the_revision(
+    upstream: git.Repo, store: Store
+) -> None:
+    """Replicas: a follower woken by the leader's commit serves the documents the leader
+    stored at once (the same bytes it will build once it has validated the commit), and
+    validating wakes no device a second time."""
+    leader, follower = controller(upstream, store), controller(upstream, store)
+    heard: list[Sequence[str] | None] = []
+    follower.listeners.append(heard.append)
+    assert leader.sync() is not None and follower.follow() == ["pi-1", "pi-2"]
+    before = follower.document("pi-1")
+    deployment = dedent(BASE["deployment.yaml"]).replace('"1.0.0"', '"1.1.0"')
+    sha = commit(
+        upstream, "upgrade", {"release-110.yaml": RELEASE_110, "deployment.yaml": deployment}
+    )
+    assert leader.sync() is not None
+    heard.clear()
+    assert follower.take_stored() == ["pi-1"] and follower.ahead == {"pi-1"}
+    assert heard == [["pi-1"]]  # its poll wakes now
+    assert follower.document_revision("pi-1") == sha
+    stored = store.stored_documents(["pi-1", "pi-2"])
+    assert list(stored) == ["pi-1", "pi-2"] and stored["pi-1"].revision == sha
+    assert stored["pi-1"].body != before
+    assert msgspec.json.decode(stored["pi-1"].body, type=DesiredDocument).revision == sha
+    assert follower.take_stored() == []  # nothing moved since
+    heard.clear()
+    assert follower.follow() == [] and not follower.ahead  # validated: not woken again
+    assert heard == [[]]
+    assert follower.document("pi-1") == stored["pi-1"].body  # byte for byte: the same ETag

@@ -3,14 +3,16 @@ the document built whole: the ETag a device holds never depends on how it was bu
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
 from textwrap import dedent
+from typing import NoReturn
 
 import pyrage
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.core import document
 from reconciler.core.desired import desired_fleet
 from reconciler.core.document import (
     Applied,
@@ -65,8 +67,9 @@ spec:
 """
 
 
-def applied(selector: bool, state: str, credentialed: bool) -> Applied:
+def applied(selector: bool, state: str, credentialed: bool, *more: str) -> Applied:
     files = {name: text for name, text in BASE.items() if name != "release.yaml"}
+    files.update((f"more-{index}.yaml", text) for index, text in enumerate(more))
     files["release.yaml"] = _release("1.0.0", credentialed)
     files["credential.yaml"] = _credential()
     target = "selector: {matchLabels: {site: lyon}}" if selector else "device: pi-1"
@@ -105,15 +108,25 @@ def test_a_document_from_shared_parts_is_the_canonical_encoding(
         assert PASSWORD.encode() not in stored.body
 
 
-def test_parts_are_shared_across_devices_and_carried_across_revisions() -> None:
-    first = Projection(applied(True, "Running", False))
-    one = first.shared(first.applied.fleet["pi-1"]["web"])
-    web = first.applied.fleet["pi-1"]["web"]
-    assert first.shared(web) is one  # encoded once
-    other = dataclasses.replace(web, deployment="web-paris")  # the same release by another name
-    assert first.shared(other) is one
-    assert first.part(other) == first.part(web).replace(b'"web-lyon"', b'"web-paris"')
+def test_parts_are_shared_across_devices_and_carried_across_revisions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pi2 = (  # a deployment of its own, of the same release
+        "apiVersion: hedgerow.dev/v1alpha1\nkind: Deployment\nmetadata: {name: web-pi-2}\n"
+        'spec: {application: web, release: "1.0.0", device: pi-2, state: Running}\n'
+    )
+    first = Projection(applied(True, "Running", False, pi2))
+    one = first.part(first.applied.fleet["pi-1"]["web"])
+    other = first.part(first.applied.fleet["pi-2"]["web"])
+    assert b'"deployment":"web-lyon"' in one and b'"deployment":"web-pi-2"' in other
+    assert one.replace(b"web-lyon", b"web-pi-2") == other
+    assert len(first) == 1  # encoded once, for every deployment of its release
     following = first.carry(applied(True, "Running", False))
-    assert following.shared(following.applied.fleet["pi-1"]["web"]) is one  # immutable release
     stopped = first.carry(applied(True, "Stopped", False))
-    assert stopped.shared(stopped.applied.fleet["pi-1"]["web"]) != one
+    assert stopped.part(stopped.applied.fleet["pi-1"]["web"]) != one
+    monkeypatch.setattr(document, "wire_deployment", _never)
+    assert following.part(following.applied.fleet["pi-1"]["web"]) == one  # immutable release
+
+
+def _never(*_: object) -> NoReturn:
+    raise AssertionError("encoded again")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import git
 import httpx
@@ -18,6 +20,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from reconciler.cli.app import app
+from reconciler.controller import runner as runner_module
 from reconciler.controller.controller import Controller
 from reconciler.controller.runner import Runner
 from reconciler.demo.daemons import free_port
@@ -178,3 +181,34 @@ def test_status_and_events_on_an_empty_store(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "(none applied yet)" in result.output
     events = CliRunner().invoke(app, ["events", "--data-dir", str(tmp_path), "-o", "json"])
     assert json.loads(events.output) == []
+
+
+def test_planning_waits_while_the_loop_is_busy_serving_and_not_for_ever() -> None:
+    """A commit's plans wait for its fan-out: each round of the event loop that takes longer
+    than BUSY_LAG holds planning back, up to MAX_DEFER."""
+
+    async def scenario() -> tuple[float, float, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await runner_module._serving_first()  # an idle loop: at once
+        idle = loop.time() - started
+
+        def busy(rounds: int) -> None:  # serving: each round of the loop takes 30 ms
+            time.sleep(0.03)
+            if rounds:
+                loop.call_soon(busy, rounds - 1)
+
+        loop.call_soon(busy, 10)
+        started = loop.time()
+        await runner_module._serving_first()
+        waited = loop.time() - started
+        loop.call_soon(busy, 10_000)
+        started = loop.time()
+        await runner_module._serving_first()
+        return idle, waited, loop.time() - started
+
+    with mock.patch.object(runner_module, "MAX_DEFER", 1.0):
+        idle, waited, bounded = asyncio.run(scenario())
+    assert idle < runner_module.BUSY_LAG
+    assert 0.3 <= waited < 0.6  # the ten busy rounds, then no longer
+    assert 1.0 <= bounded < 1.2  # held back no longer than MAX_DEFER

@@ -5,9 +5,10 @@ them and the device has not reported present; a credential's name never leaves t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import msgspec
 
@@ -59,58 +60,59 @@ def stored_document(applied: Applied, device: str, revision: str) -> StoredDocum
     return StoredDocument(revision, canonical_json(document), images)
 
 
+# the deployment's name in a shared part, cut out: no name can hold a NUL
+_NAMELESS = "\x00"
+_PLACEHOLDER = msgspec.json.encode(_NAMELESS)
+
+
+_Shape = tuple[str, str, str, str | None, str]  # a deployment's part but for its name
+
+
+def _shape(want: DesiredDeployment) -> _Shape:
+    return want.application, want.release, want.state, want.redeploy, want.digest
+
+
 class Projection:
     """The documents of one revision, built from parts shared across devices.
 
     A device's canonical document is `{"deployments":[...],"device":...,"registryAuth":[...],
     "revision":...}` (keys sorted), and each deployment's part depends on the deployment alone
-    (its name, release, state, redeploy token and content digest). All but the name is shared
-    by every deployment of a release: it is encoded once, as the bytes before and after the
-    name (`shared`), so 10,000 deployments of one release, one a device, keep one encoding and
-    not 10,000 (about 750 bytes each). A device's document is then a join of a few shared byte
-    strings, equal byte for byte to `canonical_json` of `desired_document`, which the tests
-    check. Releases, volumes and networks are immutable once applied, so a part stays valid
-    from one revision to the next (`carry`).
+    (its release, state, redeploy token and content digest): a selector deployment running on
+    10,000 devices is encoded once, and its bytes are shared. A device's document is then a
+    join of a few shared byte strings, equal byte for byte to `canonical_json` of
+    `desired_document`, which the tests check. Releases, volumes and networks are immutable
+    once applied, so a part stays valid from one revision to the next (`carry`).
     """
 
-    def __init__(
-        self,
-        applied: Applied,
-        parts: Mapping[DesiredDeployment, tuple[bytes, bytes]] | None = None,
-    ):
+    def __init__(self, applied: Applied, parts: Mapping[_Shape, tuple[bytes, bytes]] | None = None):
         self.applied = applied
-        self._parts: dict[DesiredDeployment, tuple[bytes, bytes]] = dict(parts or {})
+        self._parts: dict[_Shape, tuple[bytes, bytes]] = dict(parts or {})
+
+    def __len__(self) -> int:
+        """How many parts are encoded: one per release, state and redeploy token in use."""
+        return len(self._parts)
 
     def carry(self, applied: Applied) -> Projection:
         """The projection of the next revision, keeping the parts it still uses."""
-        wanted = {_unnamed(want) for device in applied.fleet.values() for want in device.values()}
+        wanted = {_shape(w) for device in applied.fleet.values() for w in device.values()}
         return Projection(applied, {w: b for w, b in self._parts.items() if w in wanted})
 
-    def shared(self, want: DesiredDeployment) -> tuple[bytes, bytes]:
-        """A deployment's encoding before and after its name, shared by every deployment of
-        the same release, state, redeploy token and digest."""
-        key = _unnamed(want)
-        found = self._parts.get(key)
+    def part(self, want: DesiredDeployment) -> bytes:
+        """A deployment's part of a document. Parts are kept per release, state and redeploy
+        token, around the deployment's name: 10,000 per-device deployments of one release
+        share two byte strings, not 10,000 copies of its containers."""
+        shape = _shape(want)
+        found = self._parts.get(shape)
         if found is None:
             catalog = self.applied.report.catalog
             release = catalog.release(want.application, want.release)
             assert release is not None  # an applied revision resolves every release
-            deployment = msgspec.to_builtins(wire_deployment(catalog, key, release.manifest))
-            del deployment[_NAME]
-            before = {k: v for k, v in deployment.items() if k < _NAME}
-            after = {k: v for k, v in deployment.items() if k > _NAME}
-            head = msgspec.json.encode(before, order="sorted")[:-1]  # open: `{"a":..,"c":..`
-            tail = msgspec.json.encode(after, order="sorted")[1:]  # `"d":..}`
-            found = self._parts[key] = (
-                head + (b"," if before else b"") + b'"' + _NAME.encode() + b'":',
-                (b"," if after else b"") + tail,
-            )
-        return found
-
-    def part(self, want: DesiredDeployment) -> bytes:
-        """One deployment's canonical encoding, from its shared bytes and its name."""
-        head, tail = self.shared(want)
-        return b"".join((head, msgspec.json.encode(want.deployment), tail))
+            unnamed = dataclasses.replace(want, deployment=_NAMELESS)
+            deployment = wire_deployment(catalog, unnamed, release.manifest)
+            encoded = msgspec.json.encode(msgspec.to_builtins(deployment), order="sorted")
+            head, _, tail = encoded.partition(_PLACEHOLDER)
+            found = self._parts[shape] = (head, tail)
+        return b"".join((found[0], msgspec.json.encode(want.deployment), found[1]))
 
     def body(self, device: str, present: Set[str], revision: str) -> bytes:
         """`device`'s document: credentials only for images it does not hold."""
@@ -148,14 +150,6 @@ class Projection:
         would need one."""
         images = tuple(sorted(pull_credentials(self.applied, device)))
         return StoredDocument(revision, self.body(device, frozenset(images), revision), images)
-
-
-_NAME = "deployment"  # the wire name of a deployment's name (`wire.Deployment.deployment`)
-
-
-def _unnamed(want: DesiredDeployment) -> DesiredDeployment:
-    """The key of a deployment's shared part: everything but its name."""
-    return replace(want, deployment="")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconciler import API_VERSION
-from reconciler.manifests.load import Document, Named
+from reconciler.manifests.load import Document, Identity
 from reconciler.manifests.model import KINDS, Manifest
 from reconciler.manifests.problems import FieldPath, Problem, Severity, render_path
 
@@ -40,7 +40,7 @@ class Checked(Generic[M]):
 
     @property
     def document(self) -> Document:
-        return Document(self.file, self.packed, self.index, Named(self.manifest.kind, self.name))
+        return Document(self.file, self.packed, self.index, Identity(self.manifest.kind, self.name))
 
     def problem(
         self, path: FieldPath, message: str, severity: Severity = Severity.ERROR
@@ -124,9 +124,6 @@ def check_document(document: Document) -> Checked[Manifest] | list[Problem]:
     return Checked(_compact(manifest), document.file, document.packed, document.index)
 
 
-# One set of field names per model and fields given, for every instance: pydantic gives each
-# instance a set of its own (216 bytes), three a document; nothing adds to a frozen model's.
-_FIELDS_SET: dict[tuple[type[BaseModel], frozenset[str]], set[str]] = {}
 _EMPTY: dict[str, Any] = {}  # the empty mapping of every manifest (labels, annotations...)
 # Equal label mappings and equal parts of manifests (a device's spec, its labels), one object
 # each: the devices of a site or a group hold the same. Forgotten past a bound, so unique ones
@@ -136,20 +133,17 @@ _SHARED_BOUND = 4096
 
 
 def _compact(model: Manifest) -> Manifest:
-    """`model` holding what equal manifests share: one set of field names per model, one empty
-    mapping, interned strings (a device's name, a release's version, a label are one object
-    across the fleet, not one per document), and one object for equal parts (a device's spec,
-    its labels). A fleet's validation keeps every manifest
-    (the rules across documents run on them at each commit); manifests are frozen and never
-    changed in place, so sharing is safe. Equal in value, so the report is the same."""
+    """`model` holding what equal manifests share: one empty mapping, one object for equal
+    parts (a device's spec, its labels), and dictionaries of attributes that share their keys
+    (besides the strings the loader interns and the set of given fields, see `Model`). A
+    fleet's validation keeps every manifest (the rules across documents run on them at each
+    commit); manifests are frozen and never changed in place, so sharing is safe. Equal in
+    value, so the report is the same."""
     _compact_model(model)
     return model
 
 
 def _compact_model(model: BaseModel) -> None:
-    fields = model.__pydantic_fields_set__
-    key = (type(model), frozenset(fields))
-    object.__setattr__(model, "__pydantic_fields_set__", _FIELDS_SET.setdefault(key, fields))
     values = model.__dict__
     for name, value in values.items():
         shared = _compact_value(value)
@@ -188,8 +182,6 @@ def _shared(key: Any, value: Any) -> Any:
 
 
 def _compact_value(value: Any) -> Any:
-    if type(value) is str:
-        return sys.intern(value)
     if isinstance(value, BaseModel):
         _compact_model(value)
         fields = value.__dict__

@@ -10,12 +10,13 @@ traceback.
 from __future__ import annotations
 
 import os
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pathspec
 import yaml
@@ -26,6 +27,7 @@ from reconciler.manifests.problems import FieldPath, Problem
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+_INTERNED = 64  # longest string value kept once however many documents repeat it
 IGNORE_FILE = ".hedgerowignore"
 SUFFIXES = (".yaml", ".yml")
 
@@ -63,8 +65,7 @@ _MERGE = "tag:yaml.org,2002:merge"
 _NULL = "tag:yaml.org,2002:null"
 
 
-@dataclass(frozen=True, slots=True)
-class Named:
+class Identity(NamedTuple):
     """The data of a checked document, as `Checked.document` gives it again: its typed
     manifest holds the rest."""
 
@@ -91,14 +92,14 @@ class Document:
 
     @property
     def kind(self) -> str | None:
-        if isinstance(self.data, Named):
+        if isinstance(self.data, Identity):
             return self.data.kind
         kind = self.data.get("kind") if isinstance(self.data, dict) else None
         return kind if isinstance(kind, str) else None
 
     @property
     def name(self) -> str | None:
-        if isinstance(self.data, Named):
+        if isinstance(self.data, Identity):
             return self.data.name
         meta = self.data.get("metadata") if isinstance(self.data, dict) else None
         name = meta.get("name") if isinstance(meta, dict) else None
@@ -407,7 +408,9 @@ def _duplicate(node: yaml.MappingNode, key: yaml.Node) -> str:
 def _scalar(node: yaml.ScalarNode) -> Any:
     tag = node.tag
     if tag == _STR or tag == "tag:yaml.org,2002:timestamp":
-        return node.value
+        value: str = node.value
+        # names, kinds, versions and states repeat across thousands of documents: one copy
+        return sys.intern(value) if len(value) <= _INTERNED else value
     if tag == "tag:yaml.org,2002:null":
         return None
     if tag == "tag:yaml.org,2002:bool":

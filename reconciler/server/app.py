@@ -38,7 +38,6 @@ def create_app(
     app = FastAPI(
         title="Hedgerow controller", version="v1", docs_url=None, redoc_url=None, openapi_url=None
     )
-    app.add_middleware(BodyLimit, caps=body_caps or BodyCaps())
     errors.install(app)
     openapi.document(app)
 
@@ -70,6 +69,8 @@ def create_app(
     counters = metrics.Metrics()
     webhook.install(app, backend, webhook_secret)
     device.install(app, backend, TokenCache(backend.store), counters)
+    # after the device routes' middleware, so outside it: reports are capped too
+    app.add_middleware(BodyLimit, caps=body_caps or BodyCaps())
     operator.install(app, backend, operator_token)
     metrics.install(app, backend, counters)
     return app

@@ -352,6 +352,21 @@ class Store:
                 return None
             return StoredDocument(row.revision, row.body, tuple(row.credential_images or ()))
 
+    def stored_documents(self, devices: Collection[str]) -> dict[str, StoredDocument]:
+        """The documents kept for `devices` (those with one), in one query."""
+        if not devices:
+            return {}
+        columns = (DocumentRevision.device, DocumentRevision.revision, DocumentRevision.body)
+        query = select(*columns, DocumentRevision.credential_images).where(
+            DocumentRevision.device.in_(sorted(devices)), DocumentRevision.body.is_not(None)
+        )
+        with self._sessions() as session:
+            return {
+                device: StoredDocument(revision, body, tuple(images or ()))
+                for device, revision, body, images in session.execute(query)
+                if body is not None
+            }
+
     def undocumented(self) -> set[str]:
         """Devices whose revision is kept without their document (a store older than it)."""
         with self._sessions() as session:
@@ -616,12 +631,7 @@ class Store:
                 if any(stored.get(k) != _content(r) for k, r in skipped):
                     raise _OneByOne  # a number that names another event: refuse that report
         self._put_observed(session, [r for r in reports if r.observed is not None], at)
-        highest = session.execute(
-            select(Event.device, Event.agent_epoch, func.max(Event.agent_seq))
-            .where(tuple_(Event.device, Event.agent_epoch).in_(journals))
-            .group_by(Event.device, Event.agent_epoch)
-        )
-        last = {(device, epoch): seq for device, epoch, seq in highest}
+        last = _highest_seqs(session.connection(), journals)
         return [last.get(journal) for journal in journals]
 
     def _put_observed(
@@ -890,6 +900,33 @@ def _event(e: Event) -> EventRecord:
 
 class _OneByOne(StoreError):
     """A batch of reports that must be stored a report at a time (see `put_reports`)."""
+
+
+# SQLite compounds at most 500 SELECTs in one statement
+_HIGHEST_AT_ONCE = 200
+
+
+def _highest_seqs(
+    connection: Connection, journals: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The highest sequence number stored of each journal: one `max()` each, which both
+    databases answer from the (device, epoch, seq) index in a seek. A `(device, epoch) IN`
+    list with GROUP BY scanned the events table on SQLite, 30 ms a batch at 10,000 devices."""
+    found: dict[tuple[str, str], int] = {}
+    for start in range(0, len(journals), _HIGHEST_AT_ONCE):
+        chunk = journals[start : start + _HIGHEST_AT_ONCE]
+        query = " UNION ALL ".join(  # only numbered placeholders here: values are bound
+            f"SELECT {i}, (SELECT max(agent_seq) FROM events"
+            f" WHERE device = :d{i} AND agent_epoch = :e{i})"
+            for i in range(len(chunk))
+        )
+        values = {}
+        for i, (device, epoch) in enumerate(chunk):
+            values[f"d{i}"], values[f"e{i}"] = device, epoch
+        for index, seq in connection.execute(text(query), values):
+            if seq is not None:
+                found[chunk[index]] = seq
+    return found
 
 
 def _event_values(item: EventIn, seq: int | None, epoch: str = NO_EPOCH) -> dict[str, Any]:
