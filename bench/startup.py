@@ -70,6 +70,8 @@ def main() -> int:
     parser.add_argument("--baseline", type=int, default=GROUP, help="devices of the baseline")
     parser.add_argument("--postgres", action="store_true", help="on a throwaway PostgreSQL")
     args = parser.parse_args()
+    if args.baseline >= args.devices:
+        parser.error("--baseline must be fewer devices than --devices")
     with contextlib.ExitStack() as stack:
         base = started(args.baseline, args.postgres, stack)
     with contextlib.ExitStack() as stack:

@@ -34,6 +34,7 @@ T = TypeVar("T")
 BATCH_REPORTS = 500
 BATCH_EVENTS = 5_000
 PLAN_BATCH = 200  # devices planned in one transaction, at most
+RESYNC_TICK = 10.0  # seconds between the batches of the periodic resync
 LOAD_BATCH = 2_000  # stored documents read in one query, at most
 # A replica looks for a revision the leader applied this often, in case a NOTIFY was missed.
 FOLLOW_EVERY = 5.0
@@ -311,8 +312,9 @@ class Runner:
 
     async def resync_all(self) -> None:
         """Level-triggered safety net: every device is planned again once a period, spread
-        over it (a fleet of 100,000 is a few a second, never all at once ahead of a commit's
-        devices in the queue)."""
+        over it in a batch every RESYNC_TICK seconds (a fleet of 100,000 is a few hundred
+        devices at a time, a few queries each batch; one device at a time cost each its
+        own queries, a tenth of a core at that size)."""
         while not self.queue.shutting_down:
             period = resync_delay(self.resync, self.rng)
             devices = self.controller.devices()
@@ -320,12 +322,16 @@ class Runner:
                 await asyncio.sleep(period)
                 continue
             self.rng.shuffle(devices)
+            ticks = max(1, min(len(devices), int(period / RESYNC_TICK)))
             started = time.monotonic()
-            for index, device in enumerate(devices):
-                due = started + period * (index + 1) / len(devices)
+            for tick in range(ticks):
+                due = started + period * (tick + 1) / ticks
                 if (wait := due - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
-                self.queue.add(device)
+                for device in devices[
+                    tick * len(devices) // ticks : (tick + 1) * len(devices) // ticks
+                ]:
+                    self.queue.add(device)
 
     async def run(self, *extra: Awaitable[None]) -> None:
         """Serve at once (`extra` holds the HTTP server): devices get their stored documents
