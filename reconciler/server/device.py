@@ -7,6 +7,7 @@ credentials in its desired document.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -34,6 +35,7 @@ from reconciler.server.metrics import Metrics
 from reconciler.server.openapi import wire_ref
 from reconciler.store import StoreUnavailable
 
+_DESIRED_PATH = re.compile(r"/v1/devices/([^/]+)/desired")  # Starlette's `{name}`
 _REFUSED = {
     "_401": "No token, or an unknown one.",
     "_403": "The token belongs to another device.",
@@ -52,7 +54,9 @@ class DesiredRoute:
     """GET /v1/devices/{name}/desired, the hottest route (every device, every poll): a bare
     ASGI app put before the documented FastAPI route, reading the scope itself. FastAPI's
     per-request dependency solving halved the 304 rate, and Starlette's Request costs a tenth
-    more; an unchanged document is answered from memory."""
+    more; an unchanged document is answered from memory. A plain GET skips the middleware
+    stack too (`app.HedgerowApp`): each held poll kept the frames of every middleware for up
+    to a minute."""
 
     def __init__(
         self, documents: Documents, changes: Changes, cache: TokenCache, metrics: Metrics
@@ -63,13 +67,33 @@ class DesiredRoute:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Through the router: a HEAD, or a GET with a body (see `device`)."""
+        response = await self.respond(scope, scope["path_params"]["name"])
+        await response(scope, receive, send)
+
+    @staticmethod
+    def device(scope: Scope) -> str | None:
+        """The device of a poll that may skip the middleware stack (see `app.HedgerowApp`),
+        else None: a GET of the route without a body (a body goes through BodyLimit)."""
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
+            return None
+        match = _DESIRED_PATH.fullmatch(scope["path"])
+        if match is None:
+            return None
+        for key, _ in scope["headers"]:
+            if key == b"content-length" or key == b"transfer-encoding":
+                return None
+        return match[1]
+
+    async def respond(self, scope: Scope, name: str) -> Response:
+        """The answer to a poll of `name`'s document, after the long poll if it asks for one;
+        the errors a device must see are answers too."""
         token = if_none_match = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 token = bearer_token(value.decode("latin-1"))
             elif key == b"if-none-match":
                 if_none_match = value.decode("latin-1")
-        name = scope["path_params"]["name"]
         response: Response
 
         async def recheck() -> None:
@@ -83,13 +107,12 @@ class DesiredRoute:
             )
         except HTTPException as exc:
             self.metrics.poll(exc.status_code)
-            response = error_response(exc.status_code, str(exc.detail), exc.headers)
+            return error_response(exc.status_code, str(exc.detail), exc.headers)
         except (StoreUnavailable, DocumentUnavailable) as exc:
             self.metrics.poll(503)
-            response = unavailable(exc)
-        else:
-            self.metrics.poll(response.status_code)
-        await response(scope, receive, send)
+            return unavailable(exc)
+        self.metrics.poll(response.status_code)
+        return response
 
 
 class StatusRoute:
@@ -172,7 +195,9 @@ _DESIRED_PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
-def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics) -> None:
+def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics) -> DesiredRoute:
+    """The device routes on `app`; the desired route, for the app to serve ahead of its
+    middleware stack."""
     changes = Changes()
     backend.on_change(changes.notify)
     documents = Documents(backend)
@@ -206,8 +231,8 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         soon as the document changes (a new revision, new pull credentials), else 304."""
         raise AssertionError("served by DesiredRoute, put before this route")  # pragma: no cover
 
-    hot = DesiredRoute(documents, changes, cache, metrics)
-    app.router.routes.insert(0, Route("/v1/devices/{name}/desired", hot, methods=["GET"]))
+    desired_route = DesiredRoute(documents, changes, cache, metrics)
+    app.router.routes.insert(0, Route("/v1/devices/{name}/desired", desired_route, methods=["GET"]))
 
     @app.put(
         "/v1/devices/{name}/status",
@@ -237,3 +262,4 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
 
     reports = StatusRoute(backend, cache)
     app.router.routes.insert(0, Route("/v1/devices/{name}/status", reports, methods=["PUT"]))
+    return desired_route
