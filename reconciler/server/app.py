@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import create_engine
@@ -88,16 +88,10 @@ class HedgerowApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = None if self.desired is None else self.desired.device(scope)
-        if name is None:
+        if name is None or self.desired is None:
             await super().__call__(scope, receive, send)
-            return
-        assert self.desired is not None
-        try:
-            response = await self.desired.respond(scope, name)
-        except Exception as exc:
-            await (await errors.unexpected(Request(scope), exc))(scope, receive, send)
-            raise
-        await response(scope, receive, send)
+        else:
+            await self.desired.serve(scope, receive, send, name)
 
 
 class _Described:

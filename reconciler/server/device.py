@@ -29,7 +29,7 @@ from reconciler.server.auth import (
 )
 from reconciler.server.backend import Backend
 from reconciler.server.bodies import Out
-from reconciler.server.errors import described, error_response, unavailable
+from reconciler.server.errors import described, error_response, unavailable, unexpected
 from reconciler.server.longpoll import MAX_WAIT, Changes, Documents, long_poll, parse_wait
 from reconciler.server.metrics import Metrics
 from reconciler.server.openapi import wire_ref
@@ -68,8 +68,7 @@ class DesiredRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Through the router: a HEAD, or a GET with a body (see `device`)."""
-        response = await self.respond(scope, scope["path_params"]["name"])
-        await response(scope, receive, send)
+        await self.serve(scope, receive, send, scope["path_params"]["name"], alone=False)
 
     @staticmethod
     def device(scope: Scope) -> str | None:
@@ -85,9 +84,13 @@ class DesiredRoute:
                 return None
         return match[1]
 
-    async def respond(self, scope: Scope, name: str) -> Response:
-        """The answer to a poll of `name`'s document, after the long poll if it asks for one;
-        the errors a device must see are answers too."""
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, name: str, *, alone: bool = True
+    ) -> None:
+        """Answer a poll of `name`'s document, after the long poll if it asks for one. Held up
+        to a minute by every device: one frame, no closure. `alone`, ahead of the middleware
+        stack: an unexpected error is answered as its ServerErrorMiddleware would (the one
+        logged 500), then raised to the server, which closes the connection."""
         token = if_none_match = None
         for key, value in scope["headers"]:
             if key == b"authorization":
@@ -95,24 +98,29 @@ class DesiredRoute:
             elif key == b"if-none-match":
                 if_none_match = value.decode("latin-1")
         response: Response
-
-        async def recheck() -> None:
-            await authorize_device(self.cache, name, token, fresh=True)
-
         try:
             await authorize_device(self.cache, name, token)
             wait = parse_wait(scope["query_string"])
-            response = await long_poll(
-                self.documents, self.changes, name, wait, if_none_match, recheck
+            response, waited = await long_poll(
+                self.documents, self.changes, name, wait, if_none_match
             )
+            if waited and response.status_code != 304:
+                # the token, read again from the store: one revoked while the poll waited
+                # never receives a document, nor the pull credentials it may carry
+                await authorize_device(self.cache, name, token, fresh=True)
         except HTTPException as exc:
             self.metrics.poll(exc.status_code)
-            return error_response(exc.status_code, str(exc.detail), exc.headers)
+            response = error_response(exc.status_code, str(exc.detail), exc.headers)
         except (StoreUnavailable, DocumentUnavailable) as exc:
             self.metrics.poll(503)
-            return unavailable(exc)
-        self.metrics.poll(response.status_code)
-        return response
+            response = unavailable(exc)
+        except Exception as exc:
+            if alone:
+                await (await unexpected(Request(scope), exc))(scope, receive, send)
+            raise
+        else:
+            self.metrics.poll(response.status_code)
+        await response(scope, receive, send)
 
 
 class StatusRoute:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from contextlib import suppress
 from urllib.parse import parse_qs
 
@@ -31,7 +31,7 @@ class Changes:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[Wake]] = {}
+        self._waiters: dict[str, list[Wake]] = {}  # lists: one a device, nearly always
 
     def notify(self, devices: Sequence[str] | None) -> None:
         """Wake the waiters of `devices`, or every waiter for None."""
@@ -55,12 +55,13 @@ class Changes:
 
     def _add(self, wake: Wake) -> None:
         with self._lock:
-            self._waiters.setdefault(wake.device, set()).add(wake)
+            self._waiters.setdefault(wake.device, []).append(wake)
 
     def _discard(self, wake: Wake) -> None:
         with self._lock:
-            group = self._waiters.get(wake.device, set())
-            group.discard(wake)
+            group = self._waiters.get(wake.device, [])
+            if wake in group:
+                group.remove(wake)
             if not group:
                 self._waiters.pop(wake.device, None)
 
@@ -71,12 +72,13 @@ class Wake:
     `wait_for` cost a deque, a second task, its context and a timer more each (about 2 KiB
     a poll). Set and cleared on its loop only."""
 
-    __slots__ = ("_future", "changes", "device", "is_set", "loop")
+    __slots__ = ("_future", "_timer", "changes", "device", "is_set", "loop")
 
     def __init__(self, changes: Changes, device: str, loop: asyncio.AbstractEventLoop) -> None:
         self.changes, self.device, self.loop = changes, device, loop
         self.is_set = False
         self._future: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def __enter__(self) -> Wake:
         self.changes._add(self)
@@ -84,36 +86,39 @@ class Wake:
 
     def __exit__(self, *exc_info: object) -> None:
         self.changes._discard(self)
+        self._settle()  # a waiter cancelled (the server stopping) leaves no timer behind
 
     def set(self) -> None:
         self.is_set = True
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
+        self._settle()
 
     def clear(self) -> None:
         self.is_set = False
 
-    async def wait(self, timeout: float) -> None:
-        """Until set, or `timeout` seconds have passed; at once when set already."""
-        if self.is_set:
-            return
+    def wait(self, timeout: float) -> asyncio.Future[None]:
+        """Done when set, or once `timeout` seconds have passed; at once when set already.
+        A future, not a coroutine: no frame of its own is held while the poll waits."""
+        self._settle()
         future = self._future = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _expire, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
+        if self.is_set:
+            future.set_result(None)
+        else:
+            self._timer = self.loop.call_later(timeout, self._settle)
+        return future
+
+    def _settle(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._future is not None:
+            if not self._future.done():
+                self._future.set_result(None)
             self._future = None
 
 
 def _set_all(wakes: list[Wake]) -> None:
     for wake in wakes:
         wake.set()
-
-
-def _expire(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class Documents:
@@ -150,26 +155,20 @@ async def long_poll(
     name: str,
     wait: float,
     if_none_match: str | None,
-    recheck: Callable[[], Awaitable[None]],
-) -> Response:
-    """The device's document, or 304 after up to `wait` seconds. A poll that waited and is
-    about to send a document calls `recheck` first (the token, read again from the store):
-    a token revoked while the poll waited never receives a document, nor the pull
-    credentials it may carry."""
+) -> tuple[Response, bool]:
+    """The device's document, or 304 after up to `wait` seconds; and whether it waited. A
+    poll that waited must check its token again before it sends a document (see
+    `device.DesiredRoute`)."""
     if wait <= 0:  # a plain conditional GET: no waiter to register
-        return await _current(documents, name, if_none_match)
+        return await _current(documents, name, if_none_match), False
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     waited = False
     with changes.watch(name) as changed:
         while True:
             response = await _current(documents, name, if_none_match)
-            if response.status_code != 304:
-                if waited:
-                    await recheck()
-                return response
-            if deadline - loop.time() <= 0:
-                return response
+            if response.status_code != 304 or deadline - loop.time() <= 0:
+                return response, waited
             del response  # a 304 is built again at the end: not held while waiting
             await changed.wait(deadline - loop.time())
             waited = True
