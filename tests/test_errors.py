@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import reconciler
 from reconciler.controller.controller import Controller
 from reconciler.controller.runner import Runner
 from reconciler.errors import HedgerowError
+from reconciler.secrets import tokens
 from reconciler.server.app import create_app, openapi_document
 from reconciler.store import Store
 
@@ -132,3 +134,26 @@ def test_the_openapi_document_describes_the_one_error_body() -> None:
                 if int(code) >= 400 and path != "/readyz":  # its 503 is the readiness report
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method)
+
+
+def test_a_failure_in_a_poll_ahead_of_the_middlewares_is_the_same_500(tmp_path: Path) -> None:
+    """The poll of a document skips the middleware stack (`app.HedgerowApp`): a bug there is
+    still the one logged 500, and a GET with a body still meets the body cap (413)."""
+
+    class Broken(Runner):
+        def document_key(self, device: str) -> Any:
+            raise RuntimeError("a bug with a detail that stays in the log")
+
+    with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
+        store.put_token("pi-1", tokens.hash_token("hdr_pi-1"), datetime.now(UTC))
+        runner = Broken(Controller(_Nothing(), store, identities=[], fingerprint_key=b"k"))
+        app = create_app(runner, webhook_secret=None, operator_token=OPERATOR)
+        client = TestClient(app, raise_server_exceptions=False)
+        auth = {"Authorization": "Bearer hdr_pi-1"}
+        response = client.get("/v1/devices/pi-1/desired?wait=1", headers=auth)
+        large = client.request(
+            "GET", "/v1/devices/pi-1/desired", headers=auth, content=b"x" * (65 * 1024)
+        )
+    assert response.status_code == 500 and is_error_body(response)
+    assert "Traceback" not in response.text and "detail that stays" not in response.text
+    assert large.status_code == 413 and is_error_body(large)

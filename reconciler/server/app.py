@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import create_engine
+from starlette.types import Receive, Scope, Send
 
 from reconciler import wire
 from reconciler.core.document import Fleet
@@ -35,7 +36,7 @@ def create_app(
 
     No /docs, /redoc or /openapi.json: a running controller need not describe itself to
     anyone who asks; `hedgerow openapi` writes the document from `app.openapi()`."""
-    app = FastAPI(
+    app = HedgerowApp(
         title="Hedgerow controller", version="v1", docs_url=None, redoc_url=None, openapi_url=None
     )
     errors.install(app)
@@ -68,12 +69,30 @@ def create_app(
 
     counters = metrics.Metrics()
     webhook.install(app, backend, webhook_secret)
-    device.install(app, backend, TokenCache(backend.store), counters)
+    app.desired = device.install(app, backend, TokenCache(backend.store), counters)
     # after the device routes' middleware, so outside it: reports are capped too
     app.add_middleware(BodyLimit, caps=body_caps or BodyCaps())
     operator.install(app, backend, operator_token)
     metrics.install(app, backend, counters)
     return app
+
+
+class HedgerowApp(FastAPI):
+    """The app, with a device's poll of its document (`GET /v1/devices/{name}/desired`)
+    answered ahead of the middleware stack: thousands of polls are held up to a minute each,
+    and each kept a coroutine frame, a closure and a `send` wrapper of every middleware (about
+    6 KiB a poll). What those give the route is kept: an unexpected error is the same logged
+    500 (then raised to the server, which closes the connection), and a request with a body
+    (BodyLimit's) or any other method goes through the stack to the same route."""
+
+    desired: device.DesiredRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = None if self.desired is None else self.desired.device(scope)
+        if name is None or self.desired is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.desired.serve(scope, receive, send, name)
 
 
 class _Described:

@@ -129,10 +129,12 @@ class _Limits(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop
         transport: asyncio.Transport
         connections: set[Any]
+        flow: Any  # uvicorn's FlowControl
         cycle: Any  # each protocol's RequestResponseCycle, or None before a first request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.flow._is_writable_event = lighter(self.flow._is_writable_event)
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self.app = self._unavailable  # type: ignore[assignment]  # whenever a request comes
         self._arm()
@@ -153,6 +155,10 @@ class _Limits(asyncio.Protocol):
     def _idle(self) -> bool:
         """No request whose headers are in is running or waiting to run."""
         return self.cycle is None or bool(self.cycle.response_complete)
+
+    def _lighten(self) -> None:
+        """The new request's body event made lighter, before its task first runs."""
+        self.cycle.message_event = lighter(self.cycle.message_event)
 
     def _headers_late(self) -> None:
         self._header_timer = None
@@ -175,6 +181,7 @@ class GuardedH11(_Limits, H11Protocol):
         super().handle_events()
         if self.cycle is not cycle:  # a request's headers are in: no timeout while it runs
             self._disarm()
+            self._lighten()
 
     def on_response_complete(self) -> None:
         self._arm()  # before uvicorn goes on to a pipelined request, which disarms it
@@ -187,14 +194,47 @@ if HTTPTOOLS:  # its module imports httptools
         """httptools parses all it is given, pipelined requests too: their headers are in as soon
         as `on_headers_complete`, and uvicorn queues them until the running response completes."""
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.pipeline = _Pipeline()  # type: ignore[assignment]
+
         def on_headers_complete(self) -> None:
+            cycle = self.cycle
             super().on_headers_complete()
             self._disarm()
+            if self.cycle is not cycle:  # not an upgrade, which uvicorn refuses
+                self._lighten()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()  # starts the next pipelined request, if any
             if self._idle() and not self.transport.is_closing():
                 self._arm()
+
+
+class _Event(asyncio.Event):
+    """asyncio.Event with its waiters in a list: asyncio's deque takes about 700 bytes before
+    any waiter comes, and uvicorn keeps two events a connection (writing paused, the request's
+    body), through every held long poll. asyncio only appends, removes and iterates them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters: Any = []
+
+
+def lighter(event: asyncio.Event) -> asyncio.Event:
+    """An `_Event` in the state of `event`, for one nothing waits on yet."""
+    light = _Event()
+    if event.is_set():
+        light.set()
+    return light
+
+
+class _Pipeline(list[Any]):
+    """uvicorn's queue of pipelined requests as a list (a deque takes about 700 bytes empty,
+    a connection's whole life): it only calls `appendleft`, `pop` and `bool` on it."""
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
 
 
 HttpName = Literal["httptools", "h11"]

@@ -7,6 +7,7 @@ credentials in its desired document.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,12 +29,13 @@ from reconciler.server.auth import (
 )
 from reconciler.server.backend import Backend
 from reconciler.server.bodies import Out
-from reconciler.server.errors import described, error_response, unavailable
+from reconciler.server.errors import described, error_response, unavailable, unexpected
 from reconciler.server.longpoll import MAX_WAIT, Changes, Documents, long_poll, parse_wait
 from reconciler.server.metrics import Metrics
 from reconciler.server.openapi import wire_ref
 from reconciler.store import StoreUnavailable
 
+_DESIRED_PATH = re.compile(r"/v1/devices/([^/]+)/desired")  # Starlette's `{name}`
 _REFUSED = {
     "_401": "No token, or an unknown one.",
     "_403": "The token belongs to another device.",
@@ -52,7 +54,9 @@ class DesiredRoute:
     """GET /v1/devices/{name}/desired, the hottest route (every device, every poll): a bare
     ASGI app put before the documented FastAPI route, reading the scope itself. FastAPI's
     per-request dependency solving halved the 304 rate, and Starlette's Request costs a tenth
-    more; an unchanged document is answered from memory."""
+    more; an unchanged document is answered from memory. A plain GET skips the middleware
+    stack too (`app.HedgerowApp`): each held poll kept the frames of every middleware for up
+    to a minute."""
 
     def __init__(
         self, documents: Documents, changes: Changes, cache: TokenCache, metrics: Metrics
@@ -63,30 +67,57 @@ class DesiredRoute:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Through the middleware stack (`DeviceRoutes`): a GET with a body (see `device`)."""
+        await self.serve(scope, receive, send, scope["path_params"]["name"], alone=False)
+
+    @staticmethod
+    def device(scope: Scope) -> str | None:
+        """The device of a poll that may skip the middleware stack (see `app.HedgerowApp`),
+        else None: a GET of the route without a body (a body goes through BodyLimit)."""
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
+            return None
+        match = _DESIRED_PATH.fullmatch(scope["path"])
+        if match is None:
+            return None
+        for key, _ in scope["headers"]:
+            if key == b"content-length" or key == b"transfer-encoding":
+                return None
+        return match[1]
+
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, name: str, *, alone: bool = True
+    ) -> None:
+        """Answer a poll of `name`'s document, after the long poll if it asks for one. Held up
+        to a minute by every device: one frame, no closure. `alone`, ahead of the middleware
+        stack: an unexpected error is answered as its ServerErrorMiddleware would (the one
+        logged 500), then raised to the server, which closes the connection."""
         token = if_none_match = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 token = bearer_token(value.decode("latin-1"))
             elif key == b"if-none-match":
                 if_none_match = value.decode("latin-1")
-        name = scope["path_params"]["name"]
         response: Response
-
-        async def recheck() -> None:
-            await authorize_device(self.cache, name, token, fresh=True)
-
         try:
             await authorize_device(self.cache, name, token)
             wait = parse_wait(scope["query_string"])
-            response = await long_poll(
-                self.documents, self.changes, name, wait, if_none_match, recheck
+            response, waited = await long_poll(
+                self.documents, self.changes, name, wait, if_none_match
             )
+            if waited and response.status_code != 304:
+                # the token, read again from the store: one revoked while the poll waited
+                # never receives a document, nor the pull credentials it may carry
+                await authorize_device(self.cache, name, token, fresh=True)
         except HTTPException as exc:
             self.metrics.poll(exc.status_code)
             response = error_response(exc.status_code, str(exc.detail), exc.headers)
         except (StoreUnavailable, DocumentUnavailable) as exc:
             self.metrics.poll(503)
             response = unavailable(exc)
+        except Exception as exc:
+            if alone:
+                await (await unexpected(Request(scope), exc))(scope, receive, send)
+            raise
         else:
             self.metrics.poll(response.status_code)
         await response(scope, receive, send)
@@ -94,9 +125,9 @@ class DesiredRoute:
 
 class DeviceRoutes:
     """The two routes every device calls, served ahead of the router and of the middleware
-    inside this one: each layer costs every poll its time and, while a poll is held, the
-    memory of its frame. Added inside BodyLimit (reports stay capped) and inside Starlette's
-    error middleware (a bug is still a bare 500)."""
+    inside this one: each layer costs every request its time. Added inside BodyLimit (reports
+    stay capped) and inside Starlette's error middleware (a bug is still a bare 500). A plain
+    GET of a document skips even those (`app.HedgerowApp`): it may be held for a minute."""
 
     def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], ASGIApp]) -> None:
         self.app = app
@@ -197,7 +228,9 @@ _DESIRED_PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
-def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics) -> None:
+def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics) -> DesiredRoute:
+    """The device routes on `app`; the desired route, for the app to serve ahead of its
+    middleware stack."""
     changes = Changes()
     backend.on_change(changes.notify)
     documents = Documents(backend)
@@ -231,8 +264,8 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         soon as the document changes (a new revision, new pull credentials), else 304."""
         raise AssertionError("served by DesiredRoute, put before this route")  # pragma: no cover
 
-    hot = DesiredRoute(documents, changes, cache, metrics)
-    routes: dict[tuple[str, str], ASGIApp] = {("GET", "desired"): hot}
+    desired_route = DesiredRoute(documents, changes, cache, metrics)
+    routes: dict[tuple[str, str], ASGIApp] = {("GET", "desired"): desired_route}
 
     @app.put(
         "/v1/devices/{name}/status",
@@ -263,3 +296,4 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
     reports = StatusRoute(backend, cache)
     routes["PUT", "status"] = reports
     app.add_middleware(DeviceRoutes, routes=routes)
+    return desired_route

@@ -68,19 +68,17 @@ def install(app: FastAPI) -> None:
         log.warning("store unavailable", path=request.url.path, error=str(exc))
         return unavailable(exc)
 
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error(
-            "request failed",
-            method=request.method,
-            path=request.url.path,
-            exc_info=exc,
-        )
-        return error_response(500, "internal error; the controller's log has the details")
-
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StoreUnavailable, store_down)
     app.add_exception_handler(Exception, unexpected)
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    """The 500 of any error no handler knows (after it the server logs it again and the
+    connection is closed): the log has the details, the client only the one error body."""
+    log.error("request failed", method=request.method, path=request.url.path, exc_info=exc)
+    return error_response(500, "internal error; the controller's log has the details")
 
 
 def validation_detail(errors: Any) -> str:

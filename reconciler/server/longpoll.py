@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Hashable, Sequence
+from contextlib import suppress
 from urllib.parse import parse_qs
 
 from fastapi import HTTPException
@@ -25,13 +25,13 @@ class Changes:
     """Wakes the long polls of devices whose desired document may have changed.
 
     Notified from the controller's worker thread (a revision applied) or from the event loop (a
-    report that changes a device's pull credentials). Each waiter has an asyncio.Event set
-    through its own loop's `call_soon_threadsafe`, so any thread may notify.
+    report that changes a device's pull credentials). Each waiter is a `Wake` set through its
+    own loop's `call_soon_threadsafe`, so any thread may notify.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._waiters: dict[str, list[Wake]] = {}  # lists: one a device, nearly always
 
     def notify(self, devices: Sequence[str] | None) -> None:
         """Wake the waiters of `devices`, or every waiter for None."""
@@ -40,33 +40,85 @@ class Changes:
                 waiters = [w for group in self._waiters.values() for w in group]
             else:
                 waiters = [w for device in devices for w in self._waiters.get(device, ())]
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
-        for loop, event in waiters:
-            by_loop.setdefault(loop, []).append(event)
-        for loop, events in by_loop.items():  # one wake-up of each loop, not one per waiter
+        by_loop: dict[asyncio.AbstractEventLoop, list[Wake]] = {}
+        for wake in waiters:
+            by_loop.setdefault(wake.loop, []).append(wake)
+        for loop, wakes in by_loop.items():  # one wake-up of each loop, not one per waiter
             with suppress(RuntimeError):  # that loop is closed: nobody waits on it any more
-                loop.call_soon_threadsafe(_set_all, events)
+                loop.call_soon_threadsafe(_set_all, wakes)
 
-    @contextmanager
-    def watch(self, device: str) -> Iterator[asyncio.Event]:
-        """An event set on each change of `device` while the block runs; enter it before
-        reading the document, so that no change between the read and the wait is missed."""
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
+    def watch(self, device: str) -> Wake:
+        """A `Wake` set on each change of `device` while its `with` block runs; enter it
+        before reading the document, so that no change between the read and the wait is
+        missed."""
+        return Wake(self, device, asyncio.get_running_loop())
+
+    def _add(self, wake: Wake) -> None:
         with self._lock:
-            self._waiters.setdefault(device, set()).add(waiter)
-        try:
-            yield waiter[1]
-        finally:
-            with self._lock:
-                group = self._waiters.get(device, set())
-                group.discard(waiter)
-                if not group:
-                    self._waiters.pop(device, None)
+            self._waiters.setdefault(wake.device, []).append(wake)
+
+    def _discard(self, wake: Wake) -> None:
+        with self._lock:
+            group = self._waiters.get(wake.device, [])
+            if wake in group:
+                group.remove(wake)
+            if not group:
+                self._waiters.pop(wake.device, None)
 
 
-def _set_all(events: list[asyncio.Event]) -> None:
-    for event in events:
-        event.set()
+class Wake:
+    """One long poll's waiter, a flag and, while it waits, a future and one loop timer: every
+    held poll keeps its waiter for up to a minute, and an asyncio.Event awaited through
+    `wait_for` cost a deque, a second task, its context and a timer more each (about 2 KiB
+    a poll). Set and cleared on its loop only."""
+
+    __slots__ = ("_future", "_timer", "changes", "device", "is_set", "loop")
+
+    def __init__(self, changes: Changes, device: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.changes, self.device, self.loop = changes, device, loop
+        self.is_set = False
+        self._future: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> Wake:
+        self.changes._add(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.changes._discard(self)
+        self._settle()  # a waiter cancelled (the server stopping) leaves no timer behind
+
+    def set(self) -> None:
+        self.is_set = True
+        self._settle()
+
+    def clear(self) -> None:
+        self.is_set = False
+
+    def wait(self, timeout: float) -> asyncio.Future[None]:
+        """Done when set, or once `timeout` seconds have passed; at once when set already.
+        A future, not a coroutine: no frame of its own is held while the poll waits."""
+        self._settle()
+        future = self._future = self.loop.create_future()
+        if self.is_set:
+            future.set_result(None)
+        else:
+            self._timer = self.loop.call_later(timeout, self._settle)
+        return future
+
+    def _settle(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._future is not None:
+            if not self._future.done():
+                self._future.set_result(None)
+            self._future = None
+
+
+def _set_all(wakes: list[Wake]) -> None:
+    for wake in wakes:
+        wake.set()
 
 
 class Documents:
@@ -103,28 +155,22 @@ async def long_poll(
     name: str,
     wait: float,
     if_none_match: str | None,
-    recheck: Callable[[], Awaitable[None]],
-) -> Response:
-    """The device's document, or 304 after up to `wait` seconds. A poll that waited and is
-    about to send a document calls `recheck` first (the token, read again from the store):
-    a token revoked while the poll waited never receives a document, nor the pull
-    credentials it may carry."""
+) -> tuple[Response, bool]:
+    """The device's document, or 304 after up to `wait` seconds; and whether it waited. A
+    poll that waited must check its token again before it sends a document (see
+    `device.DesiredRoute`)."""
     if wait <= 0:  # a plain conditional GET: no waiter to register
-        return await _current(documents, name, if_none_match)
+        return await _current(documents, name, if_none_match), False
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     waited = False
     with changes.watch(name) as changed:
         while True:
             response = await _current(documents, name, if_none_match)
-            if response.status_code != 304:
-                if waited:
-                    await recheck()
-                return response
-            if deadline - loop.time() <= 0:
-                return response
-            with suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), deadline - loop.time())
+            if response.status_code != 304 or deadline - loop.time() <= 0:
+                return response, waited
+            del response  # a 304 is built again at the end: not held while waiting
+            await changed.wait(deadline - loop.time())
             waited = True
             changed.clear()  # before reading again: a change during the read wakes us anew
 
