@@ -63,6 +63,8 @@ bench-fleet: $(STAMP) system-deps
 	$(BIN)/python -m bench.fleet --devices $(DEVICES) --processes 2 --report-rate 1000
 	$(BIN)/python -m bench.fleet --devices $(DEVICES) --processes 2 --report-rate 1000 --postgres
 	$(BIN)/python -m bench.fleet --devices $(DEVICES) --processes 6 --replicas $(REPLICAS)
+	$(BIN)/python -m bench.startup --devices 100000
+	$(BIN)/python -m bench.floor --devices 19500
 
 crds: $(STAMP)
 	$(BIN)/hedgerow crds
