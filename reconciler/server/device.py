@@ -91,15 +91,15 @@ class DesiredRoute:
         to a minute by every device: one frame, no closure. `alone`, ahead of the middleware
         stack: an unexpected error is answered as its ServerErrorMiddleware would (the one
         logged 500), then raised to the server, which closes the connection."""
-        token = if_none_match = None
+        authorization = if_none_match = None  # the headers' own bytes: no copy held
         for key, value in scope["headers"]:
             if key == b"authorization":
-                token = bearer_token(value.decode("latin-1"))
+                authorization = value
             elif key == b"if-none-match":
-                if_none_match = value.decode("latin-1")
+                if_none_match = value
         response: Response
         try:
-            await authorize_device(self.cache, name, token)
+            await authorize_device(self.cache, name, _token(authorization))
             wait = parse_wait(scope["query_string"])
             response, waited = await long_poll(
                 self.documents, self.changes, name, wait, if_none_match
@@ -107,7 +107,7 @@ class DesiredRoute:
             if waited and response.status_code != 304:
                 # the token, read again from the store: one revoked while the poll waited
                 # never receives a document, nor the pull credentials it may carry
-                await authorize_device(self.cache, name, token, fresh=True)
+                await authorize_device(self.cache, name, _token(authorization), fresh=True)
         except HTTPException as exc:
             self.metrics.poll(exc.status_code)
             response = error_response(exc.status_code, str(exc.detail), exc.headers)
@@ -121,6 +121,10 @@ class DesiredRoute:
         else:
             self.metrics.poll(response.status_code)
         await response(scope, receive, send)
+
+
+def _token(authorization: bytes | None) -> str | None:
+    return None if authorization is None else bearer_token(authorization.decode("latin-1"))
 
 
 class DeviceRoutes:

@@ -154,9 +154,10 @@ async def long_poll(
     changes: Changes,
     name: str,
     wait: float,
-    if_none_match: str | None,
+    if_none_match: bytes | None,
 ) -> tuple[Response, bool]:
-    """The device's document, or 304 after up to `wait` seconds; and whether it waited. A
+    """The device's document, or 304 after up to `wait` seconds; and whether it waited.
+    `if_none_match` is the header's raw value, decoded at each look (no copy held). A
     poll that waited must check its token again before it sends a document (see
     `device.DesiredRoute`)."""
     if wait <= 0:  # a plain conditional GET: no waiter to register
@@ -175,8 +176,9 @@ async def long_poll(
             changed.clear()  # before reading again: a change during the read wakes us anew
 
 
-async def _current(documents: Documents, name: str, if_none_match: str | None) -> Response:
+async def _current(documents: Documents, name: str, raw: bytes | None) -> Response:
     """304 from the cached ETag alone when it still holds, else the document built."""
+    if_none_match = None if raw is None else raw.decode("latin-1")
     tag = documents.tag(name)
     if tag is not None and matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag, "Cache-Control": "no-store"})
