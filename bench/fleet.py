@@ -93,6 +93,14 @@ class Controller:
         return rss_kib(self.pid()) / 1024
 
 
+def issue_tokens(db: str, devices: list[str]) -> dict[str, str]:
+    """A token for each device, stored where the controller will read it; device → token."""
+    issued = {name: tokens.issue() for name in devices}
+    with Store.open(db) as store:
+        store.put_tokens({n: tokens.hash_token(t) for n, t in issued.items()}, datetime.now(UTC))
+    return issued
+
+
 def answered(url: str, device: str, token: str) -> bool:
     """Whether `device`'s document is served (200) at `url`."""
     try:
@@ -133,11 +141,7 @@ def main() -> int:
             server = new_server(stack.callback)
             db = server.url(server.create_database())
         repo = make_repo(work / "repo", files(args.devices, "1.0.0"))
-        issued = {name: tokens.issue() for name in names}
-        with Store.open(db or sqlite_url(work / "data-controller-0")) as store:
-            store.put_tokens(
-                {n: tokens.hash_token(t) for n, t in issued.items()}, datetime.now(UTC)
-            )
+        issued = issue_tokens(db or sqlite_url(work / "data-controller-0"), names)
         controllers = [Controller(repo, work, db, f"controller-{i}") for i in range(args.replicas)]
         for controller in controllers:
             stack.callback(controller.stop)

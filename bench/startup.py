@@ -23,14 +23,12 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import make_repo, revision, settle, wait
-from bench.fleet import Controller, answered, files
+from bench.fleet import Controller, answered, files, issue_tokens
 from bench.plan import GROUP
-from reconciler.secrets import tokens
-from reconciler.store import Store, sqlite_url
+from reconciler.store import sqlite_url
 from tests.support.postgres import new_server
 
 
@@ -42,9 +40,8 @@ def started(devices: int, postgres: bool, stack: contextlib.ExitStack) -> dict[s
         server = new_server(stack.callback)
         db = server.url(server.create_database())
     repo = make_repo(work / "repo", files(devices, "1.0.0"))
-    issued = {f"dev-{d}": tokens.issue() for d in range(devices)}
-    with Store.open(db or sqlite_url(work / "data-controller")) as store:
-        store.put_tokens({n: tokens.hash_token(t) for n, t in issued.items()}, datetime.now(UTC))
+    names = [f"dev-{d}" for d in range(devices)]
+    issued = issue_tokens(db or sqlite_url(work / "data-controller"), names)
     controller = Controller(repo, work, db)
     stack.callback(controller.stop)
     begun = time.monotonic()

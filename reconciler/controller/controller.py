@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -46,7 +46,7 @@ from reconciler.core.immutable import (
 from reconciler.core.observed import observed_releases
 from reconciler.core.plan import Action, plan_device
 from reconciler.core.reports import InvalidReport, SequenceConflict, checked_events
-from reconciler.core.status import DeploymentStatus, deployment_status
+from reconciler.core.status import deployment_status
 from reconciler.logs import get_logger
 from reconciler.manifests.credentials import changed, fingerprints
 from reconciler.manifests.incremental import Keyed, Validation, keyed, validate_changes
@@ -108,21 +108,13 @@ class ReportToStore:
 # each): a start or a commit that plans the fleet leaves no more than this many devices'
 # buffers in the heap, and a device planned now and then costs nothing.
 RELEASE_EVERY = 1000
-_DIGEST = 16  # bytes of a digest of statuses or of actions
+_DIGEST = 16  # bytes of a digest (`_digest`)
 
 
-def _statuses_digest(statuses: Sequence[DeploymentStatus]) -> bytes:
-    return hashlib.blake2b(msgspec.json.encode(statuses), digest_size=_DIGEST).digest()
-
-
-def _actions_digest(actions: Sequence[Action]) -> bytes:
-    """Equal for equal plans: what tells new actions, whose events are stored, from the last."""
-    return hashlib.blake2b(msgspec.json.encode(actions), digest_size=_DIGEST).digest()
-
-
-def _digest(report: wire.StatusReport) -> bytes:
-    """A short digest of an observed state, to tell an unchanged report at once."""
-    return hashlib.blake2b(msgspec.json.encode(report), digest_size=16).digest()
+def _digest(value: object) -> bytes:
+    """A short digest of what msgspec encodes: equal for equal observed states, statuses or
+    actions, to tell an unchanged one at once without keeping it."""
+    return hashlib.blake2b(msgspec.json.encode(value), digest_size=_DIGEST).digest()
 
 
 @dataclass(frozen=True)
@@ -241,12 +233,9 @@ class Controller:
         sha = self.store.applied_revision()
         if sha is None or self._serves(sha) or self.applied is None:
             return None
-        revisions = self.store.document_revisions()
+        revisions = _shared_strings(self.store.document_revisions())
         with self._state:
-            before = self._revisions
-            moved = {
-                d for d in revisions.keys() | before.keys() if revisions.get(d) != before.get(d)
-            }
+            moved = _moved(self._revisions, revisions)
             self._revisions, self.ahead = revisions, self.ahead | moved
         changed = sorted(moved)
         self._notify(changed)
@@ -277,7 +266,7 @@ class Controller:
             before, ahead = self._revisions, self.ahead
             self.applied, self.projection, self._revisions = applied, projection, revisions
             self.ahead = frozenset()
-        moved = {d for d in revisions.keys() | before.keys() if revisions.get(d) != before.get(d)}
+        moved = _moved(before, revisions)
         # the devices served the stored documents were woken already, and keep the same bytes
         changed = sorted(moved.union(set(devices) - ahead))
         self._notify(changed)
@@ -463,13 +452,13 @@ class Controller:
             ]
             events = []
             known = self._planned.get(device, b"")
-            acted = _actions_digest(actions)
+            acted = _digest(actions)  # new actions are stored as events
             if acted != known[_DIGEST:]:
                 events = [
                     EventIn(at, device, a.action, a.reason, a.deployment, applied.sha)
                     for a in actions
                 ]
-            digest = digests[device] = _statuses_digest(statuses) + acted
+            digest = digests[device] = _digest(statuses) + acted
             generation = generations.get(device)
             if events or generation is not None or known[:_DIGEST] != digest[:_DIGEST]:
                 plans.append(PlannedDevice(device, statuses, events, generation))
@@ -620,6 +609,11 @@ class Controller:
     def _notify(self, devices: Sequence[str] | None) -> None:
         for listener in self.listeners:
             listener(devices)
+
+
+def _moved(before: Mapping[str, str], after: Mapping[str, str]) -> set[str]:
+    """The devices whose document revision differs (gained, lost or changed)."""
+    return {d for d in before.keys() | after.keys() if before.get(d) != after.get(d)}
 
 
 def _shared_strings(revisions: dict[str, str]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from reconciler import wire
 from reconciler.controller.controller import Controller, Ingested, Listener
 from reconciler.controller.queue import WorkQueue, resync_delay, run_batches
-from reconciler.core.document import DocumentUnavailable, Fleet
+from reconciler.core.document import DocumentUnavailable, Fleet, StoredDocument
 from reconciler.logs import get_logger
 from reconciler.store import Store
 from reconciler.store.notices import APPLIED, OBSERVED, WAKE, Notice
@@ -61,6 +61,17 @@ def _batch(
 
 
 log = get_logger("hedgerow.controller")
+
+
+def _settle(answer: asyncio.Future[T], result: T | Exception) -> None:
+    """Give a waiting request its result, or the exception it gets instead (unless it has
+    gone away meanwhile)."""
+    if answer.done():
+        return
+    if isinstance(result, Exception):
+        answer.set_exception(result)
+    else:
+        answer.set_result(result)
 
 
 async def _serving_first() -> None:
@@ -195,34 +206,28 @@ class Runner:
             except Exception as failed:  # the store does not answer: each poll gets it
                 found = dict.fromkeys(batch, failed)
             for device, answers in batch.items():
-                result = found[device]
                 for answer in answers:
-                    if answer.done():
-                        continue
-                    if isinstance(result, Exception):
-                        answer.set_exception(result)
-                    else:
-                        answer.set_result(result)
+                    _settle(answer, found[device])
 
     def _stored_many(self, devices: list[str]) -> dict[str, bytes | Exception]:
         stored = self.store.stored_documents(devices)
-        out: dict[str, bytes | Exception] = {}
-        for device in devices:
-            document = stored.get(device)
-            if document is None or not document.serves(self.controller.images_present(device)):
-                out[device] = DocumentUnavailable(
-                    "this replica is taking up the leader's revision: retry"
-                )
-            else:
-                out[device] = document.body
-        return out
+        why = "this replica is taking up the leader's revision: retry"
+        return {device: self._servable(device, stored.get(device), why) for device in devices}
 
     def _stored(self, device: str) -> bytes:
-        stored = self.controller.stored_document(device)
+        why = "the controller is starting and cannot serve this document yet: retry"
+        found = self._servable(device, self.controller.stored_document(device), why)
+        if isinstance(found, DocumentUnavailable):
+            raise found
+        return found
+
+    def _servable(
+        self, device: str, stored: StoredDocument | None, why: str
+    ) -> bytes | DocumentUnavailable:
+        """A stored document's body when it is whole for the device (it needs no pull
+        credential the device lacks), else why it cannot be served yet."""
         if stored is None or not stored.serves(self.controller.images_present(device)):
-            raise DocumentUnavailable(
-                "the controller is starting and cannot serve this document yet: retry"
-            )
+            return DocumentUnavailable(why)
         return stored.body
 
     async def report(self, report: wire.StatusReport) -> int:
@@ -253,12 +258,7 @@ class Runner:
                 except Exception as failed:  # the store does not answer: every one gets it
                     results = [failed] * len(batch)
                 for (_, answer), result in zip(batch, results, strict=True):
-                    if answer.done():
-                        continue
-                    if isinstance(result, Exception):
-                        answer.set_exception(result)
-                    else:
-                        answer.set_result(result)
+                    _settle(answer, result)
         finally:
             self._draining = False
 

@@ -35,7 +35,8 @@ from reconciler.server.metrics import Metrics
 from reconciler.server.openapi import wire_ref
 from reconciler.store import StoreUnavailable
 
-_DESIRED_PATH = re.compile(r"/v1/devices/([^/]+)/desired")  # Starlette's `{name}`
+# `/v1/devices/{name}/{route}`, with Starlette's `{name}`: one segment, not empty
+_DEVICE_PATH = re.compile(r"/v1/devices/([^/]+)/([^/]+)")
 _REFUSED = {
     "_401": "No token, or an unknown one.",
     "_403": "The token belongs to another device.",
@@ -76,8 +77,8 @@ class DesiredRoute:
         else None: a GET of the route without a body (a body goes through BodyLimit)."""
         if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
             return None
-        match = _DESIRED_PATH.fullmatch(scope["path"])
-        if match is None:
+        match = _DEVICE_PATH.fullmatch(scope["path"])
+        if match is None or match[2] != "desired":
             return None
         for key, _ in scope["headers"]:
             if key == b"content-length" or key == b"transfer-encoding":
@@ -138,18 +139,13 @@ class DeviceRoutes:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith(_DEVICES):
-            name, _, leaf = path[len(_DEVICES) :].partition("/")
-            route = self.routes.get((scope["method"], leaf)) if name else None
-            if route is not None:
-                scope["path_params"] = {"name": name}
-                await route(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-_DEVICES = "/v1/devices/"
+        match = _DEVICE_PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+        route = self.routes.get((scope["method"], match[2])) if match else None
+        if match is None or route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["path_params"] = {"name": match[1]}
+        await route(scope, receive, send)
 
 
 class StatusRoute:
@@ -162,14 +158,14 @@ class StatusRoute:
         self.cache = cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        token = None
+        authorization = None
         for key, value in scope["headers"]:
             if key == b"authorization":
-                token = bearer_token(value.decode("latin-1"))
+                authorization = value
         name = scope["path_params"]["name"]
         response: Response
         try:
-            await authorize_device(self.cache, name, token)
+            await authorize_device(self.cache, name, _token(authorization))
             body = await _body(receive)
             if body is None:
                 return  # the device went away: nothing was stored, nobody to answer

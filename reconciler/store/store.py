@@ -346,11 +346,7 @@ class Store:
 
     def stored_document(self, device: str) -> StoredDocument | None:
         """The document kept for `device`, None when there is none (or only its revision)."""
-        with self._sessions() as session:
-            row = session.get(DocumentRevision, device)
-            if row is None or row.body is None:
-                return None
-            return StoredDocument(row.revision, row.body, tuple(row.credential_images or ()))
+        return self.stored_documents([device]).get(device)
 
     def stored_documents(self, devices: Collection[str]) -> dict[str, StoredDocument]:
         """The documents kept for `devices` (those with one), in one query."""
