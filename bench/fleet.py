@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -33,29 +34,61 @@ from bench.common import commit, make_repo, revision, rss_kib, settle, stop, wai
 from bench.plan import GROUP, repository
 from reconciler.demo.daemons import free_port
 from reconciler.secrets import tokens
+from reconciler.server.connections import HEADROOM
 from reconciler.server.webhook import sign
 from reconciler.store import Store, sqlite_url
 from tests.support.postgres import new_server
-from tests.support.simulator import percentile, raise_open_files, simulated
+from tests.support.simulator import Fleet, percentile, raise_open_files, simulated
 
 SECRET = b"bench-fleet-secret"
 
 
-def files(devices: int, release: str) -> dict[str, str]:
-    """The repository, with every device's a0 deployment at `release`."""
+def files(devices: int, a0: str = "1.0.0", a2: str = "1.0.0") -> dict[str, str]:
+    """The repository, with every device's own a0 deployment at release `a0`, and every
+    group's a2 deployment (by label selector) at `a2`."""
     out = {}
     for path, content in repository(devices, None):
         text = content.decode()
         if path.startswith("deployments/a0/"):
-            text = text.replace('release: "1.0.0"', f'release: "{release}"')
+            text = text.replace('release: "1.0.0"', f'release: "{a0}"')
+        elif path.startswith("deployments/a2/"):
+            text = text.replace('release: "1.0.0"', f'release: "{a2}"')
         out[path] = text
     return out
+
+
+# The commits whose fan-out is measured, in turn, each changing every device's document: the
+# label-selected deployments (one a group of 100 devices: few, short files), then every
+# device's own deployment (a file of 100 deployments a group: the whole fleet's re-parsed).
+CHANGES = (
+    ("every a2 (by selector) to 1.1.0", {"a2": "1.1.0"}),
+    ("every a0 (per device) to 1.1.0", {"a0": "1.1.0", "a2": "1.1.0"}),
+)
+
+
+def open_files(devices: int, replicas: int) -> int | None:
+    """The descriptor limit each replica is started with when its share of the fleet does not
+    fit the hard limit, as a service manager sets it (systemd's LimitNOFILE=), which only a
+    privileged process may raise; None when the inherited limit is enough or cannot be
+    raised."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = -(-devices // replicas) + HEADROOM + 1024
+    if needed <= hard or os.geteuid() != 0:
+        return None
+    return needed
 
 
 class Controller:
     """`hedgerow controller` on a data folder, started and restarted by pid."""
 
-    def __init__(self, repo: Path, work: Path, db: str | None, name: str = "controller") -> None:
+    def __init__(
+        self,
+        repo: Path,
+        work: Path,
+        db: str | None,
+        name: str = "controller",
+        descriptors: int | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.work, self.name = work, name
@@ -68,13 +101,19 @@ class Controller:
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.descriptors = descriptors
 
     def start(self) -> None:
         self.starts += 1
         log = (self.work / f"{self.name}-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=self._limit
         )
+
+    def _limit(self) -> None:
+        if self.descriptors is not None:
+            limit = (self.descriptors, self.descriptors)
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -114,6 +153,45 @@ def answered(url: str, device: str, token: str) -> bool:
     return response.status_code == 200
 
 
+def fan_out(
+    fleet: Fleet,
+    devices: int,
+    controllers: list[Controller],
+    repo: Path,
+    message: str,
+    tree: dict[str, str],
+) -> None:
+    """Commit `tree`, and print how long until every replica applied it and until each
+    holding device had its 200."""
+    sha = commit(repo, message, tree)
+    committed = time.time()
+    for controller in controllers:  # a follower passes the webhook to the leader
+        controller.hook(sha)
+    wait(lambda: all(revision(c.url) == sha for c in controllers), 300, "the commit", 0.02)
+    applied_after = time.time() - committed
+
+    def arrived() -> int:
+        return sum(1 for docs in fleet.seen().values() if any(r == sha for _, r in docs))
+
+    deadline = time.monotonic() + 75
+    while arrived() < devices and time.monotonic() < deadline:
+        time.sleep(1)
+    latencies = [
+        min(t for t, r in docs if r == sha) - committed
+        for docs in fleet.seen().values()
+        if any(r == sha for _, r in docs)
+    ]
+    print(f"commit: {message}")
+    print(f"  commit → applied:     {applied_after:6.2f} s (every replica)")
+    print(
+        f"  fan-out, commit → 200: p50 {percentile(latencies, 0.5):6.2f} s  "
+        f"p99 {percentile(latencies, 0.99):6.2f} s  "
+        f"max {max(latencies, default=float('nan')):6.2f} s  "
+        f"not answered in 75 s: {devices - len(latencies)}"
+    )
+    settle([c.pid() for c in controllers], 300)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=1000)
@@ -140,9 +218,12 @@ def main() -> int:
         if args.postgres:
             server = new_server(stack.callback)
             db = server.url(server.create_database())
-        repo = make_repo(work / "repo", files(args.devices, "1.0.0"))
+        repo = make_repo(work / "repo", files(args.devices))
         issued = issue_tokens(db or sqlite_url(work / "data-controller-0"), names)
-        controllers = [Controller(repo, work, db, f"controller-{i}") for i in range(args.replicas)]
+        descriptors = open_files(args.devices, args.replicas)
+        controllers = [
+            Controller(repo, work, db, f"controller-{i}", descriptors) for i in range(args.replicas)
+        ]
         for controller in controllers:
             stack.callback(controller.stop)
         started = time.monotonic()
@@ -155,6 +236,8 @@ def main() -> int:
         idle = [c.rss_mib() for c in controllers]
         backend = "PostgreSQL" if db else "SQLite"
         print(f"devices:                {args.devices} ({backend}, {args.replicas} replica(s))")
+        if descriptors is not None:
+            print(f"open files:             {descriptors} a replica (above the hard limit)")
         print(f"first start and apply:  {first_apply:8.1f} s (then {planned:.1f} s planning)")
         print(f"RSS, no connection:     {max(idle):8.1f} MiB (the largest replica)")
         urls = ",".join(c.url for c in controllers)
@@ -168,38 +251,9 @@ def main() -> int:
                 f"RSS, every device held: {max(held):8.1f} MiB (the largest replica; "
                 f"{per_poll:.1f} KiB a poll)"
             )
-            sha = commit(repo, "every a0 to 1.1.0", files(args.devices, "1.1.0"))
-            committed = time.time()
-            for controller in controllers:  # a follower passes the webhook to the leader
-                controller.hook(sha)
-            wait(
-                lambda: all(revision(c.url) == sha for c in controllers),
-                300,
-                "the commit applied",
-                0.02,
-            )
-            applied_after = time.time() - committed
-
-            def arrived() -> int:
-                seen = fleet.seen()
-                return sum(1 for docs in seen.values() if any(r == sha for _, r in docs))
-
-            with_deadline = time.monotonic() + 75
-            while arrived() < args.devices and time.monotonic() < with_deadline:
-                time.sleep(1)
-            latencies = [
-                min(t for t, r in docs if r == sha) - committed
-                for docs in fleet.seen().values()
-                if any(r == sha for _, r in docs)
-            ]
-            missing = args.devices - len(latencies)
-            print(f"commit → applied:        {applied_after:6.2f} s (every replica)")
-            print(
-                f"fan-out, commit → 200:  p50 {percentile(latencies, 0.5):6.2f} s  "
-                f"p99 {percentile(latencies, 0.99):6.2f} s  "
-                f"max {max(latencies, default=float('nan')):6.2f} s  "
-                f"not answered in 75 s: {missing}"
-            )
+            for message, releases in CHANGES:
+                tree = files(args.devices, **releases)
+                fan_out(fleet, args.devices, controllers, repo, message, tree)
             # every device reports once first: its state is then known and planned (the
             # controllers are let settle), and the measured reports are a converged fleet's
             # (the same state, one new event each)

@@ -39,7 +39,7 @@ def started(devices: int, postgres: bool, stack: contextlib.ExitStack) -> dict[s
     if postgres:
         server = new_server(stack.callback)
         db = server.url(server.create_database())
-    repo = make_repo(work / "repo", files(devices, "1.0.0"))
+    repo = make_repo(work / "repo", files(devices))
     names = [f"dev-{d}" for d in range(devices)]
     issued = issue_tokens(db or sqlite_url(work / "data-controller"), names)
     controller = Controller(repo, work, db)
