@@ -34,7 +34,7 @@ from bench.common import commit, make_repo, revision, rss_kib, settle, stop, wai
 from bench.plan import GROUP, repository
 from reconciler.demo.daemons import free_port
 from reconciler.secrets import tokens
-from reconciler.server.connections import HEADROOM
+from reconciler.server.connections import default_max_connections
 from reconciler.server.webhook import sign
 from reconciler.store import Store, sqlite_url
 from tests.support.postgres import new_server
@@ -66,16 +66,19 @@ CHANGES = (
 )
 
 
-def open_files(devices: int, replicas: int) -> int | None:
-    """The descriptor limit each replica is started with when its share of the fleet does not
-    fit the hard limit, as a service manager sets it (systemd's LimitNOFILE=), which only a
-    privileged process may raise; None when the inherited limit is enough or cannot be
-    raised."""
+def too_many(devices: int, replicas: int) -> str | None:
+    """Why `devices` long polls cannot be held on `replicas` controllers under this machine's
+    descriptor limit, or None. A connection is a descriptor, and a replica keeps HEADROOM of
+    them for its database, git and log; an unprivileged process cannot raise its hard limit."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = -(-devices // replicas) + HEADROOM + 1024
-    if needed <= hard or os.geteuid() != 0:
+    share, room = -(-devices // replicas), default_max_connections(hard)
+    if share <= room:
         return None
-    return needed
+    fits = -(-devices // room)
+    return (
+        f"{devices} devices on {replicas} replica(s) is {share} held polls each, and a replica "
+        f"holds at most {room} under the hard limit of {hard} open files: use --replicas {fits}"
+    )
 
 
 class Controller:
@@ -87,7 +90,6 @@ class Controller:
         work: Path,
         db: str | None,
         name: str = "controller",
-        descriptors: int | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -101,19 +103,13 @@ class Controller:
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
-        self.descriptors = descriptors
 
     def start(self) -> None:
         self.starts += 1
         log = (self.work / f"{self.name}-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=self._limit
+            self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
-
-    def _limit(self) -> None:
-        if self.descriptors is not None:
-            limit = (self.descriptors, self.descriptors)
-            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -208,9 +204,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.devices % GROUP:
         parser.error(f"--devices must be a multiple of {GROUP}")
+    raise_open_files()
+    if reason := too_many(args.devices, args.replicas):
+        parser.error(reason)
     if args.replicas > 1 and not (args.db or args.postgres):
         args.postgres = True  # replicas share a PostgreSQL database
-    raise_open_files()
     names = [f"dev-{d}" for d in range(args.devices)]
     with tempfile.TemporaryDirectory(prefix="hb-fleet-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -220,10 +218,7 @@ def main() -> int:
             db = server.url(server.create_database())
         repo = make_repo(work / "repo", files(args.devices))
         issued = issue_tokens(db or sqlite_url(work / "data-controller-0"), names)
-        descriptors = open_files(args.devices, args.replicas)
-        controllers = [
-            Controller(repo, work, db, f"controller-{i}", descriptors) for i in range(args.replicas)
-        ]
+        controllers = [Controller(repo, work, db, f"controller-{i}") for i in range(args.replicas)]
         for controller in controllers:
             stack.callback(controller.stop)
         started = time.monotonic()
@@ -236,8 +231,6 @@ def main() -> int:
         idle = [c.rss_mib() for c in controllers]
         backend = "PostgreSQL" if db else "SQLite"
         print(f"devices:                {args.devices} ({backend}, {args.replicas} replica(s))")
-        if descriptors is not None:
-            print(f"open files:             {descriptors} a replica (above the hard limit)")
         print(f"first start and apply:  {first_apply:8.1f} s (then {planned:.1f} s planning)")
         print(f"RSS, no connection:     {max(idle):8.1f} MiB (the largest replica)")
         urls = ",".join(c.url for c in controllers)

@@ -7,11 +7,13 @@ difference between the backends (time zones, JSON, conflicts, autoincrement) sho
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -381,6 +383,27 @@ def test_statuses_are_replaced_per_deployment_and_device(store: Store) -> None:
         StatusRecord("web-lyon", "pi-1", status("web-lyon", "pi-1", "B")),
         StatusRecord("web-lyon", "pi-2", status("web-lyon", "pi-2", "D")),
     ]
+
+
+def test_conditions_are_counted_by_type_and_status_as_the_statuses_say(store: Store) -> None:
+    assert store.condition_counts() == {}
+    store.put_status(status("web-lyon", "pi-1", "A"))
+    store.put_status(status("db", "pi-1", "B"))
+    healthy = status("web-lyon", "pi-2", "C")
+    ready = condition(ConditionType.READY, True, "Running", "", "aaa")
+    store.put_status(msgspec.structs.replace(healthy, conditions=(*healthy.conditions[:1], ready)))
+    expected = Counter(
+        (c.type.value, c.status) for record in store.statuses() for c in record.status.conditions
+    )
+    assert (
+        store.condition_counts()
+        == expected
+        == {
+            ("Synced", "True"): 3,
+            ("Ready", "False"): 2,
+            ("Ready", "True"): 1,
+        }
+    )
 
 
 # --- events --------------------------------------------------------------------------------------

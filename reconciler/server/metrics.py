@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter as Tally
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -67,10 +66,7 @@ def install(app: FastAPI, backend: Backend, metrics: Metrics) -> None:
     async def prometheus() -> Response:
         """Prometheus text format: reconcile time, queue depth, conditions, polls. The
         Content-Type's `version` is the installed prometheus-client's text format."""
-        statuses = await asyncio.to_thread(backend.store.statuses)
-        counts = Tally(
-            (c.type.value, c.status) for record in statuses for c in record.status.conditions
-        )
+        counts = await asyncio.to_thread(backend.store.condition_counts)
         metrics.deployments.clear()
         for (condition, value), n in sorted(counts.items()):
             metrics.deployments.labels(condition=condition, status=value).set(n)

@@ -131,6 +131,18 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+# The conditions of every status, counted by type and status: the JSON column's array unnested
+# in SQL, which each dialect spells its own way.
+_CONDITIONS_SQLITE = text(
+    "SELECT json_extract(c.value, '$.type'), json_extract(c.value, '$.status'), count(*)"
+    " FROM statuses, json_each(statuses.status, '$.conditions') AS c GROUP BY 1, 2"
+)
+_CONDITIONS_POSTGRESQL = text(
+    "SELECT c->>'type', c->>'status', count(*)"
+    " FROM statuses, json_array_elements(statuses.status->'conditions') AS c GROUP BY 1, 2"
+)
+
+
 class Store:
     """Synchronous persistence for the controller; every method is one short transaction."""
 
@@ -496,6 +508,17 @@ class Store:
         query = select(Replan.device, Replan.generation).where(Replan.device.in_(sorted(devices)))
         with self._sessions() as session:
             return {device: generation for device, generation in session.execute(query)}
+
+    def condition_counts(self) -> dict[tuple[str, str], int]:
+        """How many deployments on devices have each (condition type, status), counted by the
+        database: decoding 300,000 statuses for a metrics scrape took seconds of the
+        controller's CPU."""
+        if self._engine.dialect.name == "postgresql":
+            query = _CONDITIONS_POSTGRESQL
+        else:
+            query = _CONDITIONS_SQLITE
+        with self._sessions() as session:
+            return {(kind, status): n for kind, status, n in session.execute(query)}
 
     def statuses(self) -> list[StatusRecord]:
         with self._sessions() as session:
