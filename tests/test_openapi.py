@@ -65,8 +65,8 @@ def test_the_check_passes_on_the_committed_document() -> None:
 
 def _metrics_app() -> FastAPI:
     class Statuses:
-        def statuses(self) -> list[Any]:
-            return []
+        def condition_counts(self) -> dict[tuple[str, str], int]:
+            return {}
 
     class Idle:
         store = Statuses()

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from reconciler.manifests.catalog import Catalog
 from reconciler.manifests.check import Checked
 from reconciler.manifests.model import Deployment, Manifest
+from reconciler.manifests.model.fields import fingerprint_json
 
 State = Literal["Running", "Stopped"]
 
@@ -32,9 +33,9 @@ DesiredFleet = Mapping[str, DesiredDevice]  # by device
 
 
 def spec_json(manifest: Manifest) -> dict[str, Any]:
-    """A manifest's spec as `spec_digest` sees it, so a new digest always shows a field."""
-    spec: dict[str, Any] = manifest.spec.model_dump(mode="json", by_alias=True)
-    return spec
+    """A manifest's spec as `spec_digest` sees it, so a new digest always shows a field (a
+    field added since leaves the digests of specs that do not use it as they were)."""
+    return fingerprint_json(manifest.spec)
 
 
 def spec_digest(manifest: Manifest) -> str:

@@ -428,3 +428,101 @@ def check_cgroup_permissions(value: str) -> None:
 
 
 CgroupPermissions = Annotated[str, checked(check_cgroup_permissions)]
+
+# -- durations and amounts ---------------------------------------------------------------------
+
+_DURATION = re.compile(r"(?:([0-9]+)(h|ms|m|s|us))+")
+_DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s|us)")
+_NANOSECONDS = {"h": 3600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3}
+MAX_DURATION_NS = 2**63 - 1  # Docker takes durations as int64 nanoseconds
+
+
+def duration_ns(value: str) -> int:
+    """Nanoseconds of a duration written as compose and Docker write them (`30s`, `1m30s`,
+    `500ms`, `2h`): whole numbers, each with its unit."""
+    if not _DURATION.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a duration: write whole numbers with units h, m, s, ms or us, "
+            "such as '30s' or '1m30s'"
+        )
+    total = sum(int(n) * _NANOSECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    if total > MAX_DURATION_NS:
+        raise ValueError(f"duration {value!r} is longer than Docker accepts")
+    return total
+
+
+Duration = Annotated[
+    str,
+    checked(duration_ns),
+    WithJsonSchema({"type": "string", "pattern": "^" + _DURATION.pattern + "$"}),
+]
+
+_PERCENT = re.compile(r"([0-9]{1,3})%")
+
+
+def check_amount(value: object) -> object:
+    """A count (a whole number, 0 or more) or a percentage of a whole (`10%`, 0 to 100%)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise _fail(f"must be 0 or more; got {value}")
+        return value
+    if isinstance(value, str):
+        match = _PERCENT.fullmatch(value)
+        if match is not None and int(match.group(1)) <= 100:
+            return value
+    raise _fail(f"{value!r} is neither a number of devices nor a percentage such as '10%'")
+
+
+Amount = Annotated[
+    int | str,
+    BeforeValidator(check_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^" + _PERCENT.pattern + "$"},
+            ]
+        }
+    ),
+]
+
+
+def amount_of(amount: int | str, whole: int) -> int:
+    """How many of `whole` an Amount names: a percentage rounds up, so 10% of 5 is 1."""
+    if isinstance(amount, int):
+        return amount
+    return -(-int(amount[:-1]) * whole // 100)
+
+
+class Later:
+    """Marks a field added after releases were first fingerprinted. At its default it is left
+    out of a spec's digest, so existing releases keep theirs: the devices' containers carry
+    the digest, and a new one would redeploy the whole fleet when the controller upgrades."""
+
+    def __repr__(self) -> str:
+        return "LATER"
+
+
+LATER = Later()
+
+
+def fingerprint_json(model: BaseModel) -> dict[str, Any]:
+    """A model as JSON (by alias) for its digest: fields marked LATER are left out while at
+    their default, here and in the models nested in it."""
+    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True)
+    return _without_later_defaults(model, dumped)
+
+
+def _without_later_defaults(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    for name, info in type(model).model_fields.items():
+        key = info.alias or name
+        value = getattr(model, name)
+        if LATER in info.metadata and value == info.get_default(call_default_factory=True):
+            del dumped[key]
+        elif isinstance(value, BaseModel):
+            _without_later_defaults(value, dumped[key])
+        elif isinstance(value, list):
+            for item, item_json in zip(value, dumped[key], strict=True):
+                if isinstance(item, BaseModel):
+                    _without_later_defaults(item, item_json)
+    return dumped

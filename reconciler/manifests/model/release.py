@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
+from pydantic.alias_generators import to_camel
 
 from reconciler.manifests.model.base import Finding, Manifest, Spec
 from reconciler.manifests.model.fields import (
+    LATER,
     AbsolutePath,
     Bind,
     Capability,
     CgroupPermissions,
     DnsLabel,
+    Duration,
     EnvName,
     ExtraHost,
     Hostname,
@@ -23,6 +26,7 @@ from reconciler.manifests.model.fields import (
     Model,
     PortBinding,
     Version,
+    duration_ns,
 )
 from reconciler.manifests.problems import render_path
 
@@ -58,6 +62,36 @@ class DeviceRequest(Model):
     options: dict[str, str] = Field(default_factory=dict)
 
 
+class Healthcheck(Model):
+    """Docker's healthcheck, as compose writes it; a release is Ready once every one passes."""
+
+    test: list[str] = Field(
+        min_length=1,
+        description='["CMD", arg, ...], ["CMD-SHELL", "command"] or ["NONE"] (no check).',
+    )
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    retries: int | None = Field(None, ge=0)
+    start_period: Duration | None = Field(
+        None, description="Failures in this time after start do not count."
+    )
+
+    def findings(self) -> Iterator[Finding]:
+        kind, arguments = self.test[0], self.test[1:]
+        if kind == "CMD" and not arguments:
+            yield ("test",), 'a "CMD" test needs the command after it: ["CMD", "curl", "-f", ...]'
+        elif kind == "CMD-SHELL" and len(arguments) != 1:
+            yield ("test",), 'a "CMD-SHELL" test takes one shell command: ["CMD-SHELL", "..."]'
+        elif kind == "NONE" and arguments:
+            yield ("test",), 'a "NONE" test takes nothing after it'
+        elif kind not in ("CMD", "CMD-SHELL", "NONE"):
+            yield ("test", 0), f'{kind!r} is not "CMD", "CMD-SHELL" or "NONE"'
+        for field in ("interval", "timeout", "start_period"):
+            value = getattr(self, field)
+            if value is not None and duration_ns(value) == 0:
+                yield (to_camel(field),), f"{to_camel(field)} must be longer than 0s"
+
+
 _DEFAULT_NETWORK_MODES = ("bridge", "default")
 
 
@@ -90,9 +124,13 @@ class Container(Model):
     tmpfs: list[Tmpfs] = Field(default_factory=list)
     storage_opt: dict[str, str] = Field(default_factory=dict)
     depends_on: list[DnsLabel] = Field(default_factory=list)
+    healthcheck: Annotated[Healthcheck | None, LATER] = None
 
     def findings(self) -> Iterator[Finding]:
         yield from _unique_mounts(self)
+        if self.healthcheck is not None:
+            for path, message in self.healthcheck.findings():
+                yield ("healthcheck", *path), message
         yield from _unique(self.networks, "networks", "network")
         cpu = self.cpu
         if cpu is not None and (cpu.period is None) != (cpu.quota is None):
