@@ -79,6 +79,7 @@ def test_json_of_the_merge(fleet: Path) -> None:
         "networks": [],
         "credentials": [],
         "devices": {"pi-1": [upgrade()], "pi-3": [upgrade()]},
+        "rollouts": [],
     }
 
 

@@ -443,6 +443,7 @@ def test_json_is_exact() -> None:
                 }
             ]
         },
+        "rollouts": [],
     }
 
 
@@ -481,3 +482,102 @@ def test_markdown_of_a_rejected_change_escapes_table_cells() -> None:
 def test_markdown_without_device_changes_says_so() -> None:
     shown = render(review(report(), report()), Format.markdown)
     assert shown.endswith("### Devices\n\nNo device changes.\n")
+
+
+# -- rollouts ----------------------------------------------------------------------------------
+
+FLEET = devices(
+    *[(f"pi-{i}", "site: lyon, ring: canary" if i < 2 else "site: lyon") for i in range(12)]
+)
+WAVES = """\
+  rollout:
+    waves:
+      - {name: canary, selector: {matchLabels: {ring: canary}}}
+      - {name: early, percent: 25}
+    maxInFlight: 2
+    onFailure: Rollback
+"""
+
+
+def _staged(version: str, more: str = WAVES) -> Report:
+    return report(
+        {
+            "devices.yaml": FLEET,
+            "release-1.1.0.yaml": release("1.1.0"),
+            "deployment.yaml": deployment("web-lyon", LYON, version, more),
+        }
+    )
+
+
+def test_a_new_release_with_a_rollout_shows_its_waves() -> None:
+    result = review(_staged("1.0.0"), _staged("1.1.0"))
+    (rollout,) = result.rollouts
+    assert (rollout.deployment, rollout.from_release, rollout.to_release) == (
+        "web-lyon",
+        "1.0.0",
+        "1.1.0",
+    )
+    canary, early, rest = rollout.waves
+    assert sorted(canary.devices) == ["pi-0", "pi-1"]
+    assert len(early.devices) == 3  # 25% of 12, rounded up, from the 10 the canary left
+    assert (rest.name, len(rest.devices)) == ("(rest)", 7)
+    assert len(result.devices) == 12  # every device is still listed with its upgrade
+
+
+def test_a_rollout_in_json_text_and_markdown() -> None:
+    result = review(_staged("1.0.0"), _staged("1.1.0"))
+    (rollout,) = result.rollouts
+    canary, early, rest = rollout.waves
+    assert json.loads(render(result, Format.json))["rollouts"] == [
+        {
+            "deployment": "web-lyon",
+            "application": "web",
+            "from": "1.0.0",
+            "to": "1.1.0",
+            "waves": [
+                {"name": "canary", "devices": list(canary.devices)},
+                {"name": "early", "devices": list(early.devices)},
+                {"name": "(rest)", "devices": list(rest.devices)},
+            ],
+            "maxInFlight": 2,
+            "maxFailures": 0,
+            "onFailure": "Rollback",
+            "paused": False,
+        }
+    ]
+    text = render(result, Format.text).splitlines()
+    at = text.index(
+        "rollout web-lyon: web 1.0.0 -> 1.1.0 in 3 waves; maxInFlight 2 (2 devices), "
+        "maxFailures 0 (0 devices), onFailure Rollback"
+    )
+    assert text[at + 1] == f"  wave canary: 2 devices ({', '.join(canary.devices)})"
+    assert text[at + 3] == (f"  wave (rest): 7 devices ({', '.join(rest.devices[:5])} and 2 more)")
+    markdown = render(result, Format.markdown)
+    assert "### Rollouts\n\n- `web-lyon`: web 1.0.0 -\\> 1.1.0 in 3 waves;" in markdown
+    assert "| `(rest)` | 7 devices (" in markdown
+
+
+def test_state_changes_new_deployments_and_unchanged_releases_start_no_rollout() -> None:
+    base = _staged("1.0.0")
+    assert review(base, base).rollouts == []
+    stopped = _staged("1.0.0", WAVES + "  state: Stopped\n")
+    assert review(base, stopped).rollouts == []
+    fresh = report({"devices.yaml": FLEET, "release-1.1.0.yaml": release("1.1.0")})
+    fresh_deployment = {"deployment.yaml": None}
+    assert review(report({**fresh_deployment, "devices.yaml": FLEET}), base).rollouts == []
+    assert fresh.valid
+
+
+def test_a_new_redeploy_token_rolls_out_the_same_release() -> None:
+    redeployed = _staged("1.0.0", WAVES + "  redeploy: again\n")
+    (rollout,) = review(_staged("1.0.0"), redeployed).rollouts
+    assert (rollout.from_release, rollout.to_release) == ("1.0.0", "1.0.0")
+
+
+def test_a_wave_whose_selector_matches_no_targeted_device_is_a_warning() -> None:
+    typo = WAVES.replace("ring: canary}}}", "ring: canry}}}")
+    result = _staged("1.0.0", typo)
+    (warning,) = result.warnings
+    assert warning.field == "spec.rollout.waves[0].selector.matchLabels"
+    assert "wave 'canary' matches none of the 12 device(s)" in warning.message
+    assert warning.line == 10  # the canary wave's line in deployment.yaml

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from reconciler.core.immutable import (
     resource_changed,
 )
 from reconciler.core.plan import Action, converged, plan_device
+from reconciler.core.rollout import RolloutStart, Wave, limits, started
 from reconciler.manifests.catalog import Catalog
 from reconciler.manifests.check import Checked
 from reconciler.manifests.model import ImageCredential, Release
@@ -101,6 +102,7 @@ class Review:
     networks: list[ResourceChange]
     credentials: list[CredentialChange]
     devices: dict[str, list[Action]]  # only devices with at least one action, by name
+    rollouts: list[RolloutStart] = field(default_factory=list)  # the devices' moves, in waves
 
     @property
     def valid(self) -> bool:
@@ -117,6 +119,7 @@ class Review:
             "networks": [n.to_json() for n in self.networks],
             "credentials": [c.to_json() for c in self.credentials],
             "devices": {d: [a.to_json() for a in acts] for d, acts in self.devices.items()},
+            "rollouts": [r.to_json() for r in self.rollouts],
         }
 
 
@@ -135,8 +138,10 @@ def review(base: Report, head: Report, fingerprints: Fingerprints | None = None)
         [*head.errors, *release_errors, *volume_errors, *network_errors, *credential_errors],
         key=Problem.sort_key,
     )
+    devices = _devices(base, head)
+    rollouts = started(base.catalog, head.catalog) if head.valid else []
     return Review(
-        errors, head.warnings, releases, volumes, networks, credentials, _devices(base, head)
+        errors, head.warnings, releases, volumes, networks, credentials, devices, rollouts
     )
 
 
@@ -310,9 +315,34 @@ def text(result: Review) -> str:
                 f"{device}: {a.action} {a.application} {a.from_release or '-'} -> "
                 f"{a.to_release or '-'} [{a.deployment}]: {a.reason}"
             )
+    for rollout in result.rollouts:
+        lines.append(f"rollout {rollout.deployment}: {_rollout_line(rollout)}")
+        lines.extend(f"  wave {w.name}: {_wave_devices(w)}" for w in rollout.waves)
     verdict = "valid" if result.valid else "rejected"
     lines.append(f"{verdict}: {_summary(result)}")
     return "\n".join(lines) + "\n"
+
+
+def _rollout_line(rollout: RolloutStart) -> str:
+    spec = rollout.rollout
+    total = sum(len(w.devices) for w in rollout.waves)
+    in_flight, failures = limits(spec, total)
+    return (
+        f"{rollout.application} {rollout.from_release} -> {rollout.to_release} in "
+        f"{_count(len(rollout.waves), 'wave')}; maxInFlight {spec.max_in_flight} "
+        f"({_count(in_flight, 'device')}), maxFailures {spec.max_failures} "
+        f"({_count(failures, 'device')}), onFailure {spec.on_failure}"
+        + ("; paused" if spec.paused else "")
+    )
+
+
+SHOWN = 5  # devices named per wave; the rest are counted
+
+
+def _wave_devices(wave: Wave) -> str:
+    named = ", ".join(wave.devices[:SHOWN])
+    more = f" and {len(wave.devices) - SHOWN} more" if len(wave.devices) > SHOWN else ""
+    return f"{_count(len(wave.devices), 'device')}" + (f" ({named}{more})" if named else "")
 
 
 def _field_lines(fields: tuple[FieldChange, ...]) -> list[str]:
@@ -345,6 +375,12 @@ def markdown(result: Review) -> str:
     if result.credentials:
         out += ["", "### Credentials", ""]
         out += [f"- **{c.change}**: {_code(c.name)}" for c in result.credentials]
+    if result.rollouts:
+        out += ["", "### Rollouts"]
+        for rollout in result.rollouts:
+            out += ["", f"- {_code(rollout.deployment)}: {_escape(_rollout_line(rollout))}", ""]
+            out += ["| wave | devices |", "|---|---|"]
+            out += [_row(_code(w.name), _escape(_wave_devices(w))) for w in rollout.waves]
     out += ["", "### Devices", ""]
     if result.devices:
         out += ["| device | action | application | from | to | reason |", "|---" * 6 + "|"]

@@ -268,6 +268,7 @@ def _deployment_problems(catalog: Catalog, broken: Set[tuple[str, str]]) -> Iter
                 "selector matches no device; it deploys nothing until a device has these labels",
                 Severity.WARNING,
             )
+        yield from _empty_waves(deployment, targets)
         target_field = ("spec", "device") if spec.device is not None else ("spec", "selector")
         models = release.manifest.spec.supported_system_models if release else []
         for device in targets:
@@ -289,3 +290,24 @@ def _deployment_problems(catalog: Catalog, broken: Set[tuple[str, str]]) -> Iter
                 )
             else:
                 owner[key] = deployment
+
+
+def _empty_waves(
+    deployment: Checked[Deployment], targets: list[Checked[Device]]
+) -> Iterator[Problem]:
+    """A rollout wave whose selector matches none of the deployment's devices moves nothing:
+    likely a typo in a label, so it is said before the merge."""
+    rollout = deployment.manifest.spec.rollout
+    if rollout is None or not targets:
+        return
+    for i, wave in enumerate(rollout.waves):
+        if wave.selector is None:
+            continue
+        wanted = wave.selector.match_labels.items()
+        if not any(wanted <= t.manifest.metadata.labels.items() for t in targets):
+            yield deployment.problem(
+                ("spec", "rollout", "waves", i, "selector", "matchLabels"),
+                f"wave {wave.name!r} matches none of the {len(targets)} device(s) this "
+                "deployment targets; it will move none",
+                Severity.WARNING,
+            )

@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal, localcontext
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 from pydantic.alias_generators import to_camel
@@ -31,6 +31,15 @@ class Model(BaseModel):
         """Share the set of fields given among models given the same ones: a set each was a
         third of a large repository's models (they are frozen: the set never changes)."""
         object.__setattr__(self, "__pydantic_fields_set__", _shared(self.__pydantic_fields_set__))
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy, which would add `update`'s names to the shared (frozen) set."""
+        copied = super().model_copy(deep=deep)
+        if update:
+            copied.__dict__.update(update)
+            given = _shared(set(self.__pydantic_fields_set__) | set(update))
+            object.__setattr__(copied, "__pydantic_fields_set__", given)
+        return copied
 
 
 @functools.cache
