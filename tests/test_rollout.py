@@ -4,7 +4,7 @@ properties over generated fleets and histories."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -39,11 +39,13 @@ def fleet(n: int, **labels: dict[str, str]) -> dict[str, dict[str, str]]:
 def run(
     spec: Rollout,
     plan: tuple[Wave, ...],
-    outcomes: Mapping[str, Outcome],
+    outcomes: Mapping[str, str],
     state: RolloutState,
     now: float = 0.0,
 ) -> Step:
-    return step(spec, plan, outcomes, state, now)
+    """`step`, with outcomes written as plain strings in the tables."""
+    assert set(outcomes.values()) <= set(OUTCOMES)
+    return step(spec, plan, cast(Mapping[str, Outcome], outcomes), state, now)
 
 
 def moved_to(state: RolloutState, outcome: Outcome) -> dict[str, Outcome]:
