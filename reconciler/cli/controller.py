@@ -182,7 +182,7 @@ def controller(
                        log_config=None,  # our handler (reconciler.logs) renders its lines
                        ssl_certfile=tls_cert, ssl_keyfile=tls_key,
                        # long polls would otherwise hold a stop for up to a minute
-                       timeout_graceful_shutdown=3,
+                       timeout_graceful_shutdown=3, backlog=connections.BACKLOG,
                        http=connections.protocol(
                            http=parser, header_timeout=header_timeout,
                            max_connections=max_connections

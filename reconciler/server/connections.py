@@ -44,6 +44,9 @@ from reconciler.server.errors import error_response
 log = get_logger("hedgerow.server")
 
 HEADER_TIMEOUT = 10.0
+# The listen queue: uvicorn's 2,048 overflowed when 100,000 devices reconnected at once (1.3
+# million dropped SYNs, each retried after seconds); the kernel caps it at net.core.somaxconn.
+BACKLOG = 4096
 # Descriptors kept for all but connections: the database (a pool of up to 15 for PostgreSQL),
 # git's pipes, the mirror's files, the log, the watcher, the listening sockets.
 HEADROOM = 128

@@ -14,12 +14,15 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import random
 import resource
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
+
+from agent.client import backoff
 
 HEADER_END = b"\r\n\r\n"
 
@@ -36,6 +39,7 @@ class SimDevice:
     pending: list[dict[str, Any]] = field(default_factory=list)  # events not acknowledged
 
 
+POLL_INTERVAL = 30.0  # the agent's default: its backoff's ceiling
 MAX_EVENTS = 100  # events a report carries at most; the rest wait for the next
 
 
@@ -96,6 +100,12 @@ class Worker:
         self.errors: list[str] = []
         self.report_latencies: list[float] = []
         self.failovers = 0
+        self.rng = random.Random()
+
+    def backoff(self, failures: int) -> float:
+        """The agent's own wait after `failures` failures in a row: doubling from 1 s up to
+        its poll interval, with jitter, so that a fleet reconnecting at once spreads out."""
+        return backoff(failures, POLL_INTERVAL, self.rng)
 
     def fail_over(self, device: SimDevice) -> None:
         device.home = (device.home + 1) % len(self.addresses)
@@ -104,6 +114,7 @@ class Worker:
     async def hold(self, device: SimDevice) -> None:
         """Long-poll forever: the first answer gives the ETag, each 200 is recorded."""
         writer: asyncio.StreamWriter | None = None
+        failures = 0
         while not self.stopping.is_set():
             try:
                 if writer is None:
@@ -121,8 +132,11 @@ class Worker:
                 writer = None
                 if len(self.addresses) > 1:
                     self.fail_over(device)
-                await asyncio.sleep(0.5)
+                failures += 1
+                await asyncio.sleep(self.backoff(failures))
                 continue
+            if answer.status in (200, 304):
+                failures = 0
             if answer.status == 200:
                 device.etag = answer.headers.get("etag")
                 device.revision = json.loads(answer.body)["revision"]
@@ -133,7 +147,8 @@ class Worker:
                     self.fail_over(device)
                     await _close(writer)
                     writer = None
-                await asyncio.sleep(1)
+                failures += 1
+                await asyncio.sleep(self.backoff(failures))
             if answer.headers.get("connection", "").lower() == "close":
                 await _close(writer)
                 writer = None
