@@ -44,7 +44,7 @@ from agent.steps import (
     StopContainer,
 )
 from reconciler.logs import get_logger
-from reconciler.wire import Container, RegistryAuth
+from reconciler.wire import Container, Healthcheck, RegistryAuth, duration_ns
 
 MANAGED_FILTER = {"label": f"{MANAGED}=true"}
 log = get_logger("hedgerow.agent")
@@ -289,6 +289,7 @@ class Engine:
             ports=exposed or None,
             host_config=host_config,
             networking_config=networking,
+            healthcheck=healthcheck_config(spec.healthcheck),
             detach=True,
         )
         try:
@@ -469,6 +470,24 @@ def host_config_options(spec: Container, network_mode: str) -> dict[str, Any]:
         "tmpfs": {t.path: t.options for t in spec.tmpfs} or None,
         "storage_opt": dict(spec.storage_opt) or None,
     }
+
+
+def healthcheck_config(check: Healthcheck | None) -> dict[str, Any] | None:
+    """The release's healthcheck as the Engine API takes it (durations in nanoseconds); None
+    keeps the image's own HEALTHCHECK, and `["NONE"]` turns it off."""
+    if check is None:
+        return None
+    config: dict[str, Any] = {"test": list(check.test)}
+    for key, value in (
+        ("interval", check.interval),
+        ("timeout", check.timeout),
+        ("start_period", check.start_period),
+    ):
+        if value is not None:
+            config[key] = duration_ns(value)
+    if check.retries is not None:
+        config["retries"] = check.retries
+    return config
 
 
 def _extra_host(value: str) -> str:

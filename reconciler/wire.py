@@ -12,12 +12,44 @@ the credential's name), and only for images the device has not reported present.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import field
 
 WIRE_VERSION = "v1"
+
+DURATION_PATTERN = r"(?:([0-9]+)(h|ms|m|s|us))+"
+_DURATION = re.compile(DURATION_PATTERN)
+_DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s|us)")
+_NANOSECONDS = {"h": 3600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3}
+MAX_DURATION_NS = 2**63 - 1  # Docker takes durations as int64 nanoseconds
+
+
+def duration_ns(value: str) -> int:
+    """Nanoseconds of a duration written as compose and Docker write them (`30s`, `1m30s`,
+    `500ms`, `2h`): whole numbers, each with its unit. Durations travel as written; the
+    manifests check them with this, and the agent gives Docker their nanoseconds."""
+    if not _DURATION.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a duration: write whole numbers with units h, m, s, ms or us, "
+            "such as '30s' or '1m30s'"
+        )
+    total = sum(int(n) * _NANOSECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    if total > MAX_DURATION_NS:
+        raise ValueError(f"duration {value!r} is longer than Docker accepts")
+    return total
+
+
+class Healthcheck(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Docker's healthcheck: `test` as compose writes it, durations as written."""
+
+    test: list[str]
+    interval: str | None = None
+    timeout: str | None = None
+    retries: int | None = None
+    start_period: str | None = None
 
 
 class Mount(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -79,6 +111,7 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     tmpfs: list[Tmpfs] = field(default_factory=list)
     storage_opt: dict[str, str] = field(default_factory=dict)
     depends_on: list[str] = field(default_factory=list)
+    healthcheck: Healthcheck | None = None
 
 
 class Volume(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

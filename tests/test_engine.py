@@ -25,6 +25,7 @@ from agent.engine import (
     DiskSpaceError,
     Engine,
     PullError,
+    healthcheck_config,
     host_config_options,
     network_plan,
     port_bindings,
@@ -36,6 +37,7 @@ from reconciler.wire import (
     Container,
     Deployment,
     DesiredDocument,
+    Healthcheck,
     Network,
     RegistryAuth,
 )
@@ -518,6 +520,52 @@ def test_every_container_option_is_accepted_by_the_engine(engine: Engine, images
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 0}
     assert http(port) == "1"
     assert "six.local" in sh(engine, "hedgerow-tuned-1-0-0-tuned", "cat /etc/hosts")
+
+
+def test_a_healthcheck_reaches_the_engine_in_nanoseconds() -> None:
+    check = Healthcheck(
+        test=["CMD-SHELL", "true"], interval="1m30s", timeout="500ms", retries=2, start_period="2s"
+    )
+    assert healthcheck_config(check) == {
+        "test": ["CMD-SHELL", "true"],
+        "interval": 90 * 10**9,
+        "timeout": 500 * 10**6,
+        "start_period": 2 * 10**9,
+        "retries": 2,
+    }
+    assert healthcheck_config(Healthcheck(test=["NONE"])) == {"test": ["NONE"]}
+    assert healthcheck_config(None) is None  # the image's own HEALTHCHECK stays
+
+
+def test_docker_runs_the_release_healthcheck(engine: Engine, images: Images) -> None:
+    probe = ["CMD", "busybox", "wget", "-q", "-O-", "http://127.0.0.1:8080/VERSION"]
+    checked: dict[str, Any] = {"name": "checked", "image": images.v1}
+    checked["healthcheck"] = {"test": probe, "interval": "1s", "timeout": "2s", "retries": 1}
+    failing: dict[str, Any] = {"name": "failing", "image": images.v1}
+    failing["healthcheck"] = {"test": ["CMD-SHELL", "exit 1"], "interval": "1s", "retries": 1}
+    deployment = msgspec.convert(
+        {
+            "deployment": "checked",
+            "application": "checked",
+            "release": "1.0.0",
+            "state": "Running",
+            "digest": "d",
+            "containers": [checked, failing],
+        },
+        Deployment,
+    )
+    run(engine, doc(deployment))
+    config = inspect(engine, "hedgerow-checked-1-0-0-checked")["Config"]["Healthcheck"]
+    assert config == {"Test": probe, "Interval": 10**9, "Timeout": 2 * 10**9, "Retries": 1}
+
+    def health(name: str) -> str:
+        status: str = inspect(engine, f"hedgerow-checked-1-0-0-{name}")["State"]["Health"]["Status"]
+        return status
+
+    deadline = time.monotonic() + 30
+    while (health("checked"), health("failing")) != ("healthy", "unhealthy"):
+        assert time.monotonic() < deadline, (health("checked"), health("failing"))
+        time.sleep(0.2)
 
 
 def test_reading_an_engine_without_hedgerow_finds_nothing_of_anyone_else(

@@ -37,6 +37,7 @@ PAIRS: list[tuple[type[pydantic.BaseModel], type[msgspec.Struct]]] = [
     (release.Cpu, wire.Cpu),
     (release.DeviceMapping, wire.DeviceMapping),
     (release.DeviceRequest, wire.DeviceRequest),
+    (release.Healthcheck, wire.Healthcheck),
     (simple.VolumeSpec, wire.Volume),
     (simple.NetworkSpec, wire.Network),
 ]
@@ -122,6 +123,12 @@ spec:
       tmpfs: [{path: /run, options: "size=64m"}]
       storageOpt: {size: 1G}
       dependsOn: [base]
+      healthcheck:
+        test: [CMD, wget, -q, localhost]
+        interval: 30s
+        timeout: 5s
+        retries: 3
+        startPeriod: 1m
 """
 RESOURCES = """\
 apiVersion: hedgerow.dev/v1alpha1

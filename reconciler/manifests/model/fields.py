@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from reconciler.manifests.model.imageref import check_registry, parse_image
+from reconciler.wire import DURATION_PATTERN, duration_ns
 
 
 class Model(BaseModel):
@@ -440,30 +441,10 @@ CgroupPermissions = Annotated[str, checked(check_cgroup_permissions)]
 
 # -- durations and amounts ---------------------------------------------------------------------
 
-_DURATION = re.compile(r"(?:([0-9]+)(h|ms|m|s|us))+")
-_DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s|us)")
-_NANOSECONDS = {"h": 3600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3}
-MAX_DURATION_NS = 2**63 - 1  # Docker takes durations as int64 nanoseconds
-
-
-def duration_ns(value: str) -> int:
-    """Nanoseconds of a duration written as compose and Docker write them (`30s`, `1m30s`,
-    `500ms`, `2h`): whole numbers, each with its unit."""
-    if not _DURATION.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a duration: write whole numbers with units h, m, s, ms or us, "
-            "such as '30s' or '1m30s'"
-        )
-    total = sum(int(n) * _NANOSECONDS[unit] for n, unit in _DURATION_PART.findall(value))
-    if total > MAX_DURATION_NS:
-        raise ValueError(f"duration {value!r} is longer than Docker accepts")
-    return total
-
-
 Duration = Annotated[
     str,
     checked(duration_ns),
-    WithJsonSchema({"type": "string", "pattern": "^" + _DURATION.pattern + "$"}),
+    WithJsonSchema({"type": "string", "pattern": "^" + DURATION_PATTERN + "$"}),
 ]
 
 _PERCENT = re.compile(r"([0-9]{1,3})%")

@@ -26,9 +26,9 @@ from reconciler.manifests.model.fields import (
     Model,
     PortBinding,
     Version,
-    duration_ns,
 )
 from reconciler.manifests.problems import render_path
+from reconciler.wire import duration_ns
 
 
 class VolumeMount(Model):
