@@ -39,6 +39,7 @@ class SimDevice:
     pending: list[dict[str, Any]] = field(default_factory=list)  # events not acknowledged
 
 
+ARRIVING = 256  # a worker's devices fetching their first document at once
 POLL_INTERVAL = 30.0  # the agent's default: its backoff's ceiling
 MAX_EVENTS = 100  # events a report carries at most; the rest wait for the next
 
@@ -101,6 +102,10 @@ class Worker:
         self.report_latencies: list[float] = []
         self.failovers = 0
         self.rng = random.Random()
+        # devices still without a document, fetching it at the same time: a fleet does not
+        # come up in one instant, and 16,000 connections opened at once by one process time
+        # out in its own loop before their requests are written
+        self.arriving = asyncio.Semaphore(ARRIVING)
 
     def backoff(self, failures: int) -> float:
         """The agent's own wait after `failures` failures in a row: doubling from 1 s up to
@@ -117,15 +122,17 @@ class Worker:
         failures = 0
         while not self.stopping.is_set():
             try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection(*self.addresses[device.home])
                 headers = {"Authorization": f"Bearer {device.token}"}
                 if device.etag:
                     headers["If-None-Match"] = device.etag
                 wait = self.wait if device.etag else 0
-                answer = await request(
-                    reader, writer, "GET", f"/v1/devices/{device.name}/desired?wait={wait}", headers
-                )
+                path = f"/v1/devices/{device.name}/desired?wait={wait}"
+                gate = self.arriving if device.etag is None else contextlib.nullcontext()
+                async with gate:
+                    if writer is None:
+                        address = self.addresses[device.home]
+                        reader, writer = await asyncio.open_connection(*address)
+                    answer = await request(reader, writer, "GET", path, headers)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
                 self.errors.append(f"{device.name}: {type(exc).__name__}")
                 await _close(writer)
