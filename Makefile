@@ -55,7 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.apply
 
 # A simulated fleet against real controller processes (README "The fleet"): 10,000 devices on
-# SQLite and on PostgreSQL, then three replicas. `make bench-fleet DEVICES=100000 REPLICAS=5`
+# SQLite and on PostgreSQL, then three replicas. `make bench-fleet DEVICES=100000 REPLICAS=6`
 # is the long run.
 DEVICES ?= 10000
 REPLICAS ?= 3
