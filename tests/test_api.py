@@ -768,7 +768,7 @@ def test_plan_from_what_devices_reported(
     assert observed.exit_code == 0, observed.output
     result = json.loads(observed.stdout)
     keys = {"valid", "errors", "warnings", "releases", "volumes", "networks", "credentials"}
-    assert set(result) == {*keys, "devices"}
+    assert set(result) == {*keys, "devices", "rollouts"}
     assert [(a["action"], a["to"]) for a in result["devices"]["pi-1"]] == [
         ("deploy", "1.1.0"),
         ("start", "1.1.0"),
