@@ -129,8 +129,20 @@ class Network(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     internal: bool = False
 
 
+class Readiness(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """When the device counts a release Ready, and when it gives up on it and switches back."""
+
+    min_ready_seconds: int = 10  # every container running, and healthy if checked, this long
+    progress_deadline_seconds: int = 300  # not Ready this long after a switch: switch back
+
+
+DEFAULT_READINESS = Readiness()
+
+
 class Deployment(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """One application on the device: which release, in which state, and all it needs."""
+    """One application on the device: which release, in which state, and all it needs.
+    `readiness` is absent (None) when it is the default, so documents that do not set it
+    keep their bytes."""
 
     deployment: str
     application: str
@@ -141,6 +153,11 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     containers: list[Container]
     volumes: list[Volume] = field(default_factory=list)
     networks: list[Network] = field(default_factory=list)
+    readiness: Readiness | None = None
+
+    @property
+    def ready_after(self) -> Readiness:
+        return self.readiness or DEFAULT_READINESS
 
 
 class RegistryAuth(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -210,11 +227,28 @@ def clip(text: str, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+MAX_LOG_LINES = 20  # of a failing container's log, in a Degraded report
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+
+
 class ContainerReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     name: Short
     state: Short  # Docker's: created, running, exited, ... or "missing"
     image_present: bool
     error: Text | None = None
+    health: Short | None = None  # Docker's: starting, healthy, unhealthy; None: no healthcheck
+    restarts: Count | None = None  # Docker's RestartCount
+
+
+class Degraded(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Why the agent gave up on a release and switched back: for the operator, not for a plan."""
+
+    reason: Text
+    container: Short | None = None  # the failing container's name in the release
+    health: Text | None = None  # its last healthcheck output
+    log: Annotated[list[Text], msgspec.Meta(max_length=MAX_LOG_LINES)] = field(
+        default_factory=list
+    )  # its last log lines, oldest first
 
 
 class ReleaseReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -231,6 +265,10 @@ class ReleaseReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     containers: Annotated[list[ContainerReport], msgspec.Meta(max_length=MAX_CONTAINERS)] = field(
         default_factory=list
     )
+    # True once every container has run (healthy, where checked) for the deployment's
+    # minReadySeconds; None from an agent that does not judge readiness (running is then all)
+    ready: bool | None = None
+    degraded: Degraded | None = None  # set with `error` when the agent switched back from it
 
 
 EventKind = Literal["starting", "started", "stopping", "stopped", "updating", "deleting", "error"]

@@ -26,6 +26,8 @@ class DesiredDeployment:
     state: State
     redeploy: str | None
     digest: str  # of the release's content: an in-place change is visible as a new digest
+    # (minReadySeconds, progressDeadlineSeconds) of the deployment's readiness
+    readiness: tuple[int, int] = (10, 300)
 
 
 DesiredDevice = Mapping[str, DesiredDeployment]  # by application
@@ -67,8 +69,15 @@ def _desired(
     digest = digests.get(release.name)
     if digest is None:
         digest = digests[release.name] = spec_digest(release.manifest)
+    ready = spec.readiness
     return DesiredDeployment(
-        entry.name, spec.application, spec.release, spec.state, spec.redeploy, digest
+        entry.name,
+        spec.application,
+        spec.release,
+        spec.state,
+        spec.redeploy,
+        digest,
+        (ready.min_ready_seconds, ready.progress_deadline_seconds),
     )
 
 

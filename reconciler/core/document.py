@@ -65,11 +65,12 @@ _NAMELESS = "\x00"
 _PLACEHOLDER = msgspec.json.encode(_NAMELESS)
 
 
-_Shape = tuple[str, str, str, str | None, str]  # a deployment's part but for its name
+# a deployment's part but for its name
+_Shape = tuple[str, str, str, str | None, str, tuple[int, int]]
 
 
 def _shape(want: DesiredDeployment) -> _Shape:
-    return want.application, want.release, want.state, want.redeploy, want.digest
+    return want.application, want.release, want.state, want.redeploy, want.digest, want.readiness
 
 
 class Projection:
@@ -204,6 +205,9 @@ def pull_credentials(applied: Applied, device: str) -> dict[str, Credential]:
 
 def wire_deployment(catalog: Catalog, want: DesiredDeployment, release: Release) -> wire.Deployment:
     containers = release.spec.containers
+    ready = wire.Readiness(
+        min_ready_seconds=want.readiness[0], progress_deadline_seconds=want.readiness[1]
+    )
     volumes = sorted({mount.volume for c in containers for mount in c.volumes})
     networks = sorted({network for c in containers for network in c.networks})
     return wire.Deployment(
@@ -234,4 +238,5 @@ def wire_deployment(catalog: Catalog, want: DesiredDeployment, release: Release)
             )
             for name in networks
         ],
+        readiness=None if ready == wire.DEFAULT_READINESS else ready,
     )
