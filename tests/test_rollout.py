@@ -357,3 +357,115 @@ def test_a_healthy_fleet_is_moved_whole(spec: Rollout, targets: dict[str, Any]) 
         result = step(spec, plan, moved_to(state, "Succeeded"), state, float(now))
         state = result.state
     assert state.phase == "Complete" and state.moved == frozenset(targets)
+
+
+# -- a rollout in progress: holding devices back, and judging their outcomes -------------------
+
+
+def _want(release: str, redeploy: str | None = None) -> Any:
+    from reconciler.core.desired import DesiredDeployment
+
+    return DesiredDeployment("web", "web", release, "Running", redeploy, f"digest-{release}")
+
+
+def _active(**fields: Any) -> Any:
+    from reconciler.core.rollout import Active, Origin
+
+    defaults: dict[str, Any] = {
+        "deployment": "web",
+        "application": "web",
+        "revision": "abc",
+        "started_at": 0.0,
+        "source": Origin("1.0.0"),
+        "target": Origin("1.1.0"),
+    }
+    return Active(**{**defaults, **fields})
+
+
+def test_held_keeps_unmoved_devices_at_their_origin_and_moved_ones_at_the_new_release() -> None:
+    from reconciler.core.rollout import Origin, held
+
+    base = {d: {"web": _want("1.1.0")} for d in ("a", "b", "c", "d")}
+    base["e"] = {}  # not targeted: untouched
+    record = _active(
+        state=RolloutState(moved=frozenset({"a"})), origins={"c": Origin("0.9.0", "x")}
+    )
+    digests = {"1.0.0": "digest-1.0.0", "0.9.0": "digest-0.9.0"}
+    fleet_ = held(base, [record], lambda app, release: digests.get(release))
+    assert fleet_["a"] is base["a"]  # moved: the deployment's release, the same object
+    assert fleet_["b"]["web"].release == "1.0.0" and fleet_["b"]["web"].digest == "digest-1.0.0"
+    assert (fleet_["c"]["web"].release, fleet_["c"]["web"].redeploy) == ("0.9.0", "x")
+    assert fleet_["e"] == {}
+    # an origin release the repository no longer has cannot be held: the new one at once
+    gone = held(base, [record], lambda app, release: None)
+    assert all(gone[d]["web"].release == "1.1.0" for d in "abcd")
+
+
+def _reported(**fields: Any) -> Any:
+    from reconciler.wire import ReleaseReport
+
+    defaults: dict[str, Any] = {
+        "application": "web",
+        "release": "1.1.0",
+        "deployment": "web",
+        "running": True,
+        "complete": True,
+    }
+    return ReleaseReport(**{**defaults, **fields})
+
+
+@pytest.mark.parametrize(
+    ("releases", "expected"),
+    [
+        ([_reported(ready=True)], ("Succeeded", "Ready")),
+        ([_reported(ready=False)], None),
+        ([_reported(ready=None)], ("Succeeded", "Ready")),  # an agent that does not judge
+        ([_reported(ready=None, running=False)], None),
+        ([_reported(release="1.0.0", ready=True)], None),  # still on the old one
+        ([_reported(complete=False, ready=True)], None),
+        ([_reported(release="1.0.0", error="exited 1")], ("Failed", "exited 1")),
+        ([_reported(redeploy="again", ready=True)], None),  # another redeploy token
+        ([], None),
+    ],
+)
+def test_what_a_report_says_of_a_move(releases: list[Any], expected: Any) -> None:
+    from reconciler.core.rollout import reported_outcome
+
+    assert reported_outcome("1.1.0", None, releases) == expected
+
+
+def test_a_degraded_report_gives_its_reason() -> None:
+    from reconciler.core.rollout import reported_outcome
+    from reconciler.wire import Degraded
+
+    degraded = Degraded(reason="unhealthy for 30s", container="server", log=["boom"])
+    found = _reported(release="1.0.0", error="switched back", degraded=degraded)
+    assert reported_outcome("1.1.0", None, [found]) == ("Failed", "unhealthy for 30s")
+
+
+@pytest.mark.parametrize(
+    ("seen", "moved_at", "reported", "now", "expected"),
+    [
+        (None, None, None, 100.0, "Offline"),  # never reported
+        (0.0, None, None, 91.0, "Offline"),  # three poll intervals ago
+        (50.0, None, None, 100.0, "Pending"),
+        (50.0, 60.0, None, 100.0, "Progressing"),
+        (90.0, 60.0, ("Succeeded", "Ready", 80.0), 100.0, "Succeeded"),
+        (90.0, 60.0, ("Succeeded", "Ready", 50.0), 100.0, "Progressing"),  # before its move
+        (90.0, 60.0, ("Failed", "exited", 70.0), 100.0, "Failed"),
+        (400.0, 60.0, None, 60.0 + 300 + 61, "Failed"),  # past deadline and margin
+        (400.0, 60.0, None, 60.0 + 300 + 59, "Progressing"),
+    ],
+)
+def test_a_devices_outcome(
+    seen: float | None,
+    moved_at: float | None,
+    reported: Any,
+    now: float,
+    expected: str,
+) -> None:
+    from reconciler.core.rollout import judged
+
+    moved = {"a": moved_at} if moved_at is not None else {}
+    record = _active(state=RolloutState(moved=frozenset(moved)), moved_at=moved)
+    assert judged(record, "a", seen, reported, 300.0, now)[0] == expected

@@ -52,6 +52,7 @@ TABLES = {
     "document_revisions",
     "leadership",
     "replans",
+    "rollouts",
 }
 
 
@@ -129,7 +130,7 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     migrate(engine)
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
-    assert current_revision(engine) == head() == "0008"
+    assert current_revision(engine) == head() == "0009"
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]

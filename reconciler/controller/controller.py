@@ -20,6 +20,7 @@ import msgspec
 
 from reconciler import wire
 from reconciler.controller.memory import release_free_memory
+from reconciler.controller.rollouts import Rollouts, decode, encode
 from reconciler.controller.source import BranchDeleted, SourceError
 from reconciler.core import history
 from reconciler.core.desired import (
@@ -46,6 +47,7 @@ from reconciler.core.immutable import (
 from reconciler.core.observed import observed_releases
 from reconciler.core.plan import Action, plan_device
 from reconciler.core.reports import InvalidReport, SequenceConflict, checked_events
+from reconciler.core.rollout import RolloutEvent
 from reconciler.core.status import deployment_status
 from reconciler.logs import get_logger
 from reconciler.manifests.credentials import changed, fingerprints
@@ -53,7 +55,14 @@ from reconciler.manifests.incremental import Keyed, Validation, keyed, validate_
 from reconciler.manifests.problems import Problem
 from reconciler.manifests.validate import Report
 from reconciler.secrets.sops import Identity
-from reconciler.store import EventIn, FingerprintKind, PlannedDevice, Store, StoredReport
+from reconciler.store import (
+    EventIn,
+    FingerprintKind,
+    JSONObject,
+    PlannedDevice,
+    Store,
+    StoredReport,
+)
 
 log = get_logger("hedgerow.controller")
 
@@ -109,6 +118,7 @@ class ReportToStore:
 # buffers in the heap, and a device planned now and then costs nothing.
 RELEASE_EVERY = 1000
 _DIGEST = 16  # bytes of a digest (`_digest`)
+TOUCH_EVERY = 30.0  # seconds: a third of the time without a report that makes a device offline
 
 
 def _digest(value: object) -> bytes:
@@ -171,6 +181,11 @@ class Controller:
         # `_revisions` and `_present` are made under this lock, never around a database call,
         # so a report compares pull credentials before and after against one applied revision.
         self._state = threading.Lock()
+        # Rollouts in progress (see `reconciler.controller.rollouts`), and the repository's
+        # desired fleet before they hold devices back; `applied.fleet` is the fleet served.
+        self.rollouts = Rollouts()
+        self._base: Fleet | None = None
+        self._touched: dict[str, float] = {}  # when each device's report time was last stored
 
     # -- revisions -----------------------------------------------------------------------------
 
@@ -181,13 +196,15 @@ class Controller:
             report = self._validate_applied(sha)
             if report.valid:
                 self._remember(report)  # a store older than some fingerprint kind learns them
-                applied = Applied(sha, report, desired_fleet(report.catalog))
+                base = desired_fleet(report.catalog)
+                rollouts = self._stored_rollouts()
+                applied = Applied(sha, report, rollouts.fleet(base, report.catalog))
                 projection = Projection(applied)
                 revisions = _shared_strings(self.store.document_revisions())
                 self._document_missing(projection, revisions)
                 with self._state:
                     self.applied, self._revisions = applied, revisions
-                    self.projection = projection
+                    self.projection, self._base, self.rollouts = projection, base, rollouts
                 self._notify(None)
                 release_free_memory()  # after validating the whole repository
 
@@ -258,20 +275,48 @@ class Controller:
                 errors=len(report.errors),
             )
             return None
-        fleet, devices = self._desired(report)
+        base, _ = self._desired(report)
+        rollouts = self._stored_rollouts()
+        fleet = rollouts.fleet(base, report.catalog)
+        held = _differ(self.applied.fleet if self.applied else {}, fleet)
         applied = Applied(sha, report, fleet)
         projection = self.projection.carry(applied) if self.projection else Projection(applied)
         revisions = _shared_strings(self.store.document_revisions())
         with self._state:
             before, ahead = self._revisions, self.ahead
             self.applied, self.projection, self._revisions = applied, projection, revisions
-            self.ahead = frozenset()
+            self._base, self.rollouts, self.ahead = base, rollouts, frozenset()
         moved = _moved(before, revisions)
         # the devices served the stored documents were woken already, and keep the same bytes
-        changed = sorted(moved.union(set(devices) - ahead))
+        changed = sorted(moved.union(set(held) - ahead))
         self._notify(changed)
         release_free_memory()
         return changed
+
+    def follow_rollouts(self) -> list[str]:
+        """A follower's step when the leader's rollouts moved devices: the same holds, so it
+        serves the same documents. The devices whose documents changed."""
+        applied, base = self.applied, self._base
+        if applied is None or base is None or self.projection is None:
+            return []
+        rollouts = self._stored_rollouts()
+        if rollouts.records == self.rollouts.records:
+            return []
+        fleet = rollouts.fleet(base, applied.report.catalog)
+        changed = _differ(applied.fleet, fleet)
+        moved = Applied(applied.sha, applied.report, fleet)
+        with self._state:
+            self.applied, self.projection = moved, self.projection.carry(moved)
+            self.rollouts = rollouts
+        self._notify(changed)
+        return changed
+
+    def _stored_rollouts(self) -> Rollouts:
+        """The rollouts the store keeps, over this process's reports and times."""
+        records = {name: decode(record) for name, record in self.store.rollouts().items()}
+        kept = self.rollouts.copy()
+        kept.records = records
+        return kept
 
     def consider(self, sha: str) -> Outcome:
         """Validate one commit as a whole; apply it, or reject it and keep the last good one."""
@@ -290,13 +335,24 @@ class Controller:
             self.store.reject(sha, [p.to_json() for p in errors], at, [event], self.term)
             # every device is queued: each status must show the rejection
             return Outcome(sha, False, errors, self.devices())
-        fleet, devices = self._desired(report)
+        base, _ = self._desired(report)
+        old = self.applied
+        rollouts = self.rollouts.copy()
+        now = at.timestamp()
+        started = rollouts.start(old.report.catalog if old else None, report.catalog,
+                                 old.fleet if old else {}, sha, now)  # fmt: skip
+        _, stepped = rollouts.advance(report.catalog, base, now)
+        over = rollouts.finished(base)
+        fleet = rollouts.fleet(base, report.catalog)
+        devices = _differ(old.fleet if old else {}, fleet)
         gone = [d for d in devices if d not in fleet]
         changed = [d for d in devices if d in fleet]
         applied = Applied(sha, report, fleet)
         projection = self.projection.carry(applied) if self.projection else Projection(applied)
         documents = {device: projection.stored(device, sha) for device in changed}
         events = [EventIn(at, None, "applied", f"revision {sha[:12]} applied", revision=sha)]
+        events += _rollout_events([*started, *stepped], at, sha)
+        records = _changed_records(self.rollouts, rollouts, over)
         if rewrite is not None:  # devices go back: say so where operators look
             log.warning("history rewritten", revision=sha, rewrite=rewrite)
             warning = history.rewritten(rewrite, sha)
@@ -309,10 +365,12 @@ class Controller:
             documents=documents,
             events=events,
             term=self.term,
+            rollouts=records,
         )
         self._remember(report)
         with self._state:
             self.applied, self.projection = applied, projection
+            self._base, self.rollouts = base, rollouts
             for device in gone:
                 self._revisions.pop(device, None)
             self._revisions.update(dict.fromkeys(changed, sha))
@@ -350,10 +408,10 @@ class Controller:
     def _desired(self, report: Report) -> tuple[Fleet, list[str]]:
         """The new desired fleet, and the devices it changes: recomputed only where the
         commit touched deployments or devices, so a small commit to a large fleet is cheap."""
-        if self.applied is None:
+        if self.applied is None or self._base is None:
             full = desired_fleet(report.catalog)
             return full, sorted(full)
-        old, before = self.applied.report.catalog, self.applied.fleet
+        old, before = self.applied.report.catalog, self._base
         scope = affected_devices(old, report.catalog, changed_files(old, report.catalog))
         fleet = refresh_fleet(before, report.catalog, scope)
         return fleet, sorted(d for d in scope if before.get(d) != fleet.get(d))
@@ -437,6 +495,10 @@ class Controller:
             desired = applied.fleet.get(device, {})
             report = reported.get(device)
             observed, errors = observed_releases(report) if report else ({}, {})
+            if report is not None and self.rollouts.records:
+                seen = self.rollouts.seen.get(device, at.timestamp())
+                for want in desired.values():
+                    self.rollouts.observe(device, report, want, seen)
             actions = found[device] = plan_device(desired, observed)
             statuses = [
                 deployment_status(
@@ -549,6 +611,8 @@ class Controller:
         for item in items:
             self.images_present(item.report.device)  # what its document was made with
         stored = iter(self.store.put_reports([item.as_store() for item in items], now))
+        if self.rollouts.records:  # only then does a leader judge whether devices are offline
+            self._touch([i.report.device for i in items if not i.changed], now)
         out: list[Ingested | Exception] = []
         pending = iter(items)
         for result in results:
@@ -563,6 +627,84 @@ class Controller:
             out.append(Ingested(last or 0, item.changed))
         return out
 
+    # -- rollouts ------------------------------------------------------------------------------
+
+    def step_rollouts(self, refresh: bool = False) -> list[str]:
+        """The leader's step of the rollouts a report had news for (every rollout with
+        `refresh`, the periodic tick that also reads when each device last reported): the
+        devices moved now get their new documents, stored with the rollouts' records in one
+        transaction. The devices whose documents changed, to plan again."""
+        applied, base, projection = self.applied, self._base, self.projection
+        if applied is None or base is None or projection is None or not self.rollouts.records:
+            return []
+        at = self.now()
+        catalog = applied.report.catalog
+        if refresh:
+            self._refresh_rollouts(base)
+        only = None if refresh else set(self.rollouts.dirty)
+        if only is not None and not only:
+            return []
+        self.rollouts.dirty.difference_update(only or self.rollouts.records)
+        rollouts = self.rollouts.copy()
+        changed_records, events = rollouts.advance(catalog, base, at.timestamp(), only=only)
+        over = rollouts.finished(base)
+        if not changed_records and not over and not events:
+            return []
+        fleet = rollouts.fleet(base, catalog)
+        devices = _differ(applied.fleet, fleet)
+        moved = Applied(applied.sha, applied.report, fleet)
+        carried = projection.carry(moved)
+        documents = {
+            d: carried.stored(d, self._revisions.get(d, applied.sha)) for d in devices if d in fleet
+        }
+        self.store.step_rollouts(
+            _changed_records(self.rollouts, rollouts, over),
+            at,
+            documents=documents,
+            events=_rollout_events(events, at, applied.sha),
+            term=self.term,
+        )
+        with self._state:
+            self.applied, self.projection, self.rollouts = moved, carried, rollouts
+        self._notify(devices)
+        return devices
+
+    def _refresh_rollouts(self, base: Fleet) -> None:
+        """When each targeted device last reported (the store's time, which replicas keep
+        current), and what moved devices unknown to this process reported since their move
+        (after a restart, or a new leader)."""
+        rollouts = self.rollouts
+        names = set(rollouts.records)
+        apps = {r.application: r.deployment for r in rollouts.records.values()}
+        targets = {
+            d
+            for d, wanted in base.items()
+            if any(w.deployment in names for a, w in wanted.items() if apps.get(a) == w.deployment)
+        }
+        for device, seen in self.store.seen_at(targets).items():
+            stamp = seen.timestamp()
+            if stamp > rollouts.seen.get(device, 0.0):
+                rollouts.seen[device] = stamp
+        unknown = {
+            d
+            for name, r in rollouts.records.items()
+            for d in r.state.moved
+            if (name, d) not in rollouts.reported
+        }
+        for device, report in self.store.observed_of(unknown).items():
+            for want in base.get(device, {}).values():
+                rollouts.observe(device, report, want, rollouts.seen.get(device, 0.0))
+
+    def _touch(self, devices: Sequence[str], at: datetime) -> None:
+        """Move on the stored report time of devices whose report changed nothing, at most
+        once every TOUCH_EVERY seconds each: a leader on another replica judges from it
+        whether a device is offline."""
+        stamp = at.timestamp()
+        due = [d for d in devices if stamp - self._touched.get(d, 0.0) >= TOUCH_EVERY]
+        if due:
+            self.store.touch(due, at)
+            self._touched.update(dict.fromkeys(due, stamp))
+
     def _read_observed(self, devices: set[str]) -> None:
         """The digests of what `devices` reported last, read from the store once (after a
         start, or a device new to this replica), so a device that reports what it reported
@@ -576,6 +718,7 @@ class Controller:
         report = item.report
         device = report.device
         self._observed[device] = item.digest
+        self.rollouts.seen[device] = self.now().timestamp()
         if report.epoch is not None:
             self._journals[device] = report.epoch
         with self._state:
@@ -609,6 +752,42 @@ class Controller:
     def _notify(self, devices: Sequence[str] | None) -> None:
         for listener in self.listeners:
             listener(devices)
+
+
+def _differ(before: Fleet, after: Fleet) -> list[str]:
+    """The devices whose desired state differs between two fleets (gained, lost or changed):
+    most are the same object in both, and cost an identity check."""
+    return sorted(
+        d
+        for d in before.keys() | after.keys()
+        if before.get(d) is not after.get(d) and before.get(d) != after.get(d)
+    )
+
+
+def _rollout_events(
+    events: Iterable[RolloutEvent | tuple[str, RolloutEvent]], at: datetime, sha: str
+) -> list[EventIn]:
+    found = []
+    for item in events:
+        name, event = item if isinstance(item, tuple) else (None, item)
+        wave = f"wave {event.wave}: " if event.wave else ""
+        message = f"rollout of {name}: {wave}{event.message}"
+        found.append(EventIn(at, None, f"rollout-{event.kind}", message, name, sha))
+    return found
+
+
+def _changed_records(
+    before: Rollouts, after: Rollouts, over: Iterable[str]
+) -> dict[str, JSONObject | None]:
+    """What the store must write of the rollouts: changed records, and None for those over."""
+    records: dict[str, JSONObject | None] = {
+        name: encode(record)
+        for name, record in after.records.items()
+        if before.records.get(name) != record
+    }
+    records.update(dict.fromkeys(set(before.records) - set(after.records), None))
+    records.update(dict.fromkeys(over, None))
+    return records
 
 
 def _moved(before: Mapping[str, str], after: Mapping[str, str]) -> set[str]:

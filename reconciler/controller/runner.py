@@ -23,7 +23,7 @@ from reconciler.controller.queue import WorkQueue, resync_delay, run_batches
 from reconciler.core.document import DocumentUnavailable, Fleet, StoredDocument
 from reconciler.logs import get_logger
 from reconciler.store import Store
-from reconciler.store.notices import APPLIED, OBSERVED, WAKE, Notice
+from reconciler.store.notices import APPLIED, OBSERVED, ROLLOUTS, WAKE, Notice
 
 if TYPE_CHECKING:  # psycopg is loaded only by a controller on PostgreSQL
     from reconciler.store.cluster import Cluster
@@ -43,6 +43,9 @@ CAMPAIGN_EVERY = 2.0  # seconds before a replica that could not take up leadersh
 # burst of reports), for at most MAX_DEFER seconds a batch.
 BUSY_LAG = 0.02
 MAX_DEFER = 5.0
+# Rollouts step after each batch of plans that brought news, and at least this often: a bake,
+# a deadline or a device going offline happens with no report.
+ROLLOUT_TICK = 2.0
 
 
 def _batch(
@@ -367,6 +370,8 @@ class Runner:
             started = time.perf_counter()
             try:
                 await self.call(self.controller.reconcile_many, devices)
+                for device in await self.call(self.controller.step_rollouts):
+                    self.queue.add(device)
             finally:
                 each = (time.perf_counter() - started) / len(devices)
                 for observe in self.reconciled:
@@ -381,8 +386,22 @@ class Runner:
         await asyncio.gather(
             self.poll(),
             self.resync_all(),
+            self.rollout_ticks(),
             run_batches(self.queue, reconcile, self.workers, batch=PLAN_BATCH, on_error=failed),
         )
+
+    async def rollout_ticks(self) -> None:
+        """Step every rollout each ROLLOUT_TICK: bakes end, deadlines pass, devices go
+        offline, and none of them sends a report."""
+        while not self.queue.shutting_down:
+            await asyncio.sleep(ROLLOUT_TICK)
+            try:
+                changed = await self.call(self.controller.step_rollouts, True)
+            except Exception as exc:  # the database away: the next tick tries again
+                log.warning("rollout step failed", error=str(exc) or type(exc).__name__)
+                continue
+            for device in changed:
+                self.queue.add(device)
 
     # -- replicas ------------------------------------------------------------------------------
 
@@ -391,7 +410,9 @@ class Runner:
         await asyncio.gather(cluster.listen(self._heard), self._following(), self._terms(cluster))
 
     def _heard(self, notice: Notice) -> None:
-        if notice.channel in (None, APPLIED):  # None: reconnected, a notice may be missed
+        if notice.channel in (None, APPLIED, ROLLOUTS) and not (
+            notice.channel == ROLLOUTS and self.leading
+        ):  # None: reconnected, a notice may be missed
             self._follow.set()
         elif notice.channel == OBSERVED and self.leading:
             for device in notice.devices:  # stored by another replica: re-plan here
@@ -408,6 +429,8 @@ class Runner:
             try:
                 await self.call(self.controller.take_stored)  # polls wake now
                 changed = await self.call(self.controller.follow)
+                if not self.leading:
+                    await self.call(self.controller.follow_rollouts)
             except Exception as exc:  # the database or git is away: try again later
                 log.warning("follow failed", error=str(exc) or type(exc).__name__)
                 continue

@@ -263,3 +263,109 @@ def _counts(wave: Wave, outcome: Callable[[str], Outcome]) -> str:
         kind = outcome(device)
         tally[kind] = tally.get(kind, 0) + 1
     return ", ".join(f"{n} {kind}" for kind, n in sorted(tally.items())) or "no device"
+
+
+# -- a rollout in progress: what the controller keeps, and how it holds devices back ------------
+
+OFFLINE_AFTER = 90.0  # seconds without a report: three of the agent's poll intervals
+DEADLINE_MARGIN = 60.0  # a moved device not Ready within its deadline and this: Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """A release as a deployment names it: the version and the redeploy token."""
+
+    release: str
+    redeploy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """A rollout the store keeps: from what to what, where it stands, and since when each
+    moved device has had the new release (times in seconds since the epoch)."""
+
+    deployment: str
+    application: str
+    revision: str  # the commit that started it
+    started_at: float
+    source: Origin  # what devices not moved yet keep
+    target: Origin
+    state: RolloutState = RolloutState()
+    # devices held at another release than `source`: a superseded rollout's unmoved ones
+    origins: dict[str, Origin] = field(default_factory=dict)
+    moved_at: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # failed device → why
+    wave_started_at: float | None = None
+
+    def origin(self, device: str) -> Origin:
+        return self.origins.get(device, self.source)
+
+
+def held(
+    base: Mapping[str, Mapping[str, Any]],
+    actives: Iterable[Active],
+    digest: Callable[[str, str], str | None],
+) -> dict[str, Mapping[str, Any]]:
+    """The desired fleet with each rollout's unmoved devices held at their origin release
+    (`base` maps device → application → DesiredDeployment). `digest(application, release)`
+    is the release's content digest, None when the repository no longer has it: such a
+    device cannot be held, and gets the deployment's release at once. Only the devices held
+    are copied: a fleet of 100,000 costs a dictionary copy."""
+    fleet = dict(base)
+    for rollout in actives:
+        moved = rollout.state.moved
+        for device, wanted in base.items():
+            want = wanted.get(rollout.application)
+            if want is None or want.deployment != rollout.deployment or device in moved:
+                continue
+            origin = rollout.origin(device)
+            found = digest(rollout.application, origin.release)
+            if found is None:
+                continue
+            changed = replace(want, release=origin.release, redeploy=origin.redeploy, digest=found)
+            fleet[device] = {**fleet[device], rollout.application: changed}
+    return fleet
+
+
+def reported_outcome(
+    release: str, redeploy: str | None, releases: Iterable[Any], *, running: bool = True
+) -> tuple[Outcome, str] | None:
+    """What a device's report says of its move to `release`: Failed (the agent reports an
+    error for the deployment: it switched back, or cannot pull or start), Succeeded (the
+    release Ready; running, from an agent that does not judge readiness), or None (still
+    Progressing). `releases` are the report's `ReleaseReport`s of the deployment."""
+    for found in releases:
+        if found.error:
+            reason = found.degraded.reason if found.degraded is not None else found.error
+            return "Failed", reason
+    for found in releases:
+        if (found.release, found.redeploy) != (release, redeploy) or not found.complete:
+            continue
+        if not running:
+            return "Succeeded", "stopped as desired"
+        if found.ready is True or (found.ready is None and found.running):
+            return "Succeeded", "Ready"
+    return None
+
+
+def judged(
+    rollout: Active,
+    device: str,
+    seen_at: float | None,
+    reported: tuple[Outcome, str, float] | None,
+    deadline: float,
+    now: float,
+) -> tuple[Outcome, str]:
+    """A targeted device's outcome: Offline after OFFLINE_AFTER without a report; Pending
+    until moved; then what its reports since the move say, and Failed once `deadline`
+    seconds (its progress deadline) and DEADLINE_MARGIN have passed without Ready."""
+    if seen_at is None or now - seen_at > OFFLINE_AFTER:
+        return "Offline", "no report for three poll intervals"
+    moved_at = rollout.moved_at.get(device)
+    if device not in rollout.state.moved or moved_at is None:
+        return "Pending", "waiting for its wave"
+    if reported is not None and reported[2] >= moved_at:
+        return reported[0], reported[1]
+    if now > moved_at + deadline + DEADLINE_MARGIN:
+        return "Failed", f"not Ready within {deadline:g}s of its move"
+    return "Progressing", "moving to the new release"

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 APPLIED = "hedgerow_applied"  # payload: the sha applied
 OBSERVED = "hedgerow_observed"  # payload: the sender, then devices, a line each
 WAKE = "hedgerow_wake"  # payload: the sender
-CHANNELS = (APPLIED, OBSERVED, WAKE)
+ROLLOUTS = "hedgerow_rollouts"  # payload: the sender; a rollout moved devices
+CHANNELS = (APPLIED, OBSERVED, WAKE, ROLLOUTS)
 PAYLOAD_BYTES = 7_000  # NOTIFY payloads must stay under 8,000 bytes
 
 

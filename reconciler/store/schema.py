@@ -156,6 +156,17 @@ class Replan(Base):
     generation: Mapped[int] = mapped_column(BigInteger)
 
 
+class Rollout(Base):
+    """A rollout in progress (see `reconciler.core.rollout.Active`), one row per deployment: a
+    controller restarted mid-rollout, or a new leader, goes on exactly where it was."""
+
+    __tablename__ = "rollouts"
+
+    deployment: Mapped[str] = mapped_column(String, primary_key=True)
+    record: Mapped[JSONObject] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Token(Base):
     __tablename__ = "tokens"
 

@@ -37,6 +37,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, CursorResult, make_url
@@ -49,7 +50,7 @@ from reconciler.core.document import StoredDocument
 from reconciler.core.reports import SequenceConflict
 from reconciler.core.status import DeploymentStatus
 from reconciler.store.errors import NotLeader, StoreError, StoreUnavailable
-from reconciler.store.notices import APPLIED, OBSERVED, observed_payloads
+from reconciler.store.notices import APPLIED, OBSERVED, ROLLOUTS, observed_payloads
 from reconciler.store.records import (
     FINGERPRINT_KINDS,
     EventIn,
@@ -71,6 +72,7 @@ from reconciler.store.schema import (
     Observed,
     Replan,
     Revision,
+    Rollout,
     Status,
     Token,
     utc,
@@ -235,6 +237,7 @@ class Store:
         documents: Mapping[str, StoredDocument] | None = None,
         events: Sequence[EventIn] = (),
         term: int | None = None,
+        rollouts: Mapping[str, JSONObject | None] | None = None,
     ) -> None:
         """Apply a valid commit whole, in one transaction: its attempt, its application (the
         documents of `changed` devices name `sha` from now on, kept with their `documents`
@@ -259,8 +262,82 @@ class Store:
                 session.connection().execute(
                     insert(Event), [_event_values(e, None) for e in events]
                 )
+            self._put_rollouts(session, rollouts or {}, at)
             self._need_replan(session, [*changed, *gone])
             self._announce(session, APPLIED, sha)
+
+    def step_rollouts(
+        self,
+        rollouts: Mapping[str, JSONObject | None],
+        at: datetime,
+        *,
+        documents: Mapping[str, StoredDocument],
+        events: Sequence[EventIn] = (),
+        term: int | None = None,
+    ) -> None:
+        """Keep rollouts' progress (a record, or None: over) with the documents of the
+        devices they moved and their events, in one transaction: a device's document never
+        names a release its rollout's record does not account for. The devices moved wait
+        for a plan; the other replicas hear of it (see `apply`)."""
+        with self._writing() as session:
+            self._check_term(session, term)
+            self._put_rollouts(session, rollouts, at)
+            if documents:
+                self._put_documents(
+                    session, {device: (d.revision, d) for device, d in documents.items()}
+                )
+            if events:
+                session.connection().execute(
+                    insert(Event), [_event_values(e, None) for e in events]
+                )
+            self._need_replan(session, sorted(documents))
+            self._announce(session, ROLLOUTS, self.replica)
+
+    def _put_rollouts(
+        self, session: Session, rollouts: Mapping[str, JSONObject | None], at: datetime
+    ) -> None:
+        if gone := sorted(d for d, record in rollouts.items() if record is None):
+            session.execute(delete(Rollout).where(Rollout.deployment.in_(gone)))
+        if kept := [(d, r) for d, r in sorted(rollouts.items()) if r is not None]:
+            statement = self._insert(Rollout)
+            session.connection().execute(
+                statement.on_conflict_do_update(
+                    index_elements=["deployment"],
+                    set_={
+                        "record": statement.excluded.record,
+                        "updated_at": statement.excluded.updated_at,
+                    },
+                ),
+                [{"deployment": d, "record": r, "updated_at": utc(at)} for d, r in kept],
+            )
+
+    def rollouts(self) -> dict[str, JSONObject]:
+        """Every rollout in progress: deployment → its record."""
+        with self._sessions() as session:
+            rows = session.execute(select(Rollout.deployment, Rollout.record))
+            return {deployment: record for deployment, record in rows}
+
+    def seen_at(self, devices: Collection[str]) -> dict[str, datetime]:
+        """When each of `devices` last reported (a replica's `touch` keeps it current)."""
+        found: dict[str, datetime] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(sorted(devices), 5_000):
+                rows = session.execute(
+                    select(Observed.device, Observed.at).where(Observed.device.in_(chunk))
+                )
+                found.update({device: at for device, at in rows})
+        return found
+
+    def touch(self, devices: Collection[str], at: datetime) -> None:
+        """Devices that reported an unchanged state: their last report time moves on, so a
+        leader on another replica does not take them for offline."""
+        if not devices:
+            return
+        with self._writing() as session:
+            for chunk in _chunks(sorted(devices), 5_000):
+                session.execute(
+                    update(Observed).where(Observed.device.in_(chunk)).values(at=utc(at))
+                )
 
     def reject(
         self,
@@ -876,6 +953,11 @@ class Store:
             index_elements=list(keys),
             set_={name: statement.excluded[name] for name in values if name not in keys},
         )
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _check_limit(limit: int) -> None:
