@@ -68,6 +68,9 @@ def _metrics_app() -> FastAPI:
         def condition_counts(self) -> dict[tuple[str, str], int]:
             return {}
 
+        def rollouts(self) -> dict[str, Any]:
+            return {}
+
     class Idle:
         store = Statuses()
 

@@ -4,6 +4,7 @@ carried on by a controller restarted mid-rollout."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,11 +12,16 @@ from pathlib import Path
 import git
 import msgspec
 import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from reconciler.cli.app import app as cli
 from reconciler.controller.controller import Controller
 from reconciler.controller.rollouts import decode
+from reconciler.controller.runner import Runner
 from reconciler.controller.source import open_repo, resolve, tree_files
 from reconciler.manifests.problems import Problem
+from reconciler.server.app import create_app
 from reconciler.store import Store
 from reconciler.wire import DesiredDocument, ReleaseReport, StatusReport
 from tests.support.repos import commit, write_tree
@@ -313,3 +319,39 @@ def test_a_superseding_commit_starts_from_where_each_device_is(
     assert on(ctl, "1.2.0") == set(DEVICES)
     kinds = [e.message for e in store.events() if e.kind == "rollout-complete"]
     assert any("superseded" in m for m in kinds)
+
+
+def test_operators_see_a_halted_rollout_in_the_cli_the_api_and_the_metrics(
+    repo: git.Repo, store: Store, fleet: tuple[Controller, Clock]
+) -> None:
+    ctl, clock = fleet
+    upgrade(repo, ctl, clock, "1.1.0")
+    settle(ctl, clock, failing=frozenset({"dev-07"}))
+    db = ["--db", store.url]
+
+    shown = CliRunner().invoke(cli, ["rollout", "status", "web", *db, "-o", "json"])
+    assert shown.exit_code == 0, shown.output
+    (found,) = json.loads(shown.stdout)
+    assert (found["from"], found["to"], found["state"], found["wave"]) == (
+        "1.0.0",
+        "1.1.0",
+        "Halted",
+        "canary",
+    )
+    assert found["devices"]["Failed"] == 1 and found["devices"]["Pending"] == 10
+    assert found["failed"] == [{"device": "dev-07", "reason": "healthcheck failed: exit 1"}]
+    text = CliRunner().invoke(cli, ["rollout", "status", *db])
+    assert "rollout web: 1.0.0 -> 1.1.0 Halted wave canary" in text.stdout
+    assert "failed dev-07: healthcheck failed: exit 1" in text.stdout
+    status = CliRunner().invoke(cli, ["status", *db])
+    assert "rollout web: 1.0.0 -> 1.1.0 Halted" in status.stdout
+    missing = CliRunner().invoke(cli, ["rollout", "status", "nothing", *db])
+    assert missing.exit_code == 1 and "no rollout in progress" in missing.output
+
+    client = TestClient(create_app(Runner(ctl), webhook_secret=None, operator_token="op"))
+    operator = {"Authorization": "Bearer op"}
+    assert client.get("/v1/rollouts", headers=operator).json() == [found]
+    metrics = client.get("/metrics", headers=operator).text
+    assert 'hedgerow_rollout_devices{deployment="web",outcome="Failed"} 1.0' in metrics
+    assert 'hedgerow_rollout_state{deployment="web",state="Halted"} 1.0' in metrics
+    assert 'hedgerow_rollout_state{deployment="web",state="Progressing"} 0.0' in metrics

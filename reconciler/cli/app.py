@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from reconciler.cli import controller, credential, demo, device, manifests, observe, review
+from reconciler.cli import (
+    controller,
+    credential,
+    demo,
+    device,
+    manifests,
+    observe,
+    review,
+    rollout,
+)
 
 app = typer.Typer(
     help="Hedgerow: GitOps for containers on fleets of edge devices.",
@@ -19,6 +28,7 @@ app.add_typer(credential.app, name="credential")
 app.command()(controller.controller)
 app.command()(observe.status)
 app.command()(observe.events)
+app.add_typer(rollout.app, name="rollout")
 app.add_typer(device.app, name="device")
 app.command()(device.agent)
 app.command()(controller.openapi)

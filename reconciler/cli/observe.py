@@ -12,6 +12,7 @@ from rich.table import Table
 from reconciler.cli.options import DataDir, Db, OutputOption, open_store
 from reconciler.cli.output import Output, console, literal
 from reconciler.core import history
+from reconciler.core.rollout_status import decoded, rollout_json, summary
 from reconciler.store import EventRecord, StatusRecord, Store
 
 
@@ -40,6 +41,7 @@ def status_json(store: Store) -> dict[str, Any]:
             for r in store.rejected(limit=10)
         ],
         "deployments": [s.status.to_json() for s in _statuses(store)],
+        "rollouts": [rollout_json(r) for r in decoded(store.rollouts())],
     }
 
 
@@ -81,6 +83,8 @@ def print_status(store: Store) -> None:
         )
         for error in record.errors[:5]:
             out.print(f"  {literal(_where(error))}{literal(str(error['message']))}")
+    for active in decoded(store.rollouts()):
+        out.print(literal(summary(active)))
     table = Table(title="Deployments")
     for column in ("deployment", "device", "application", "desired", "observed", "state",
                    "conditions"):  # fmt: skip

@@ -10,28 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any
-
-import msgspec
 
 from reconciler import wire
 from reconciler.core import rollout as core
 from reconciler.core.desired import DesiredDeployment, spec_digest
 from reconciler.core.document import Fleet
 from reconciler.core.rollout import Active, Origin, Outcome, RolloutEvent, Wave
+from reconciler.core.rollout_status import decode, encode
 from reconciler.manifests.catalog import Catalog
 
 Reported = tuple[Outcome, str, float]  # what a report said of a move, and when it came
-
-
-def encode(record: Active) -> dict[str, Any]:
-    encoded: dict[str, Any] = msgspec.to_builtins(record)
-    return encoded
-
-
-def decode(value: Any) -> Active:
-    """A stored record; raises msgspec.ValidationError on anything else."""
-    return msgspec.convert(value, Active)
 
 
 class Rollouts:
@@ -182,7 +170,8 @@ class Rollouts:
                     if outcome == "Failed":
                         reasons[device] = reason
             taken = core.step(spec.rollout, plan, outcomes, record.state, now)
-            after = _after(record, taken, reasons, now, plan)
+            after = _after(record, taken, reasons, now)
+            after = replace(after, progress=core.progress(plan, outcomes, taken.state))
             if after != record:
                 self.records[name] = changed[name] = after
             events.extend((name, e) for e in taken.events)
@@ -224,10 +213,7 @@ class Rollouts:
         return found
 
 
-def _after(
-    record: Active, taken: core.Step, reasons: Mapping[str, str], now: float,
-    plan: tuple[Wave, ...],
-) -> Active:  # fmt: skip
+def _after(record: Active, taken: core.Step, reasons: Mapping[str, str], now: float) -> Active:
     """The record after a step: moves stamped with their time, reverts forgotten, the
     reasons of failed devices kept."""
     moved_at = {d: t for d, t in record.moved_at.items() if d in taken.state.moved}
@@ -240,3 +226,6 @@ def _after(
     return replace(
         record, state=taken.state, moved_at=moved_at, reasons=kept, wave_started_at=wave_started
     )
+
+
+__all__ = ["Rollouts", "decode", "encode"]

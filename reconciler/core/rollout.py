@@ -32,6 +32,7 @@ from reconciler.manifests.model.fields import amount_of
 Outcome = Literal["Pending", "Progressing", "Succeeded", "Failed", "Offline"]
 OUTCOMES: tuple[Outcome, ...] = ("Pending", "Progressing", "Succeeded", "Failed", "Offline")
 Phase = Literal["Progressing", "Paused", "Halted", "RolledBack", "Complete"]
+PHASES: tuple[Phase, ...] = ("Progressing", "Paused", "Halted", "RolledBack", "Complete")
 EventKind = Literal[
     "wave-started", "wave-done", "halted", "rolled-back", "paused", "resumed", "complete"
 ]
@@ -296,6 +297,8 @@ class Active:
     moved_at: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # failed device → why
     wave_started_at: float | None = None
+    # wave → outcome → devices, at the last step: what `hedgerow rollout status` shows
+    progress: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def origin(self, device: str) -> Origin:
         return self.origins.get(device, self.source)
@@ -369,3 +372,24 @@ def judged(
     if now > moved_at + deadline + DEADLINE_MARGIN:
         return "Failed", f"not Ready within {deadline:g}s of its move"
     return "Progressing", "moving to the new release"
+
+
+def progress(
+    plan: Sequence[Wave], outcomes: Mapping[str, Outcome], state: RolloutState
+) -> dict[str, dict[str, int]]:
+    """Devices by wave and outcome after a step: a device moved by it is Progressing, and a
+    device that failed stays Failed."""
+    found: dict[str, dict[str, int]] = {}
+    for wave in plan:
+        tally: dict[str, int] = {}
+        for device in wave.devices:
+            kind = outcomes.get(device, "Pending")
+            if device in state.failed:
+                kind = "Failed"
+            elif device in state.moved and kind == "Pending":
+                kind = "Progressing"
+            elif device not in state.moved and kind != "Offline":
+                kind = "Pending"
+            tally[kind] = tally.get(kind, 0) + 1
+        found[wave.name] = dict(sorted(tally.items()))
+    return found

@@ -15,6 +15,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from reconciler.core.rollout import PHASES
+from reconciler.core.rollout_status import counts as rollout_counts
+from reconciler.core.rollout_status import decoded
 from reconciler.server.backend import Backend
 
 
@@ -35,6 +38,18 @@ class Metrics:
             "hedgerow_deployments",
             "Deployments on devices, by condition type and status.",
             ["condition", "status"],
+            registry=self.registry,
+        )
+        self.rollout_devices = Gauge(
+            "hedgerow_rollout_devices",
+            "Devices of each rollout in progress, by outcome.",
+            ["deployment", "outcome"],
+            registry=self.registry,
+        )
+        self.rollout_state = Gauge(
+            "hedgerow_rollout_state",
+            "1 for the state each rollout in progress is in, 0 for the others.",
+            ["deployment", "state"],
             registry=self.registry,
         )
         self.polls = Counter(
@@ -70,6 +85,14 @@ def install(app: FastAPI, backend: Backend, metrics: Metrics) -> None:
         metrics.deployments.clear()
         for (condition, value), n in sorted(counts.items()):
             metrics.deployments.labels(condition=condition, status=value).set(n)
+        metrics.rollout_devices.clear()
+        metrics.rollout_state.clear()
+        for record in decoded(await asyncio.to_thread(backend.store.rollouts)):
+            for outcome, n in rollout_counts(record).items():
+                metrics.rollout_devices.labels(record.deployment, outcome).set(n)
+            for phase in PHASES:
+                current = 1 if record.state.phase == phase else 0
+                metrics.rollout_state.labels(record.deployment, phase).set(current)
         metrics.queue_depth.set(backend.queue_depth())
         # The format and its content type come from the same library version, which the
         # OpenAPI document does not name (`text/plain`): 0.20 writes 0.0.4, newer 1.0.0.

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Query
 from pydantic import BaseModel, Field
 
 from reconciler import wire
+from reconciler.core.rollout_status import decoded, rollout_json
 from reconciler.server.auth import operator_access
 from reconciler.server.backend import Backend
 from reconciler.server.bodies import Out
@@ -125,6 +126,20 @@ def install(app: FastAPI, backend: Backend, operator_token: str | None) -> None:
                 for device, wanted in sorted(fleet.items())
             },
         )
+
+    @app.get(
+        "/v1/rollouts",
+        operation_id="getRollouts",
+        tags=["operator"],
+        response_model=list[dict[str, Any]],
+        dependencies=operator,
+        responses=refused,
+    )
+    async def rollouts() -> list[dict[str, Any]]:
+        """Every rollout in progress: its waves, devices by outcome, failed devices and why
+        (what `hedgerow rollout status -o json` prints)."""
+        found = decoded(await asyncio.to_thread(store.rollouts))
+        return [rollout_json(r) for r in found]
 
     @app.get(
         "/v1/observed",
