@@ -106,6 +106,15 @@ def controller(
             help="Event loop: asyncio, or uvloop (resets connections when out of descriptors).",
         ),
     ] = Loop.asyncio,
+    offline_after: Annotated[
+        float,
+        typer.Option(
+            "--offline-after",
+            min=1,
+            help="Seconds without a report after which a rollout counts a device Offline "
+            "(three of the agent's 30 s poll intervals).",
+        ),
+    ] = 90.0,
     log_format: LogFormatOption = None,
 ) -> None:
     """Follow a branch, apply each valid commit whole, and reconcile every device."""
@@ -167,6 +176,7 @@ def controller(
             fingerprint_key=fingerprint_key(data_dir),
             history=mirror,
             allow_history_rewrite=allow_history_rewrite,
+            offline_after=offline_after,
         ),
         interval=interval,
         cluster=cluster,

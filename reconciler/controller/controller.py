@@ -47,7 +47,7 @@ from reconciler.core.immutable import (
 from reconciler.core.observed import observed_releases
 from reconciler.core.plan import Action, plan_device
 from reconciler.core.reports import InvalidReport, SequenceConflict, checked_events
-from reconciler.core.rollout import RolloutEvent
+from reconciler.core.rollout import OFFLINE_AFTER, RolloutEvent
 from reconciler.core.status import deployment_status
 from reconciler.logs import get_logger
 from reconciler.manifests.credentials import changed, fingerprints
@@ -146,6 +146,7 @@ class Controller:
         history: History | None = None,
         allow_history_rewrite: bool = True,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        offline_after: float = OFFLINE_AFTER,
     ) -> None:
         """Without `history`, commits are not checked for a rewrite of history (a source of
         one commit, in tests); with it, a commit that does not descend from the applied one is
@@ -183,7 +184,7 @@ class Controller:
         self._state = threading.Lock()
         # Rollouts in progress (see `reconciler.controller.rollouts`), and the repository's
         # desired fleet before they hold devices back; `applied.fleet` is the fleet served.
-        self.rollouts = Rollouts()
+        self.rollouts = Rollouts(offline_after=offline_after)
         self._base: Fleet | None = None
         self._touched: dict[str, float] = {}  # when each device's report time was last stored
 

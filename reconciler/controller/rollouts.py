@@ -15,7 +15,7 @@ from reconciler import wire
 from reconciler.core import rollout as core
 from reconciler.core.desired import DesiredDeployment, spec_digest
 from reconciler.core.document import Fleet
-from reconciler.core.rollout import Active, Origin, Outcome, RolloutEvent, Wave
+from reconciler.core.rollout import OFFLINE_AFTER, Active, Origin, Outcome, RolloutEvent, Wave
 from reconciler.core.rollout_status import decode, encode
 from reconciler.manifests.catalog import Catalog
 
@@ -25,8 +25,11 @@ Reported = tuple[Outcome, str, float]  # what a report said of a move, and when 
 class Rollouts:
     """Every rollout in progress, by deployment."""
 
-    def __init__(self, records: Mapping[str, Active] | None = None) -> None:
+    def __init__(
+        self, records: Mapping[str, Active] | None = None, offline_after: float = OFFLINE_AFTER
+    ) -> None:
         self.records: dict[str, Active] = dict(records or {})
+        self.offline_after = offline_after
         self.reported: dict[tuple[str, str], Reported] = {}  # (deployment, device) → ...
         self.seen: dict[str, float] = {}  # device → when it last reported
         self._waves: dict[tuple[int, str], tuple[Wave, ...]] = {}
@@ -34,7 +37,7 @@ class Rollouts:
 
     def copy(self) -> Rollouts:
         """Another set of records over the same reports: changed, then kept once stored."""
-        other = Rollouts(self.records)
+        other = Rollouts(self.records, self.offline_after)
         other.reported, other.seen, other._waves = self.reported, self.seen, self._waves
         other.dirty = self.dirty
         return other
@@ -165,6 +168,7 @@ class Rollouts:
                         self.reported.get((name, device)),
                         deadline,
                         now,
+                        self.offline_after,
                     )
                     outcomes[device] = outcome
                     if outcome == "Failed":
@@ -205,7 +209,7 @@ class Rollouts:
             for device in wave.devices:
                 outcome, reason = core.judged(
                     record, device, self.seen.get(device), self.reported.get((name, device)),
-                    deadline, now,
+                    deadline, now, self.offline_after,
                 )  # fmt: skip
                 if device in record.state.failed:
                     outcome, reason = "Failed", record.reasons.get(device, reason)

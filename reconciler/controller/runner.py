@@ -162,7 +162,8 @@ class Runner:
         return applied.fleet if applied else None
 
     def document_key(self, device: str) -> Hashable | None:
-        """What a device's document depends on (its revision and the images it reported);
+        """What a device's document depends on (its revision, what it should run, and the
+        images it reported);
         None when the applied revision has no such device. Never blocks: while the controller
         starts, or before a device's images are read from the store, a key that `document`
         settles off the loop stands for it."""
@@ -171,12 +172,15 @@ class Runner:
             if self.resuming:
                 return ("stored", device)
             raise DocumentUnavailable("no revision is applied yet: retry")
-        if device not in applied.fleet:
+        wanted = applied.fleet.get(device)
+        if wanted is None:
             return None
         present = self.controller.known_images(device)
         if present is None:
             return ("unread", device)
-        return self.controller.document_revision(device), present
+        # what it should run, too: a rollout moves a device without a new revision (the
+        # same objects while nothing changes, so an unchanged poll compares identities)
+        return self.controller.document_revision(device), present, tuple(wanted.values())
 
     async def document(self, device: str) -> bytes | None:
         """The device's document as served. While the controller starts, the one the store

@@ -358,11 +358,12 @@ def judged(
     reported: tuple[Outcome, str, float] | None,
     deadline: float,
     now: float,
+    offline_after: float = OFFLINE_AFTER,
 ) -> tuple[Outcome, str]:
-    """A targeted device's outcome: Offline after OFFLINE_AFTER without a report; Pending
+    """A targeted device's outcome: Offline after `offline_after` without a report; Pending
     until moved; then what its reports since the move say, and Failed once `deadline`
     seconds (its progress deadline) and DEADLINE_MARGIN have passed without Ready."""
-    if seen_at is None or now - seen_at > OFFLINE_AFTER:
+    if seen_at is None or now - seen_at > offline_after:
         return "Offline", "no report for three poll intervals"
     moved_at = rollout.moved_at.get(device)
     if device not in rollout.state.moved or moved_at is None:

@@ -122,10 +122,11 @@ def _set_all(wakes: list[Wake]) -> None:
 
 
 class Documents:
-    """Each device's ETag, kept until its document key (revision, images reported) changes: an
-    unchanged poll is then a comparison on the event loop, with no thread hop, no database
-    read and no document built. Bodies are not kept: a 200 builds its body again (a join of
-    parts the controller shares across devices), so memory does not grow with the fleet."""
+    """Each device's ETag, kept until its document key (revision, desired state, images
+    reported) changes: an unchanged poll is then a comparison on the event loop, with no
+    thread hop, no database read and no document built. Bodies are not kept: a 200 builds
+    its body again (a join of parts the controller shares across devices), so memory does
+    not grow with the fleet."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend

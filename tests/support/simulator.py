@@ -37,6 +37,11 @@ class SimDevice:
     documents: list[tuple[float, str]] = field(default_factory=list)  # (wall time, revision)
     home: int = 0  # the controller (of several replicas) it talks to now
     pending: list[dict[str, Any]] = field(default_factory=list)  # events not acknowledged
+    # As an agent (see `Worker.agents`): Ready on every release it is given, "failing" (it
+    # switches back from any release but its first, Degraded) or "offline" (silent).
+    behaviour: str = "ready"
+    good: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # by deployment
+    releases: list[dict[str, Any]] = field(default_factory=list)  # what it reports running
 
 
 ARRIVING = 256  # a worker's devices fetching their first document at once
@@ -89,11 +94,17 @@ class Worker:
     """The devices of one process, on one event loop."""
 
     def __init__(
-        self, addresses: Sequence[tuple[str, int]], devices: Sequence[SimDevice], wait: int
+        self,
+        addresses: Sequence[tuple[str, int]],
+        devices: Sequence[SimDevice],
+        wait: int,
+        agents: bool = False,
     ) -> None:
         """`addresses`: the controller's, or its replicas' (each device starts on one of them,
-        in turn, and moves to the next when its controller fails, as agents do)."""
-        self.addresses, self.wait = list(addresses), wait
+        in turn, and moves to the next when its controller fails, as agents do). With
+        `agents`, each device reports after each answer to its poll, as an agent does, the
+        releases its document names (by its `behaviour`)."""
+        self.addresses, self.wait, self.agents = list(addresses), wait, agents
         self.devices = list(devices)
         for index, device in enumerate(self.devices):
             device.home = index % len(self.addresses)
@@ -106,6 +117,7 @@ class Worker:
         # come up in one instant, and 16,000 connections opened at once by one process time
         # out in its own loop before their requests are written
         self.arriving = asyncio.Semaphore(ARRIVING)
+        self._agent_pools: list[asyncio.Queue[list[Any]]] | None = None
 
     def backoff(self, failures: int) -> float:
         """The agent's own wait after `failures` failures in a row: doubling from 1 s up to
@@ -121,6 +133,11 @@ class Worker:
         writer: asyncio.StreamWriter | None = None
         failures = 0
         while not self.stopping.is_set():
+            if self.agents and device.behaviour == "offline":
+                await _close(writer)
+                writer = None
+                await asyncio.sleep(0.2)
+                continue
             try:
                 headers = {"Authorization": f"Bearer {device.token}"}
                 if device.etag:
@@ -148,6 +165,8 @@ class Worker:
                 device.etag = answer.headers.get("etag")
                 device.revision = json.loads(answer.body)["revision"]
                 device.documents.append((time.time(), device.revision))
+                if self.agents:
+                    device.releases = run(device, json.loads(answer.body))
             elif answer.status != 304:
                 self.errors.append(f"{device.name}: {answer.status}")
                 if answer.status >= 500 and len(self.addresses) > 1:
@@ -159,6 +178,10 @@ class Worker:
             if answer.headers.get("connection", "").lower() == "close":
                 await _close(writer)
                 writer = None
+            if self.agents and answer.status in (200, 304):
+                if self._agent_pools is None:
+                    self._agent_pools = self._pools(16)
+                await self.report(device, self._agent_pools, new_event=False)
         await _close(writer)
 
     async def report(
@@ -183,6 +206,7 @@ class Worker:
                 "device": device.name,
                 "revision": device.revision,
                 "events": device.pending[:MAX_EVENTS],
+                **({"releases": device.releases} if self.agents else {}),
             }
         ).encode()
         started = time.perf_counter()
@@ -260,6 +284,40 @@ class Worker:
         return sum(len(d.pending) for d in self.devices)
 
 
+def run(device: SimDevice, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """What an agent reports once it has applied `document`: each deployment's release
+    running and Ready, or, for a failing device given a release other than its first, the
+    release it switched back to, with the error and why it is Degraded."""
+    releases = []
+    for wanted in document["deployments"]:
+        name = wanted["deployment"]
+        given = (wanted["release"], wanted.get("redeploy"))
+        good = device.good.setdefault(name, given)
+        failed = device.behaviour == "failing" and given != good
+        release, redeploy = good if failed else given
+        if not failed:
+            device.good[name] = given
+        found: dict[str, Any] = {
+            "application": wanted["application"],
+            "release": release,
+            "deployment": name,
+            "running": True,
+            "complete": True,
+            "redeploy": redeploy,
+            "ready": True,
+        }
+        if failed:
+            found["error"] = f"release {given[0]} not Ready: switched back to {release}"
+            found["degraded"] = {
+                "reason": "container server unhealthy",
+                "container": "server",
+                "health": "exit status 1",
+                "log": ["simulated failure"],
+            }
+        releases.append(found)
+    return releases
+
+
 async def _close_pools(pools: list[asyncio.Queue[list[Any]]]) -> None:
     for pool in pools:
         while not pool.empty():
@@ -275,17 +333,29 @@ async def _close(writer: asyncio.StreamWriter | None) -> None:
 
 
 def _worker_main(
-    pipe: Connection, addresses: list[tuple[str, int]], devices: list[tuple[str, str]], wait: int
+    pipe: Connection,
+    addresses: list[tuple[str, int]],
+    devices: list[tuple[str, str]],
+    wait: int,
+    behaviours: dict[str, str] | None,
 ) -> None:
     """A worker process: hold the devices' polls, answer its parent's commands."""
     raise_open_files()
-    asyncio.run(_serve(pipe, addresses, devices, wait))
+    asyncio.run(_serve(pipe, addresses, devices, wait, behaviours))
 
 
 async def _serve(
-    pipe: Connection, addresses: list[tuple[str, int]], devices: list[tuple[str, str]], wait: int
+    pipe: Connection,
+    addresses: list[tuple[str, int]],
+    devices: list[tuple[str, str]],
+    wait: int,
+    behaviours: dict[str, str] | None,
 ) -> None:
-    worker = Worker(addresses, [SimDevice(name, token) for name, token in devices], wait)
+    simulated = [
+        SimDevice(name, token, behaviour=(behaviours or {}).get(name, "ready"))
+        for name, token in devices
+    ]
+    worker = Worker(addresses, simulated, wait, agents=behaviours is not None)
     loop = asyncio.get_running_loop()
     holds: list[asyncio.Task[None]] = []
     while True:
@@ -306,6 +376,14 @@ async def _serve(
             pipe.send(("ok", list(worker.errors)))
         elif command == "flush":  # events left unacknowledged after `argument` seconds
             pipe.send(("ok", await worker.flush(argument)))
+        elif command == "behave":  # new behaviours, by device name
+            for device in worker.devices:
+                device.behaviour = argument.get(device.name, device.behaviour)
+            pipe.send(("ok", None))
+        elif command == "running":  # (name, [(deployment, release)]) of every device
+            found = [(d.name, [(r["deployment"], r["release"]) for r in d.releases])
+                     for d in worker.devices]  # fmt: skip
+            pipe.send(("ok", found))
         elif command == "sent":  # (name, highest event number made) of every device
             pipe.send(("ok", [(d.name, d.seq) for d in worker.devices]))
         else:  # "stop", or the parent went away
@@ -334,8 +412,11 @@ class Fleet:
         devices: Sequence[tuple[str, str]],
         processes: int = 1,
         wait: int = 60,
+        behaviours: dict[str, str] | None = None,
     ) -> None:
-        """`url`: the controller's, or its replicas' separated by commas."""
+        """`url`: the controller's, or its replicas' separated by commas. With
+        `behaviours` (device → ready, failing or offline; ready if absent), the devices act
+        as agents (see `Worker`)."""
         addresses = []
         for one in url.split(","):
             host, _, port = one.strip().removeprefix("http://").partition(":")
@@ -347,7 +428,9 @@ class Fleet:
             mine = list(devices[index::processes])
             parent, child = context.Pipe()
             process = context.Process(
-                target=_worker_main, args=(child, addresses, mine, wait), daemon=True
+                target=_worker_main,
+                args=(child, addresses, mine, wait, behaviours),
+                daemon=True,
             )
             process.start()
             self.pipes.append(parent)
@@ -384,6 +467,13 @@ class Fleet:
         """Events still unacknowledged after reporting them for up to `seconds`."""
         return sum(self._all("flush", seconds, timeout=seconds + 60))
 
+    def behave(self, behaviours: dict[str, str]) -> None:
+        self._all("behave", behaviours)
+
+    def running(self) -> dict[str, dict[str, str]]:
+        """device → deployment → the release it reports running."""
+        return {name: dict(found) for part in self._all("running") for name, found in part}
+
     def sent(self) -> dict[str, int]:
         """Each device's highest event number: it made events 1 to it."""
         return {name: seq for part in self._all("sent") for name, seq in part}
@@ -400,9 +490,13 @@ class Fleet:
 
 @contextlib.contextmanager
 def simulated(
-    url: str, devices: Sequence[tuple[str, str]], processes: int = 1, wait: int = 60
+    url: str,
+    devices: Sequence[tuple[str, str]],
+    processes: int = 1,
+    wait: int = 60,
+    behaviours: dict[str, str] | None = None,
 ) -> Iterator[Fleet]:
-    fleet = Fleet(url, devices, processes, wait)
+    fleet = Fleet(url, devices, processes, wait, behaviours)
     try:
         yield fleet
     finally:
