@@ -306,9 +306,11 @@ class Controller:
         fleet = rollouts.fleet(base, applied.report.catalog)
         changed = _differ(applied.fleet, fleet)
         moved = Applied(applied.sha, applied.report, fleet)
+        stored = self.store.stored_documents(changed)  # the revisions the leader gave them
         with self._state:
             self.applied, self.projection = moved, self.projection.carry(moved)
             self.rollouts = rollouts
+            self._revisions.update({d: sys.intern(doc.revision) for d, doc in stored.items()})
         self._notify(changed)
         return changed
 
@@ -655,9 +657,8 @@ class Controller:
         devices = _differ(applied.fleet, fleet)
         moved = Applied(applied.sha, applied.report, fleet)
         carried = projection.carry(moved)
-        documents = {
-            d: carried.stored(d, self._revisions.get(d, applied.sha)) for d in devices if d in fleet
-        }
+        # a document a step changes names the applied revision, whose rollout changed it
+        documents = {d: carried.stored(d, applied.sha) for d in devices if d in fleet}
         self.store.step_rollouts(
             _changed_records(self.rollouts, rollouts, over),
             at,
@@ -667,6 +668,7 @@ class Controller:
         )
         with self._state:
             self.applied, self.projection, self.rollouts = moved, carried, rollouts
+            self._revisions.update(dict.fromkeys(documents, applied.sha))
         self._notify(devices)
         return devices
 

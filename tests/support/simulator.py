@@ -42,6 +42,8 @@ class SimDevice:
     behaviour: str = "ready"
     good: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # by deployment
     releases: list[dict[str, Any]] = field(default_factory=list)  # what it reports running
+    # (wall time, release Ready) of each report taken that names a Ready release, as an agent
+    ready: list[tuple[float, str]] = field(default_factory=list)
 
 
 ARRIVING = 256  # a worker's devices fetching their first document at once
@@ -243,6 +245,11 @@ class Worker:
             last = int(found.get("lastSeq", found.get("last_seq", 0)))
             device.pending = [e for e in device.pending if e["seq"] > last]
             self.report_latencies.append(time.perf_counter() - started)
+            if self.agents:
+                now = time.time()
+                device.ready.extend(
+                    (now, r["release"]) for r in device.releases if "error" not in r
+                )
             return True
         self.errors.append(f"report {device.name}: connection failed")
         return False
@@ -384,6 +391,8 @@ async def _serve(
             found = [(d.name, [(r["deployment"], r["release"]) for r in d.releases])
                      for d in worker.devices]  # fmt: skip
             pipe.send(("ok", found))
+        elif command == "ready":  # (name, [(time, release)]) of every device's Ready reports
+            pipe.send(("ok", [(d.name, d.ready) for d in worker.devices]))
         elif command == "sent":  # (name, highest event number made) of every device
             pipe.send(("ok", [(d.name, d.seq) for d in worker.devices]))
         else:  # "stop", or the parent went away
@@ -473,6 +482,10 @@ class Fleet:
     def running(self) -> dict[str, dict[str, str]]:
         """device → deployment → the release it reports running."""
         return {name: dict(found) for part in self._all("running") for name, found in part}
+
+    def ready(self) -> dict[str, list[tuple[float, str]]]:
+        """device → (wall time, release) of each report it made of a Ready release."""
+        return {name: found for part in self._all("ready") for name, found in part}
 
     def sent(self) -> dict[str, int]:
         """Each device's highest event number: it made events 1 to it."""
