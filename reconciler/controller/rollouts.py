@@ -34,12 +34,15 @@ class Rollouts:
         self.seen: dict[str, float] = {}  # device → when it last reported
         self._waves: dict[tuple[int, str], tuple[Wave, ...]] = {}
         self.dirty: set[str] = set()  # rollouts a report has news for since their last step
+        # the last fleet made, and its held deployments: see `core.held`
+        self._last: Fleet | None = None
+        self._memo: dict[tuple[int, str, str | None], tuple[object, object]] = {}
 
     def copy(self) -> Rollouts:
         """Another set of records over the same reports: changed, then kept once stored."""
         other = Rollouts(self.records, self.offline_after)
         other.reported, other.seen, other._waves = self.reported, self.seen, self._waves
-        other.dirty = self.dirty
+        other.dirty, other._last, other._memo = self.dirty, self._last, self._memo
         return other
 
     # -- the fleet ---------------------------------------------------------------------------
@@ -55,7 +58,11 @@ class Rollouts:
                 digests[key] = spec_digest(found.manifest) if found else None
             return digests[key]
 
-        return core.held(base, self.records.values(), digest)
+        if len(self._memo) > 4096:  # the origins of rollouts long gone
+            self._memo.clear()
+        fleet = core.held(base, self.records.values(), digest, self._last, self._memo)
+        self._last = fleet
+        return fleet
 
     def targets(self, deployment: str, catalog: Catalog) -> dict[str, Mapping[str, str]]:
         entry = catalog.deployments.get(deployment)

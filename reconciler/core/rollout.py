@@ -308,12 +308,20 @@ def held(
     base: Mapping[str, Mapping[str, Any]],
     actives: Iterable[Active],
     digest: Callable[[str, str], str | None],
+    previous: Mapping[str, Mapping[str, Any]] | None = None,
+    memo: dict[tuple[int, str, str | None], tuple[Any, Any]] | None = None,
 ) -> dict[str, Mapping[str, Any]]:
     """The desired fleet with each rollout's unmoved devices held at their origin release
     (`base` maps device → application → DesiredDeployment). `digest(application, release)`
     is the release's content digest, None when the repository no longer has it: such a
     device cannot be held, and gets the deployment's release at once. Only the devices held
-    are copied: a fleet of 100,000 costs a dictionary copy."""
+    are copied: a fleet of 100,000 costs a dictionary copy.
+
+    A rollout steps after every batch of reports, so the result of the last step can be
+    passed back: `previous` (the last fleet) and `memo` (held deployments, by the base's one
+    and the origin) make an unchanged device's entry the very object it was, which the
+    callers compare by identity first, instead of a new, equal one."""
+    memo = {} if memo is None else memo
     fleet = dict(base)
     for rollout in actives:
         moved = rollout.state.moved
@@ -322,12 +330,30 @@ def held(
             if want is None or want.deployment != rollout.deployment or device in moved:
                 continue
             origin = rollout.origin(device)
-            found = digest(rollout.application, origin.release)
-            if found is None:
-                continue
-            changed = replace(want, release=origin.release, redeploy=origin.redeploy, digest=found)
-            fleet[device] = {**fleet[device], rollout.application: changed}
+            key = (id(want), origin.release, origin.redeploy)
+            known = memo.get(key)
+            if known is not None and known[0] is want:
+                changed = known[1]
+            else:
+                found = digest(rollout.application, origin.release)
+                if found is None:
+                    continue
+                changed = replace(
+                    want, release=origin.release, redeploy=origin.redeploy, digest=found
+                )
+                memo[key] = (want, changed)
+            entry = {**fleet[device], rollout.application: changed}
+            last = previous.get(device) if previous is not None else None
+            if last is not None and _same(last, entry):
+                fleet[device] = last
+            else:
+                fleet[device] = entry
     return fleet
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """The same deployments, object for object."""
+    return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
 
 
 def reported_outcome(

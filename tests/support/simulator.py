@@ -114,6 +114,7 @@ class Worker:
         self.errors: list[str] = []
         self.report_latencies: list[float] = []
         self.failovers = 0
+        self.reconnects = 0  # kept-alive connections the controller closed while idle
         self.rng = random.Random()
         # devices still without a document, fetching it at the same time: a fleet does not
         # come up in one instant, and 16,000 connections opened at once by one process time
@@ -147,12 +148,20 @@ class Worker:
                 wait = self.wait if device.etag else 0
                 path = f"/v1/devices/{device.name}/desired?wait={wait}"
                 gate = self.arriving if device.etag is None else contextlib.nullcontext()
+                reused = writer is not None
                 async with gate:
                     if writer is None:
                         address = self.addresses[device.home]
                         reader, writer = await asyncio.open_connection(*address)
                     answer = await request(reader, writer, "GET", path, headers)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                if reused and isinstance(exc, ConnectionResetError | asyncio.IncompleteReadError):
+                    # The controller closed a kept-alive connection idle past its header
+                    # timeout (the device was reporting): an HTTP client opens a new one.
+                    await _close(writer)
+                    writer = None
+                    self.reconnects += 1
+                    continue
                 self.errors.append(f"{device.name}: {type(exc).__name__}")
                 await _close(writer)
                 writer = None
