@@ -55,8 +55,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.apply
 
 # A simulated fleet against real controller processes (README "The fleet"): 10,000 devices on
-# SQLite and on PostgreSQL, then three replicas. `make bench-fleet DEVICES=100000 REPLICAS=6`
-# is the long run.
+# SQLite and on PostgreSQL, then three replicas, then a rollout (README "Rollouts").
+# `make bench-fleet DEVICES=100000 REPLICAS=6` is the long run.
 DEVICES ?= 10000
 REPLICAS ?= 3
 bench-fleet: $(STAMP) system-deps
@@ -65,6 +65,7 @@ bench-fleet: $(STAMP) system-deps
 	$(BIN)/python -m bench.fleet --devices $(DEVICES) --processes 6 --replicas $(REPLICAS)
 	$(BIN)/python -m bench.startup --devices 100000
 	$(BIN)/python -m bench.floor --devices 19500
+	$(BIN)/python -m bench.rollout --devices $(DEVICES)
 
 crds: $(STAMP)
 	$(BIN)/hedgerow crds
