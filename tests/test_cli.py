@@ -81,7 +81,7 @@ def _json(result: Result) -> dict[str, Any]:
 def test_example_repository_is_valid() -> None:
     result = _run("validate", str(MANIFESTS))
     assert result.exit_code == 0, result.output
-    assert result.stdout == "valid: 20 documents, 0 errors, 0 warnings\n"
+    assert result.stdout == "valid: 22 documents, 0 errors, 0 warnings\n"
 
 
 def test_warnings_only_exit_zero_and_are_printed(tmp_path: Path) -> None:
@@ -213,7 +213,7 @@ def test_json_for_a_valid_repository_with_warnings(tmp_path: Path) -> None:
 def test_json_for_the_example_repository() -> None:
     result = _run("validate", str(MANIFESTS), "--output", "json")
     assert result.exit_code == 0
-    assert _json(result) == {"valid": True, "documents": 20, "errors": [], "warnings": []}
+    assert _json(result) == {"valid": True, "documents": 22, "errors": [], "warnings": []}
 
 
 # -- validate --summary -------------------------------------------------------------------------
@@ -234,21 +234,29 @@ def test_summary_lists_every_device_and_what_it_runs() -> None:
     kinds = {row[0]: row[1] for row in rows if len(row) == 2}
     assert kinds == {
         "Application": "2",
-        "Release": "3",
+        "Release": "4",
         "ImageCredential": "1",
         "Volume": "2",
         "Network": "2",
-        "Device": "5",
+        "Device": "6",
         "Deployment": "5",
     }
     runs = [tuple(row) for row in rows if len(row) == 6]
     assert runs == [
         ("lyon-orin-01", "jetson-orin", "gateway-lyon-orin-01", "gateway", "2.3.0", "Running"),
-        ("lyon-orin-01", "jetson-orin", "telemetry-lyon-stable", "telemetry", "1.0.0", "Running"),
-        ("lyon-rpi4-01", "rpi4", "telemetry-canary", "telemetry", "1.1.0", "Running"),
-        ("lyon-rpi4-02", "rpi4", "telemetry-lyon-stable", "telemetry", "1.0.0", "Running"),
+        ("lyon-orin-01", "jetson-orin", "telemetry-lyon", "telemetry", "1.0.0", "Running"),
+        ("lyon-rpi4-01", "rpi4", "telemetry-lyon", "telemetry", "1.0.0", "Running"),
+        ("lyon-rpi4-02", "rpi4", "telemetry-lyon", "telemetry", "1.0.0", "Running"),
+        ("lyon-rpi4-03", "rpi4", "telemetry-lyon", "telemetry", "1.0.0", "Running"),
         ("nantes-orin-01", "jetson-orin", "gateway-nantes", "gateway", "2.3.0", "Running"),
-        ("nantes-orin-01", "jetson-orin", "telemetry-canary", "telemetry", "1.1.0", "Running"),
+        (
+            "nantes-orin-01",
+            "jetson-orin",
+            "telemetry-nantes-canary",
+            "telemetry",
+            "1.1.0",
+            "Running",
+        ),
         ("nantes-rpi4-01", "rpi4", "gateway-nantes", "gateway", "2.3.0", "Running"),
         ("nantes-rpi4-01", "rpi4", "telemetry-nantes-rpi4-01", "telemetry", "1.0.0", "Stopped"),
     ]
@@ -338,5 +346,5 @@ def test_installed_console_script_validates_the_example() -> None:
         check=False,
         env={**os.environ, "SOPS_AGE_KEY_FILE": DEMO_KEY},
     )
-    assert (result.returncode, result.stdout) == (0, "valid: 20 documents, 0 errors, 0 warnings\n")
+    assert (result.returncode, result.stdout) == (0, "valid: 22 documents, 0 errors, 0 warnings\n")
     assert result.stderr == ""

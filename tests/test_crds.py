@@ -69,7 +69,7 @@ def test_json_schema_accepts_every_example_manifest() -> None:
             errors = [e.message for e in validator.iter_errors(document)]
             assert errors == [], rel
             count += 1
-    assert count == 20
+    assert count == 22
 
 
 def test_json_schema_rejects_unknown_fields_and_kinds() -> None:

@@ -17,7 +17,7 @@ from tests.support.repos import MANIFESTS
 def test_example_repository_is_valid_without_warnings() -> None:
     report = validate_tree(MANIFESTS)
     assert report.problems == []
-    assert report.documents == 20
+    assert report.documents == 22
 
 
 def test_example_repository_covers_what_the_issue_promises() -> None:
@@ -30,7 +30,7 @@ def test_example_repository_covers_what_the_issue_promises() -> None:
     assert any(len(v) >= 2 for v in versions.values())
     assert len(catalog.credentials) >= 1
     assert catalog.volumes and catalog.networks
-    assert len(catalog.devices) == 5
+    assert len(catalog.devices) == 6
     assert len({d.manifest.spec.system_model for d in catalog.devices.values()}) == 2
     targets = [d.manifest.spec for d in catalog.deployments.values()]
     assert any(t.device for t in targets) and any(t.selector for t in targets)
