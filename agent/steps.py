@@ -13,9 +13,12 @@ controller uses to preview a change; here they are spelled out as engine operati
 4. per deployment, by application: an upgrade creates the new release's containers, stops the
    old release's (they stay, stopped, to switch back to) and starts the new ones in dependency
    order; releases older than the one it switches from are removed, so a device keeps two
-   releases of an application at most; a redeploy (new token, new digest, or drift: a container
-   or network missing) removes and recreates the release's containers; otherwise start or stop
-   to reach the desired state;
+   releases of an application at most; a redeploy (new token, new digest) removes and
+   recreates the release's containers; drift repairs only what drifted: a container missing
+   is created again, and so is one on a network or volume that went missing (recreated first)
+   or one sharing the network namespace of a recreated container (`networkMode: container:X`,
+   X a sibling: its namespace died with the old X), while its siblings keep running; otherwise
+   start or stop to reach the desired state;
 5. networks and volumes no container uses any more and no deployment declares are removed — a
    volume only when its deletion policy is `Delete`, so data is kept by default — and so are the
    images of removed containers that no remaining container uses (by the reference written in
@@ -32,6 +35,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
+
+import msgspec
 
 from reconciler.wire import (
     Container,
@@ -363,6 +368,12 @@ class _Switch:
         networks: dict[str, Network],
         volumes: dict[str, Volume],
     ) -> None:
+        """Deploy, upgrade, redeploy, repair drift, or start and stop `want`.
+
+        A release whose content changed (deployment, redeploy token or digest) is recreated
+        whole. Otherwise only what drifted is: a container missing, one on a network or volume
+        missing, and one sharing the network namespace of a recreated one; its siblings keep
+        their containers."""
         engine = self.engine
         ours = [
             c
@@ -374,65 +385,78 @@ class _Switch:
         others = sorted((c for c in ours if c.release != want.release), key=_stop_order)
         order = dependency_order(want.containers)
         names = {c.name: container_name(want.deployment, want.release, c.name) for c in order}
+        changed = any(
+            c.deployment != want.deployment
+            or c.redeploy != want.redeploy
+            or (c.digest is not None and c.digest != want.digest)
+            for c in mine
+        )
         good: dict[str, ContainerState] = {}
+        strays: list[ContainerState] = []  # not one of the release's containers as named
         for c in mine:
             if (
-                c.container in names
-                and c.container not in good
-                and c.name == names[c.container]
-                and c.deployment == want.deployment
-                and c.redeploy == want.redeploy
-                and (c.digest is None or c.digest == want.digest)
+                changed
+                or c.container not in names
+                or c.container in good
+                or c.name != names[c.container]
             ):
+                strays.append(c)
+            else:
                 good[c.container] = c
-        needs = {n for c in want.containers for n in c.networks if n in networks}
-        needs_volumes = {m.volume for c in order for m in c.volumes if m.volume in volumes}
-        complete = (
-            len(good) == len(names) == len(mine)
-            and needs <= engine.networks
-            and needs_volumes <= set(engine.volumes)
-        )
-        if not complete:  # deploy, upgrade or redeploy: (re)create the whole release
-            for c in mine:
-                self.remove(c)
-            for position, spec in enumerate(order):
-                name = names[spec.name]
-                for occupant in engine.containers:  # a stale container holding the name
-                    if occupant.name == name:
-                        self.remove(occupant)
-                self.steps.append(
-                    CreateContainer(
-                        name,
-                        want.deployment,
-                        want.application,
-                        want.release,
-                        want.digest,
-                        want.redeploy,
-                        spec,
-                        position,
-                    )
+        lost_networks = {
+            n for s in order for n in s.networks if n in networks and n not in engine.networks
+        }
+        lost_volumes = {
+            m.volume
+            for s in order
+            for m in s.volumes
+            if m.volume in volumes and m.volume not in engine.volumes
+        }
+        recreate = {
+            s.name
+            for s in order
+            if s.name not in good
+            or lost_networks.intersection(s.networks)
+            or lost_volumes.intersection(m.volume for m in s.volumes)
+        }
+        for s in order:  # dependency order: an owner is decided before who shares its namespace
+            if _namespace_owner(s, names) in recreate:
+                recreate.add(s.name)
+        for c in [*strays, *(good.pop(n) for n in sorted(recreate) if n in good)]:
+            self.remove(c)
+        for position, spec in enumerate(order):
+            if spec.name not in recreate:
+                continue
+            name = names[spec.name]
+            for occupant in engine.containers:  # a stale container holding the name
+                if occupant.name == name:
+                    self.remove(occupant)
+            self.steps.append(
+                CreateContainer(
+                    name,
+                    want.deployment,
+                    want.application,
+                    want.release,
+                    want.digest,
+                    want.redeploy,
+                    _resolved(spec, names),
+                    position,
                 )
-                self.new_networks.update(spec.networks)
-                self.new_volumes.update(_named_volumes(spec))
-            self._stop(others)
-            if want.state == "Running":
-                self.steps += [
-                    StartContainer(names[s.name], want.application, want.release) for s in order
-                ]
-            self._prune(others)
-            return
+            )
+            self.new_networks.update(spec.networks)
+            self.new_volumes.update(_named_volumes(spec))
         self._stop(others)
         if want.state == "Running":
             self.steps += [
                 StartContainer(names[s.name], want.application, want.release)
                 for s in order
-                if not good[s.name].up
+                if s.name in recreate or not good[s.name].up
             ]
         else:
             self.steps += [
                 StopContainer(names[s.name], want.application, want.release)
                 for s in reversed(order)
-                if good[s.name].up
+                if s.name in good and good[s.name].up
             ]
         self._prune(others)
 
@@ -468,13 +492,36 @@ def dependency_order(containers: Sequence[Container]) -> list[Container]:
     ordered: list[Container] = []
     while remaining:
         ready = next(
-            (c for c in remaining if all(d in done or d not in known for d in c.depends_on)),
+            (c for c in remaining if all(d in done or d not in known for d in _needs(c))),
             remaining[0],
         )
         remaining.remove(ready)
         done.add(ready.name)
         ordered.append(ready)
     return ordered
+
+
+def _needs(container: Container) -> list[str]:
+    """What must run first: `dependsOn`, and the container whose network namespace it joins."""
+    mode = container.network_mode
+    owner = [mode.removeprefix("container:")] if mode.startswith("container:") else []
+    return [*container.depends_on, *owner]
+
+
+def _namespace_owner(container: Container, names: dict[str, str]) -> str | None:
+    """The sibling whose network namespace `container` joins (`networkMode: container:X`)."""
+    mode = container.network_mode
+    owner = mode.removeprefix("container:")
+    return owner if mode.startswith("container:") and owner in names else None
+
+
+def _resolved(container: Container, names: dict[str, str]) -> Container:
+    """`container:X` naming a sibling points at the sibling's Docker name: the engine knows
+    containers by those, and a release names its containers by their short names."""
+    owner = _namespace_owner(container, names)
+    if owner is None:
+        return container
+    return msgspec.structs.replace(container, network_mode=f"container:{names[owner]}")
 
 
 def _named_volumes(container: Container) -> set[str]:

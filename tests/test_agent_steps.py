@@ -298,9 +298,49 @@ def test_upgrade_keeps_the_old_release_stopped_and_can_switch_back_without_recre
     ]
 
 
-def test_drift_a_container_removed_by_hand_redeploys_the_release() -> None:
-    engine = drop(converged(doc(web())), "hedgerow-web-lyon-1-0-0-db")
+def test_drift_a_container_removed_by_hand_is_recreated_alone() -> None:
+    before = converged(doc(web()))
+    engine = drop(before, "hedgerow-web-lyon-1-0-0-db")
     steps, after = run_and_check(doc(web()), engine)
+    assert show(steps) == ["create web-lyon-1-0-0-db", "start web-lyon-1-0-0-db"]
+    server = "hedgerow-web-lyon-1-0-0-server"
+    assert by_name(after)[server].id == by_name(before)[server].id, "the sibling is kept"
+
+
+def test_drift_of_a_stopped_release_recreates_the_container_without_starting_it() -> None:
+    engine = drop(converged(doc(web(state="Stopped"))), "hedgerow-web-lyon-1-0-0-server")
+    steps, _ = run_and_check(doc(web(state="Stopped")), engine)
+    assert show(steps) == ["create web-lyon-1-0-0-server"]
+
+
+def test_drift_recreates_what_shares_the_network_namespace_of_a_recreated_container() -> None:
+    """`networkMode: container:db` joins db's namespace: a new db leaves the sidecar in the
+    old, dead one, so the sidecar is recreated with it; the server is left alone."""
+    base = web()
+    sidecar = ctr("sidecar", networkMode="container:db")
+    release = msgspec.structs.replace(base, containers=[*base.containers, sidecar])
+    before = converged(doc(release))
+    created = [
+        s.container
+        for s in plan_steps(doc(release), EngineState())
+        if isinstance(s, CreateContainer)
+    ]
+    assert [c.name for c in created] == ["db", "server", "sidecar"]
+    assert created[2].network_mode == "container:hedgerow-web-lyon-1-0-0-db", "its Docker name"
+    engine = drop(before, "hedgerow-web-lyon-1-0-0-db")
+    steps, _ = run_and_check(doc(release), engine)
+    assert show(steps) == [
+        "remove web-lyon-1-0-0-sidecar",
+        "create web-lyon-1-0-0-db",
+        "create web-lyon-1-0-0-sidecar",
+        "start web-lyon-1-0-0-db",
+        "start web-lyon-1-0-0-sidecar",
+    ]
+
+
+def test_a_changed_release_is_still_redeployed_whole_even_with_a_container_missing() -> None:
+    engine = drop(converged(doc(web())), "hedgerow-web-lyon-1-0-0-db")
+    steps, _ = run_and_check(doc(web(redeploy="again")), engine)
     assert show(steps) == [
         "remove web-lyon-1-0-0-server",
         "create web-lyon-1-0-0-db",
@@ -308,7 +348,6 @@ def test_drift_a_container_removed_by_hand_redeploys_the_release() -> None:
         "start web-lyon-1-0-0-db",
         "start web-lyon-1-0-0-server",
     ]
-    assert len(after.containers) == 2
 
 
 def test_drift_a_network_removed_by_hand_recreates_it_and_the_containers_on_it() -> None:
@@ -317,6 +356,25 @@ def test_drift_a_network_removed_by_hand_recreates_it_and_the_containers_on_it()
     steps, _ = run_and_check(doc(web()), engine)
     assert show(steps)[0] == "create-network front"
     assert [s.kind for s in steps].count("create") == 2
+
+
+def test_drift_a_network_only_one_container_uses_recreates_that_one_only() -> None:
+    base = web()
+    server, db = base.containers
+    release = msgspec.structs.replace(
+        base,
+        containers=[msgspec.structs.replace(server, networks=["front", "edge"]), db],
+        networks=[*base.networks, Network(name="edge")],
+    )
+    engine = converged(doc(release))
+    engine = EngineState(engine.containers, frozenset({"front"}), engine.volumes, engine.images)
+    steps, _ = run_and_check(doc(release), engine)
+    assert show(steps) == [
+        "create-network edge",
+        "remove web-lyon-1-0-0-server",
+        "create web-lyon-1-0-0-server",
+        "start web-lyon-1-0-0-server",
+    ]
 
 
 def test_a_stale_container_holding_a_name_is_removed_before_the_name_is_reused() -> None:

@@ -322,10 +322,58 @@ def test_upgrade_keeps_the_old_release_stopped_then_redeploy_and_drift(
 
     engine.api.remove_container(W2, force=True)  # drift: removed by hand
     desired = doc(release(images, "1.1.0", image=images.v2, port=port, redeploy="again"))
+    kept = inspect(engine, S2)["Id"]
     outcome = run(engine, desired)
-    assert [s.kind for s in outcome.done].count("create") == 2
+    assert [s.kind for s in outcome.done].count("create") == 1
+    assert inspect(engine, S2)["Id"] == kept, "only what drifted is recreated"
     assert states(engine) == {S1: "exited", W1: "exited", S2: "running", W2: "running"}
     assert http(port) == "2"
+
+
+def test_drift_recreates_only_the_container_removed_by_hand(engine: Engine, images: Images) -> None:
+    port = free_port()
+    desired = doc(release(images, port=port))
+    run(engine, desired)
+    ids = {name: inspect(engine, name)["Id"] for name in (S1, W1)}
+    engine.api.remove_container(S1, force=True)
+    outcome = run(engine, desired)
+    assert [(s.kind, getattr(s, "name", "")) for s in outcome.done] == [
+        ("create", S1),
+        ("start", S1),
+    ]
+    assert inspect(engine, W1)["Id"] == ids[W1], "the sibling keeps its container"
+    assert inspect(engine, S1)["Id"] != ids[S1]
+    assert http(port) == "1"
+
+    engine.api.remove_container(W1, force=True)  # the dependency this time
+    run(engine, desired)
+    assert inspect(engine, S1)["State"]["Running"] and states(engine) == {
+        S1: "running",
+        W1: "running",
+    }
+    assert sh(engine, S1, "busybox wget -qO- http://server:8080/VERSION") == "1"
+
+
+def test_a_container_sharing_a_namespace_is_recreated_with_its_owner(
+    engine: Engine, images: Images
+) -> None:
+    """`networkMode: container:server` names the sibling; Docker gets its container name. When
+    the server is recreated, the sidecar left in the old namespace is recreated with it."""
+    base = release(images, volumes=())
+    sidecar = Container(name="sidecar", image=images.sleeper, network_mode="container:server")
+    desired = doc(msgspec.structs.replace(base, containers=[*base.containers, sidecar]))
+    run(engine, desired)
+    side = "hedgerow-web-lyon-1-0-0-sidecar"
+    assert sh(engine, side, "busybox wget -qO- http://127.0.0.1:8080/VERSION") == "1"
+    worker = inspect(engine, W1)["Id"]
+    engine.api.remove_container(S1, force=True)
+    outcome = run(engine, desired)
+    assert sorted(getattr(s, "name", "") for s in outcome.done if s.kind == "create") == [
+        S1,
+        side,
+    ]
+    assert inspect(engine, W1)["Id"] == worker
+    assert sh(engine, side, "busybox wget -qO- http://127.0.0.1:8080/VERSION") == "1"
 
 
 def tags(engine: Engine) -> set[str]:
