@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -26,6 +27,7 @@ from agent.steps import (
     DELETION_POLICY,
     DEPLOYMENT,
     DIGEST,
+    LEVEL,
     MANAGED,
     ORDER,
     REDEPLOY,
@@ -42,6 +44,7 @@ from agent.steps import (
     StartContainer,
     Step,
     StopContainer,
+    StopContainers,
 )
 from reconciler.logs import get_logger
 from reconciler.wire import Container, Healthcheck, RegistryAuth, duration_ns
@@ -49,6 +52,7 @@ from reconciler.wire import Container, Healthcheck, RegistryAuth, duration_ns
 MANAGED_FILTER = {"label": f"{MANAGED}=true"}
 log = get_logger("hedgerow.agent")
 MiB = 1024 * 1024
+PARALLEL_STOPS = 10  # docker-py keeps 10 connections to the engine: one per stop in flight
 __all__ = [
     "ContainerFailed",
     "DiskSpaceError",
@@ -64,7 +68,8 @@ class Engine:
     `min_free_bytes` guards pulls; `start_grace` is how long a started container must keep
     running to count as started (`failed_starts` reports one that did not, so the caller can
     switch back); `pull_timeout` bounds a pull, checked at every progress message the engine sends,
-    while a silent connection is cut by the client's own read timeout.
+    while a silent connection is cut by the client's own read timeout. `stop_timeout` is the
+    seconds a stopped container gets between SIGTERM and SIGKILL, unless its step says.
     """
 
     def __init__(
@@ -161,8 +166,10 @@ class Engine:
             self._create_container(step)
         elif isinstance(step, StartContainer):
             self._start(step)
+        elif isinstance(step, StopContainers):
+            self._stop_all(step)
         elif isinstance(step, StopContainer):
-            self._stop(step.name)
+            self._stop(step.name, step.timeout)
         elif isinstance(step, RemoveContainer):
             self._stop(step.name)
             _ignore_missing(lambda: self.api.remove_container(step.name, v=True, force=True))
@@ -354,9 +361,28 @@ class Engine:
         detail = f"; last output: {logs[-500:]}" if logs else ""
         raise ContainerFailed(step, code, f"container {name} {what}{detail}")
 
-    def _stop(self, name: str) -> None:
+    def _stop(self, name: str, timeout: int | None = None) -> None:
         self._starting.pop(name, None)  # stopped on purpose: not a crash
-        _ignore_missing(lambda: self.api.stop(name, timeout=self.stop_timeout))
+        wait = self.stop_timeout if timeout is None else timeout
+        _ignore_missing(lambda: self.api.stop(name, timeout=wait))
+
+    def _stop_all(self, step: StopContainers) -> None:
+        """Stop a level's containers at once, so one ignoring SIGTERM costs its own grace
+        period, not the sum of all; every stop is tried, and the failures are one error."""
+        for stop in step.stops:
+            self._starting.pop(stop.name, None)  # here: the dict is not shared with the threads
+        workers = min(len(step.stops), PARALLEL_STOPS)
+        with ThreadPoolExecutor(workers, thread_name_prefix="hedgerow-stop") as pool:
+            futures = [pool.submit(self._stop, s.name, s.timeout) for s in step.stops]
+        failed = []
+        for stop, future in zip(step.stops, futures, strict=True):
+            error = future.exception()
+            if isinstance(error, docker.errors.DockerException | requests.RequestException):
+                failed.append(f"{stop.name}: {_explain(error)}")
+            elif error is not None:
+                raise error
+        if failed:
+            raise EngineError(f"{step.describe()}: {'; '.join(failed)}")
 
 
 # -- translation of the wire contract (pure, tested without an engine) ---------------------------
@@ -516,6 +542,7 @@ def _container_state(listed: Mapping[str, Any]) -> ContainerState:
         volumes=frozenset(m["Name"] for m in mounts if m.get("Type") == "volume" and m.get("Name")),
         id=str(listed.get("Id", "")),
         order=int(order) if (order := labels.get(ORDER, "0")).isdigit() else 0,
+        level=int(level) if (level := labels.get(LEVEL, "")).isdigit() else None,
     )
 
 

@@ -34,6 +34,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 from typing import Literal
 
 import msgspec
@@ -57,6 +58,7 @@ CONTAINER = "hedgerow.container"
 DIGEST = "hedgerow.digest"
 REDEPLOY = "hedgerow.redeploy"
 ORDER = "hedgerow.order"  # position in the release's dependency order, to stop and start it again
+LEVEL = "hedgerow.level"  # dependency level: 0 depends on nothing, n on something at n - 1
 DELETION_POLICY = "hedgerow.deletion-policy"
 
 # Docker's states in which a container holds its resources (ports, aliases) and must be stopped.
@@ -84,6 +86,7 @@ class ContainerState:
     volumes: frozenset[str] = frozenset()  # named volumes mounted (volumes and named binds)
     id: str = ""  # Docker's id: tells a recreated container from the one it replaced
     order: int = 0  # position in its release's dependency order (label hedgerow.order)
+    level: int | None = None  # its dependency level (hedgerow.level); None: an older agent's
 
     @property
     def up(self) -> bool:
@@ -149,6 +152,7 @@ class CreateContainer:
     redeploy: str | None
     container: Container
     order: int = 0  # position in the release's dependency order
+    level: int = 0  # dependency level: containers of one level are stopped at once
     kind: Literal["create"] = "create"
 
     def labels(self) -> dict[str, str]:
@@ -161,6 +165,7 @@ class CreateContainer:
             CONTAINER: self.container.name,
             DIGEST: self.digest,
             ORDER: str(self.order),
+            LEVEL: str(self.level),
         }
         if self.redeploy is not None:
             labels[REDEPLOY] = self.redeploy
@@ -183,13 +188,36 @@ class StartContainer:
 
 @dataclass(frozen=True, slots=True)
 class StopContainer:
+    """`timeout`: seconds between SIGTERM and SIGKILL; None is the engine's default (10 s), so a
+    per-container grace period (a later `stopGracePeriod`) has a place to go."""
+
     name: str
     application: str
     release: str
+    timeout: int | None = None
     kind: Literal["stop"] = "stop"
 
     def describe(self) -> str:
         return f"stop {self.name} ({self.application} {self.release})"
+
+
+@dataclass(frozen=True, slots=True)
+class StopContainers:
+    """Containers of one release, none depending on another, stopped at once: each may take
+    its whole grace period, so stopping them one after the other would add the periods up.
+    The planner emits every stop as one of these, a dependency level at a time."""
+
+    stops: tuple[StopContainer, ...]
+    application: str
+    release: str
+    kind: Literal["stop"] = "stop"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stops)
+
+    def describe(self) -> str:
+        return f"stop {', '.join(self.names)} ({self.application} {self.release})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +268,7 @@ Step = (
     | CreateContainer
     | StartContainer
     | StopContainer
+    | StopContainers
     | RemoveContainer
     | RemoveNetwork
     | RemoveVolume
@@ -303,9 +332,12 @@ def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
 
     plan = _Switch(engine)
     desired_apps = {d.application for d in deployments}
-    for container in sorted(engine.containers, key=lambda c: (c.application, c.name)):
-        if container.application not in desired_apps:
-            plan.remove(container)
+    plan.remove_all(
+        sorted(
+            (c for c in engine.containers if c.application not in desired_apps),
+            key=lambda c: (c.application, c.name),
+        )
+    )
     for deployment in deployments:
         plan.deployment(deployment, wanted_networks, wanted_volumes)
 
@@ -354,6 +386,13 @@ class _Switch:
         self.removed: set[str] = set()
         self.new_networks: set[str] = set()
         self.new_volumes: set[str] = set()
+
+    def remove_all(self, containers: list[ContainerState]) -> None:
+        """Stop what is up, a dependency level at a time, then remove: removing stops too, but
+        one container after the other."""
+        self.steps += stop_groups(c for c in containers if c.name not in self.removed)
+        for c in containers:
+            self.remove(c)
 
     def remove(self, container: ContainerState) -> None:
         if container.name not in self.removed:
@@ -422,8 +461,8 @@ class _Switch:
         for s in order:  # dependency order: an owner is decided before who shares its namespace
             if _namespace_owner(s, names) in recreate:
                 recreate.add(s.name)
-        for c in [*strays, *(good.pop(n) for n in sorted(recreate) if n in good)]:
-            self.remove(c)
+        self.remove_all([*strays, *(good.pop(n) for n in sorted(recreate) if n in good)])
+        levels = dependency_levels(order)
         for position, spec in enumerate(order):
             if spec.name not in recreate:
                 continue
@@ -441,6 +480,7 @@ class _Switch:
                     want.redeploy,
                     _resolved(spec, names),
                     position,
+                    levels[spec.name],
                 )
             )
             self.new_networks.update(spec.networks)
@@ -452,12 +492,8 @@ class _Switch:
                 for s in order
                 if s.name in recreate or not good[s.name].up
             ]
-        else:
-            self.steps += [
-                StopContainer(names[s.name], want.application, want.release)
-                for s in reversed(order)
-                if s.name in good and good[s.name].up
-            ]
+        else:  # by the release's levels: those of an older agent's containers are not labelled
+            self.steps += stop_groups(replace(c, level=levels[n]) for n, c in good.items())
         self._prune(others)
 
     def _prune(self, others: list[ContainerState]) -> None:
@@ -471,11 +507,43 @@ class _Switch:
 
     def _stop(self, containers: list[ContainerState]) -> None:
         """Stop what is up and not already removed (by then, a stale name holder may be)."""
-        self.steps += [
-            StopContainer(c.name, c.application, c.release)
-            for c in containers
-            if c.up and c.name not in self.removed
-        ]
+        self.steps += stop_groups(c for c in containers if c.name not in self.removed)
+
+
+def stop_groups(containers: Iterable[ContainerState]) -> list[StopContainers]:
+    """The containers that are up, per release, in groups to stop at once: the highest
+    dependency level first, so a container stops after those that depend on it.
+
+    A release with a container lacking its level (made by an agent older than the label) is
+    stopped one container at a time, in the reverse of its dependency order, as it was then.
+    """
+    releases: dict[tuple[str, str], list[ContainerState]] = {}
+    for c in containers:
+        if c.up:
+            releases.setdefault((c.application, c.release), []).append(c)
+    return [
+        StopContainers(tuple(StopContainer(c.name, app, version) for c in level), app, version)
+        for (app, version), found in sorted(releases.items())
+        for level in _by_level(found)
+    ]
+
+
+def _by_level(containers: list[ContainerState]) -> list[list[ContainerState]]:
+    """One release's containers, highest level first (ties by name); without every level
+    label, one container a group, the last in dependency order first."""
+    if all(c.level is not None for c in containers):
+        ranked = sorted(containers, key=lambda c: (-(c.level or 0), c.name))
+        return [list(level) for _, level in groupby(ranked, key=lambda c: c.level)]
+    return [[c] for c in sorted(containers, key=lambda c: (-c.order, c.name))]
+
+
+def dependency_levels(containers: Sequence[Container]) -> dict[str, int]:
+    """Each container's level: 0 for one needing nothing, else one more than the highest level
+    it needs. One level never depends on itself, so a level stops (or starts) at once."""
+    levels: dict[str, int] = {}
+    for c in dependency_order(containers):
+        levels[c.name] = 1 + max((levels[d] for d in _needs(c) if d in levels), default=-1)
+    return levels
 
 
 def _stop_order(container: ContainerState) -> tuple[str, int, str]:
@@ -563,11 +631,14 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
                 volumes=frozenset(_named_volumes(spec)),
                 id=f"planned:{step.name}",
                 order=step.order,
+                level=step.level,
             )
-        elif isinstance(step, StartContainer | StopContainer):
+        elif isinstance(step, StartContainer | StopContainer | StopContainers):
             state = "running" if isinstance(step, StartContainer) else "exited"
-            if step.name in containers:
-                containers[step.name] = replace(containers[step.name], state=state)
+            names = step.names if isinstance(step, StopContainers) else (step.name,)
+            for name in names:
+                if name in containers:
+                    containers[name] = replace(containers[name], state=state)
         elif isinstance(step, RemoveContainer):
             containers.pop(step.name, None)
         elif isinstance(step, RemoveNetwork):
@@ -594,9 +665,9 @@ def rollback_steps(before: EngineState, now: EngineState, application: str) -> l
     up_ids = {c.id for c in was_up}
     current = {c.id: c for c in now.containers if c.application == application}
     steps: list[Step] = [
-        StopContainer(c.name, c.application, c.release)
-        for c in sorted(current.values(), key=_stop_order)
-        if c.up and c.id not in up_ids
+        *stop_groups(
+            c for c in sorted(current.values(), key=_stop_order) if c.up and c.id not in up_ids
+        )
     ]
     steps += [
         StartContainer(c.name, c.application, c.release)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -31,8 +32,10 @@ from agent.steps import (
     StartContainer,
     Step,
     StopContainer,
+    StopContainers,
     apply,
     container_name,
+    dependency_levels,
     dependency_order,
     normalise_image,
     plan_steps,
@@ -143,6 +146,8 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         doc(web()),
         doc(web(redeploy="again")),
         [
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-server",
             "create web-lyon-1-0-0-db",
@@ -156,6 +161,8 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         doc(web()),
         doc(web(digest="d2")),
         [
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-server",
             "create web-lyon-1-0-0-db",
@@ -169,6 +176,8 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         doc(web()),
         doc(),
         [
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-server",
             "remove-network front",
@@ -180,6 +189,8 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         doc(web(volumes=(("data", "Delete"),))),
         doc(),
         [
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-server",
             "remove-network front",
@@ -330,6 +341,7 @@ def test_drift_recreates_what_shares_the_network_namespace_of_a_recreated_contai
     engine = drop(before, "hedgerow-web-lyon-1-0-0-db")
     steps, _ = run_and_check(doc(release), engine)
     assert show(steps) == [
+        "stop web-lyon-1-0-0-sidecar",
         "remove web-lyon-1-0-0-sidecar",
         "create web-lyon-1-0-0-db",
         "create web-lyon-1-0-0-sidecar",
@@ -342,6 +354,7 @@ def test_a_changed_release_is_still_redeployed_whole_even_with_a_container_missi
     engine = drop(converged(doc(web())), "hedgerow-web-lyon-1-0-0-db")
     steps, _ = run_and_check(doc(web(redeploy="again")), engine)
     assert show(steps) == [
+        "stop web-lyon-1-0-0-server",
         "remove web-lyon-1-0-0-server",
         "create web-lyon-1-0-0-db",
         "create web-lyon-1-0-0-server",
@@ -371,6 +384,7 @@ def test_drift_a_network_only_one_container_uses_recreates_that_one_only() -> No
     steps, _ = run_and_check(doc(release), engine)
     assert show(steps) == [
         "create-network edge",
+        "stop web-lyon-1-0-0-server",
         "remove web-lyon-1-0-0-server",
         "create web-lyon-1-0-0-server",
         "start web-lyon-1-0-0-server",
@@ -395,6 +409,8 @@ def test_delete_keeps_a_network_another_deployment_uses_and_volumes_by_policy() 
     both = doc(web(volumes=(("data", "Retain"), ("cache", "Delete"))), cam)
     steps, after = run_and_check(doc(cam), converged(both))
     assert show(steps) == [
+        "stop web-lyon-1-0-0-server",
+        "stop web-lyon-1-0-0-db",
         "remove web-lyon-1-0-0-db",
         "remove web-lyon-1-0-0-server",
         "remove-volume cache",
@@ -505,6 +521,77 @@ def test_present_images_include_desired_references_as_written() -> None:
     engine = EngineState(images=frozenset(["busybox:latest"]))
     desired = doc(web(image="docker.io/library/busybox"))
     assert present_images(desired, engine) == ["busybox:latest", "docker.io/library/busybox"]
+
+
+def test_dependency_levels_group_what_depends_on_nothing_at_the_same_level() -> None:
+    release = [
+        ctr("api", dependsOn=["db", "cache"]),
+        ctr("db"),
+        ctr("cache"),
+        ctr("proxy", dependsOn=["api"]),
+        ctr("sidecar", networkMode="container:api"),
+        ctr("metrics"),
+    ]
+    assert dependency_levels(release) == {
+        "db": 0,
+        "cache": 0,
+        "metrics": 0,
+        "api": 1,
+        "proxy": 2,
+        "sidecar": 2,
+    }
+    cycle = [ctr("x", dependsOn=["y"]), ctr("y", dependsOn=["x"])]
+    assert sorted(dependency_levels(cycle).values()) == [0, 1]
+
+
+def wide(state: str = "Running", release: str = "1.0.0", image: str = IMAGE) -> Deployment:
+    """api needs db and cache; proxy and sidecar need api; metrics needs nothing."""
+    base = web(release, state=state, image=image)
+    return msgspec.structs.replace(
+        base,
+        containers=[
+            ctr("api", image, dependsOn=["db", "cache"]),
+            ctr("db", image),
+            ctr("cache", image),
+            ctr("proxy", image, dependsOn=["api"]),
+            ctr("sidecar", image, networkMode="container:api"),
+            ctr("metrics", image),
+        ],
+    )
+
+
+def test_stops_run_a_dependency_level_at_a_time_dependents_first() -> None:
+    steps, _ = run_and_check(doc(wide("Stopped")), converged(doc(wide())))
+    assert show(steps) == [
+        "stop web-lyon-1-0-0-proxy, web-lyon-1-0-0-sidecar",
+        "stop web-lyon-1-0-0-api",
+        "stop web-lyon-1-0-0-cache, web-lyon-1-0-0-db, web-lyon-1-0-0-metrics",
+    ]
+    assert all(isinstance(s, StopContainers) for s in steps)
+    assert {s.timeout for g in steps if isinstance(g, StopContainers) for s in g.stops} == {None}
+
+
+def test_an_upgrade_stops_the_old_release_by_levels_and_deletes_stop_before_removing() -> None:
+    steps, _ = run_and_check(doc(wide("Running", "1.1.0", V2)), converged(doc(wide()), (V1, V2)))
+    stops = [line for line in show(steps) if line.startswith("stop")]
+    assert stops == [
+        "stop web-lyon-1-0-0-proxy, web-lyon-1-0-0-sidecar",
+        "stop web-lyon-1-0-0-api",
+        "stop web-lyon-1-0-0-cache, web-lyon-1-0-0-db, web-lyon-1-0-0-metrics",
+    ]
+    steps, _ = run_and_check(doc(), converged(doc(wide())))
+    assert [s.kind for s in steps[:3]] == ["stop"] * 3 and steps[3].kind == "remove"
+
+
+def test_containers_of_an_older_agent_without_levels_stop_one_at_a_time() -> None:
+    engine = converged(doc(wide()))
+    unlabelled = tuple(replace(c, level=None) for c in engine.containers)
+    engine = EngineState(unlabelled, engine.networks, engine.volumes, engine.images)
+    steps, _ = run_and_check(doc(wide("Running", "1.1.0")), engine)
+    assert [len(s.stops) for s in steps if isinstance(s, StopContainers)] == [1] * 6
+    assert show([s for s in steps if isinstance(s, StopContainers)])[0] == (
+        "stop web-lyon-1-0-0-metrics"  # the last in dependency order first
+    )
 
 
 # -- converge: one pass with failures, on a model engine --------------------------------------
@@ -752,10 +839,14 @@ def test_removals_only_touch_what_hedgerow_planned_to_remove(
     assert set(removed) <= {c.name for c in engine.containers}
     after_removal = {s.name: i for i, s in enumerate(steps) if isinstance(s, RemoveContainer)}
     for i, step in enumerate(steps):
-        if isinstance(step, StopContainer | StartContainer) and step.name in after_removal:
-            assert i < after_removal[step.name] or any(
-                isinstance(s, CreateContainer) and s.name == step.name for s in steps[:i]
-            ), "nothing is stopped or started after its removal, unless made again"
+        names = step.names if isinstance(step, StopContainers) else ()
+        if isinstance(step, StopContainer | StartContainer):
+            names = (step.name,)
+        for name in names:
+            if name in after_removal:
+                assert i < after_removal[name] or any(
+                    isinstance(s, CreateContainer) and s.name == name for s in steps[:i]
+                ), "nothing is stopped or started after its removal, unless made again"
 
 
 # -- the saved desired document -----------------------------------------------------------------

@@ -376,6 +376,49 @@ def test_a_container_sharing_a_namespace_is_recreated_with_its_owner(
     assert sh(engine, side, "busybox wget -qO- http://127.0.0.1:8080/VERSION") == "1"
 
 
+STUBBORN = "local/stubborn:1"
+
+
+def stubborn_image(engine: Engine, images: Images) -> str:
+    """The sleeper with `sleep` as PID 1 and no handler: the kernel drops SIGTERM for it, so
+    only the SIGKILL after the stop timeout ends it, as an application ignoring SIGTERM."""
+    if STUBBORN not in tags(engine):
+        made = engine.api.create_container(images.sleeper)
+        try:
+            engine.api.commit(made["Id"], "local/stubborn", "1", conf={"Cmd": ["sleep", "1000000"]})
+        finally:
+            engine.api.remove_container(made["Id"])
+    return STUBBORN
+
+
+def test_containers_ignoring_sigterm_stop_together_in_one_grace_period(
+    engine: Engine, images: Images
+) -> None:
+    timeout = 2
+    patient = Engine(engine.client, start_grace=0.5, stop_timeout=timeout)
+    image = stubborn_image(engine, images)
+    deployment = msgspec.convert(
+        {
+            "deployment": "stubborn",
+            "application": "stubborn",
+            "release": "1.0.0",
+            "state": "Running",
+            "digest": "d",
+            "containers": [{"name": n, "image": image} for n in ("a", "b")],
+        },
+        Deployment,
+    )
+    run(patient, doc(deployment))
+    stopped = doc(msgspec.structs.replace(deployment, state="Stopped"))
+    began = time.monotonic()
+    outcome = run(patient, stopped)
+    took = time.monotonic() - began
+    assert [s.kind for s in outcome.done] == ["stop"], "one level, one step"
+    assert timeout <= took < 1.6 * timeout, f"{took:.1f} s: stopped one after the other?"
+    for name in ("a", "b"):
+        assert inspect(engine, f"hedgerow-stubborn-1-0-0-{name}")["State"]["ExitCode"] == 137
+
+
 def tags(engine: Engine) -> set[str]:
     return {tag for image in engine.api.images() for tag in image.get("RepoTags") or []}
 

@@ -19,6 +19,7 @@ from agent.steps import (
     StartContainer,
     Step,
     StopContainer,
+    StopContainers,
     apply,
 )
 from reconciler.wire import (
@@ -84,6 +85,8 @@ def show(steps: list[Step]) -> list[str]:
             lines.append(f"{step.kind} {name}")
         elif isinstance(step, PullImage | RemoveImage):
             lines.append(f"{step.kind} {step.image}")
+        elif isinstance(step, StopContainers):  # one dependency level, stopped at once
+            lines.append(f"stop {', '.join(n.removeprefix('hedgerow-') for n in step.names)}")
         else:
             lines.append(f"{step.kind} {step.name.removeprefix('hedgerow-')}")
     return lines
