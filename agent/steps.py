@@ -60,6 +60,7 @@ REDEPLOY = "hedgerow.redeploy"
 ORDER = "hedgerow.order"  # position in the release's dependency order, to stop and start it again
 LEVEL = "hedgerow.level"  # dependency level: 0 depends on nothing, n on something at n - 1
 DELETION_POLICY = "hedgerow.deletion-policy"
+DEVICE = "hedgerow.device"  # the device whose agent owns it: several agents can share an engine
 
 # Docker's states in which a container holds its resources (ports, aliases) and must be stopped.
 UP_STATES = frozenset({"running", "restarting", "paused"})
@@ -95,12 +96,17 @@ class ContainerState:
 
 @dataclass(frozen=True, slots=True)
 class EngineState:
-    """What the engine runs that Hedgerow manages, plus the image references it has."""
+    """What the engine runs that this device's agent manages, plus the image references it has.
+
+    `adopted`: networks and volumes made by an agent older than the `hedgerow.device` label,
+    found without it and taken as this device's (see `Engine.read`); they keep their names.
+    """
 
     containers: tuple[ContainerState, ...] = ()
-    networks: frozenset[str] = frozenset()  # managed networks, by name
+    networks: frozenset[str] = frozenset()  # managed networks, by Docker name
     volumes: dict[str, str] = field(default_factory=dict)  # managed volume → deletion policy
     images: frozenset[str] = frozenset()  # references present (any form; compared normalised)
+    adopted: frozenset[str] = frozenset()
 
     def has_image(self, reference: str) -> bool:
         return normalise_image(reference) in {normalise_image(i) for i in self.images}
@@ -111,7 +117,10 @@ class EngineState:
 
 @dataclass(frozen=True, slots=True)
 class CreateNetwork:
+    """`network` under its Docker name; `device` labels it as this device's."""
+
     network: Network
+    device: str = ""
     kind: Literal["create-network"] = "create-network"
     application: None = None
 
@@ -121,7 +130,10 @@ class CreateNetwork:
 
 @dataclass(frozen=True, slots=True)
 class CreateVolume:
+    """`volume` under its Docker name; `device` labels it as this device's."""
+
     volume: Volume
+    device: str = ""
     kind: Literal["create-volume"] = "create-volume"
     application: None = None
 
@@ -153,6 +165,7 @@ class CreateContainer:
     container: Container
     order: int = 0  # position in the release's dependency order
     level: int = 0  # dependency level: containers of one level are stopped at once
+    device: str = ""  # the owner, labelled (none: as an agent older than device labels)
     kind: Literal["create"] = "create"
 
     def labels(self) -> dict[str, str]:
@@ -169,6 +182,8 @@ class CreateContainer:
         }
         if self.redeploy is not None:
             labels[REDEPLOY] = self.redeploy
+        if self.device:
+            labels[DEVICE] = self.device
         return labels
 
     def describe(self) -> str:
@@ -279,13 +294,24 @@ Step = (
 # -- naming -------------------------------------------------------------------------------------
 
 
-def container_name(deployment: str, release: str, container: str) -> str:
-    """`hedgerow-{deployment}-{release with dashes}-{container}`, at most one DNS label long.
+def container_name(device: str, deployment: str, release: str, container: str) -> str:
+    """`hedgerow-{device}-{deployment}-{release with dashes}-{container}`, one DNS label long
+    at most. The device is in it because a deployment's name is fleet-wide: two devices on
+    one engine can run the same one. Without a device: the name an older agent gave.
 
     A longer name is cut and ends with a hash of the whole, so two long names stay distinct.
     """
     dashed = re.sub(r"[^A-Za-z0-9]+", "-", release).strip("-")
-    name = f"hedgerow-{deployment}-{dashed}-{container}"
+    return _bounded("-".join(p for p in ("hedgerow", device, deployment, dashed, container) if p))
+
+
+def scoped_name(device: str, name: str) -> str:
+    """A network's or volume's Docker name: `hedgerow-{device}-{name}`, so two devices sharing
+    an engine each have their own `backend`; bounded and cut as container names are."""
+    return _bounded(f"hedgerow-{device}-{name}") if device else name
+
+
+def _bounded(name: str) -> str:
     if len(name) <= NAME_LIMIT:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
@@ -315,7 +341,10 @@ def normalise_image(reference: str) -> str:
 
 def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
     """The steps that take the engine to `desired`, in the order to run them (see the module)."""
-    deployments = sorted(desired.deployments, key=lambda d: d.application)
+    device = desired.device
+    deployments = sorted(
+        _on_engine(desired.deployments, device, engine), key=lambda d: d.application
+    )
     wanted_networks: dict[str, Network] = {}
     wanted_volumes: dict[str, Volume] = {}
     for deployment in deployments:
@@ -324,13 +353,17 @@ def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
         for volume in deployment.volumes:
             wanted_volumes.setdefault(volume.name, volume)
     resources: list[Step] = [
-        CreateNetwork(net) for n, net in sorted(wanted_networks.items()) if n not in engine.networks
+        CreateNetwork(net, device)
+        for n, net in sorted(wanted_networks.items())
+        if n not in engine.networks
     ]
     resources += [
-        CreateVolume(wanted_volumes[v]) for v in sorted(wanted_volumes) if v not in engine.volumes
+        CreateVolume(wanted_volumes[v], device)
+        for v in sorted(wanted_volumes)
+        if v not in engine.volumes
     ]
 
-    plan = _Switch(engine)
+    plan = _Switch(engine, device)
     desired_apps = {d.application for d in deployments}
     plan.remove_all(
         sorted(
@@ -380,8 +413,9 @@ def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
 class _Switch:
     """The container steps of one plan, remembering which names are removed or created."""
 
-    def __init__(self, engine: EngineState) -> None:
+    def __init__(self, engine: EngineState, device: str) -> None:
         self.engine = engine
+        self.device = device
         self.steps: list[Step] = []
         self.removed: set[str] = set()
         self.new_networks: set[str] = set()
@@ -423,7 +457,12 @@ class _Switch:
         mine = [c for c in ours if c.release == want.release]
         others = sorted((c for c in ours if c.release != want.release), key=_stop_order)
         order = dependency_order(want.containers)
-        names = {c.name: container_name(want.deployment, want.release, c.name) for c in order}
+        names = {
+            c.name: container_name(self.device, want.deployment, want.release, c.name)
+            for c in order
+        }
+        # an older agent's names, kept while its containers run (see `Engine.read`)
+        legacy = {c.name: container_name("", want.deployment, want.release, c.name) for c in order}
         changed = any(
             c.deployment != want.deployment
             or c.redeploy != want.redeploy
@@ -437,7 +476,7 @@ class _Switch:
                 changed
                 or c.container not in names
                 or c.container in good
-                or c.name != names[c.container]
+                or c.name not in (names[c.container], legacy[c.container])
             ):
                 strays.append(c)
             else:
@@ -481,6 +520,7 @@ class _Switch:
                     _resolved(spec, names),
                     position,
                     levels[spec.name],
+                    self.device,
                 )
             )
             self.new_networks.update(spec.networks)
@@ -489,6 +529,8 @@ class _Switch:
         if want.state == "Running":
             self.steps += [
                 StartContainer(names[s.name], want.application, want.release)
+                if s.name in recreate
+                else StartContainer(good[s.name].name, want.application, want.release)
                 for s in order
                 if s.name in recreate or not good[s.name].up
             ]
@@ -569,6 +611,46 @@ def dependency_order(containers: Sequence[Container]) -> list[Container]:
     return ordered
 
 
+def _on_engine(
+    deployments: Sequence[Deployment], device: str, engine: EngineState
+) -> list[Deployment]:
+    """The deployments with their networks and volumes under their Docker names on this
+    device (`scoped_name`), in their declarations and in every container that uses them. One
+    adopted from an older agent keeps its own name: a volume holds data."""
+    networks = {n.name for d in deployments for n in d.networks}
+    volumes = {v.name for d in deployments for v in d.volumes}
+
+    def network(name: str) -> str:
+        kept = name in engine.adopted and name in engine.networks
+        return name if kept or name not in networks else scoped_name(device, name)
+
+    def volume(name: str) -> str:
+        kept = name in engine.adopted and name in engine.volumes
+        return name if kept or name not in volumes else scoped_name(device, name)
+
+    def bind(text: str) -> str:
+        source, colon, rest = text.partition(":")
+        return text if source.startswith("/") else f"{volume(source)}{colon}{rest}"
+
+    def container(c: Container) -> Container:
+        return msgspec.structs.replace(
+            c,
+            networks=[network(n) for n in c.networks],
+            volumes=[msgspec.structs.replace(m, volume=volume(m.volume)) for m in c.volumes],
+            binds=[bind(b) for b in c.binds],
+        )
+
+    return [
+        msgspec.structs.replace(
+            d,
+            containers=[container(c) for c in d.containers],
+            networks=[msgspec.structs.replace(n, name=network(n.name)) for n in d.networks],
+            volumes=[msgspec.structs.replace(v, name=volume(v.name)) for v in d.volumes],
+        )
+        for d in deployments
+    ]
+
+
 def _needs(container: Container) -> list[str]:
     """What must run first: `dependsOn`, and the container whose network namespace it joins."""
     mode = container.network_mode
@@ -647,7 +729,13 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
             images = {i for i in images if normalise_image(i) != normalise_image(step.image)}
         else:
             volumes.pop(step.name, None)
-    return EngineState(tuple(containers.values()), frozenset(networks), volumes, frozenset(images))
+    return EngineState(
+        tuple(containers.values()),
+        frozenset(networks),
+        volumes,
+        frozenset(images),
+        engine.adopted,
+    )
 
 
 def rollback_steps(before: EngineState, now: EngineState, application: str) -> list[Step]:
@@ -687,7 +775,10 @@ def release_reports(desired: DesiredDocument, engine: EngineState) -> list[Relea
     desired release (a missing container is listed with state `missing`), and is true for other
     releases, whose content the device no longer knows. Errors are the caller's to fill in.
     """
-    wanted = {(d.application, d.release): d for d in desired.deployments}
+    wanted = {
+        (d.application, d.release): d
+        for d in _on_engine(desired.deployments, desired.device, engine)
+    }
     groups: dict[tuple[str, str], list[ContainerState]] = {}
     for c in engine.containers:
         groups.setdefault((c.application, c.release), []).append(c)
@@ -705,7 +796,7 @@ def release_reports(desired: DesiredDocument, engine: EngineState) -> list[Relea
             missing = [c for c in dependency_order(want.containers) if c.name not in names]
             containers += [
                 ContainerReport(
-                    name=container_name(want.deployment, version, c.name),
+                    name=container_name(desired.device, want.deployment, version, c.name),
                     state="missing",
                     image_present=engine.has_image(c.image),
                 )
