@@ -1,10 +1,11 @@
 """The Docker engine, seen through the agent's steps. The only module that imports `docker`.
 
-`Engine.read()` finds what Hedgerow owns by its labels (so nothing else on the device is ever
-touched) and `Engine.run(step)` performs one step of `agent.steps`, idempotently: stopping or
-removing what is already gone is not an error, because a pass may be interrupted at any point and
-the next one plans from what is really there. Every failure is an `EngineError` whose message is
-safe to report: registry passwords never appear in it.
+`Engine.read()` finds what this device's agent owns by its labels, `hedgerow.managed` and
+`hedgerow.device` (so nothing else on the device, nor another device's agent sharing the
+engine, is ever touched) and `Engine.run(step)` performs one step of `agent.steps`,
+idempotently: stopping or removing what is already gone is not an error, because a pass may be
+interrupted at any point and the next one plans from what is really there. Every failure is an
+`EngineError` whose message is safe to report: registry passwords never appear in it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -25,7 +27,9 @@ from agent.steps import (
     CONTAINER,
     DELETION_POLICY,
     DEPLOYMENT,
+    DEVICE,
     DIGEST,
+    LEVEL,
     MANAGED,
     ORDER,
     REDEPLOY,
@@ -42,6 +46,8 @@ from agent.steps import (
     StartContainer,
     Step,
     StopContainer,
+    StopContainers,
+    normalise_image,
 )
 from reconciler.logs import get_logger
 from reconciler.wire import Container, Healthcheck, RegistryAuth, duration_ns
@@ -49,6 +55,7 @@ from reconciler.wire import Container, Healthcheck, RegistryAuth, duration_ns
 MANAGED_FILTER = {"label": f"{MANAGED}=true"}
 log = get_logger("hedgerow.agent")
 MiB = 1024 * 1024
+PARALLEL_STOPS = 10  # docker-py keeps 10 connections to the engine: one per stop in flight
 __all__ = [
     "ContainerFailed",
     "DiskSpaceError",
@@ -59,18 +66,22 @@ __all__ = [
 
 
 class Engine:
-    """Steps on one Docker engine.
+    """Steps on one Docker engine, for one device: `device` is the `hedgerow.device` label of
+    what it reads and watches (its steps carry the same device, from the desired document).
+    An empty `device` stands for an agent older than the label: it reads only what has none.
 
     `min_free_bytes` guards pulls; `start_grace` is how long a started container must keep
     running to count as started (`failed_starts` reports one that did not, so the caller can
     switch back); `pull_timeout` bounds a pull, checked at every progress message the engine sends,
-    while a silent connection is cut by the client's own read timeout.
+    while a silent connection is cut by the client's own read timeout. `stop_timeout` is the
+    seconds a stopped container gets between SIGTERM and SIGKILL, unless its step says.
     """
 
     def __init__(
         self,
         client: docker.DockerClient,
         *,
+        device: str,
         pull_timeout: float = 900.0,
         min_free_bytes: int = 256 * MiB,
         start_grace: float = 1.0,
@@ -78,6 +89,7 @@ class Engine:
     ) -> None:
         self.client = client
         self.api = client.api
+        self.device = device
         self.pull_timeout = pull_timeout
         self.min_free_bytes = min_free_bytes
         self.start_grace = start_grace
@@ -86,11 +98,11 @@ class Engine:
         self.stop_timeout = stop_timeout
 
     @classmethod
-    def from_env(cls) -> Engine:
+    def from_env(cls, device: str) -> Engine:
         """The engine `DOCKER_HOST` names (or the default socket), as every Docker client;
         raises EngineError when it does not answer."""
         try:
-            return cls(docker.from_env())
+            return cls(docker.from_env(), device=device)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
             raise EngineError(f"no engine answers at {host}: {_explain(error)}") from None
@@ -98,7 +110,13 @@ class Engine:
     # -- reading --------------------------------------------------------------------------------
 
     def read(self) -> EngineState:
-        """Every container, network and volume labelled `hedgerow.managed=true`, and all images."""
+        """Every container, network and volume of this device, and all images.
+
+        This device's carry its `hedgerow.device` label. Those an agent older than the label
+        made (managed, no device) are adopted as they are when no other device's are on the
+        engine: that was the agent of this device, upgraded in place. With other devices on
+        the engine, unlabelled ones are nobody's: left alone.
+        """
         try:
             listed: list[dict[str, Any]] = self.api.containers(all=True, filters=MANAGED_FILTER)
             networks: list[dict[str, Any]] = self.api.networks(filters=MANAGED_FILTER)
@@ -106,12 +124,27 @@ class Engine:
             images: list[dict[str, Any]] = self.api.images()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             raise EngineError(f"reading the engine: {_explain(error)}") from error
+        devices = {
+            (thing.get("Labels") or {}).get(DEVICE) for thing in [*listed, *networks, *volumes]
+        }
+        adopt = self.device != "" and devices <= {None, self.device}
+
+        def ours(thing: Mapping[str, Any]) -> bool:
+            device = (thing.get("Labels") or {}).get(DEVICE)
+            return device == (self.device or None) or (adopt and device is None)
+
+        def adopted(thing: Mapping[str, Any]) -> bool:
+            return adopt and DEVICE not in (thing.get("Labels") or {})
+
         return EngineState(
-            containers=tuple(_container_state(c) for c in listed),
-            networks=frozenset(n["Name"] for n in networks),
+            containers=tuple(_container_state(c) for c in listed if ours(c)),
+            networks=frozenset(n["Name"] for n in networks if ours(n)),
             volumes={
-                v["Name"]: (v.get("Labels") or {}).get(DELETION_POLICY, "Retain") for v in volumes
+                v["Name"]: (v.get("Labels") or {}).get(DELETION_POLICY, "Retain")
+                for v in volumes
+                if ours(v)
             },
+            adopted=frozenset(t["Name"] for t in [*networks, *volumes] if adopted(t)),
             images=frozenset(
                 ref
                 for image in images
@@ -124,8 +157,9 @@ class Engine:
         """Call `notify` on each event of a container, network or volume Hedgerow owns, so the
         agent reacts to a container stopped or removed by hand at once; returns when the engine
         closes the stream."""
+        labels = [f"{MANAGED}=true", f"{DEVICE}={self.device}"]  # an adopted one's: at a poll
         try:
-            for _ in self.api.events(decode=True, filters=MANAGED_FILTER):
+            for _ in self.api.events(decode=True, filters={"label": labels}):
                 notify()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             log.warning("engine events stopped", error=_explain(error))
@@ -161,8 +195,10 @@ class Engine:
             self._create_container(step)
         elif isinstance(step, StartContainer):
             self._start(step)
+        elif isinstance(step, StopContainers):
+            self._stop_all(step)
         elif isinstance(step, StopContainer):
-            self._stop(step.name)
+            self._stop(step.name, step.timeout)
         elif isinstance(step, RemoveContainer):
             self._stop(step.name)
             _ignore_missing(lambda: self.api.remove_container(step.name, v=True, force=True))
@@ -175,7 +211,17 @@ class Engine:
 
     def _remove_image(self, image: str) -> None:
         """Untag `image`; Docker deletes the layers no other tag holds. One still used by a
-        container (not Hedgerow's, or not yet removed) stays: that is not an error."""
+        container (not Hedgerow's, another device's, or not yet removed) stays: not an error.
+
+        Docker refuses to remove an image a container uses only when it is the last tag, so
+        containers created from this reference are looked for first: another device's agent
+        on the same engine may run it, and would otherwise have to pull it again.
+        """
+        wanted = normalise_image(image)
+        listed: list[dict[str, Any]] = self.api.containers(all=True)
+        if any(normalise_image(str(c.get("Image", ""))) == wanted for c in listed):
+            log.info("image kept", image=image, reason="a container uses it")
+            return
         try:
             _ignore_missing(lambda: self.api.remove_image(image))
         except docker.errors.APIError as error:
@@ -185,7 +231,8 @@ class Engine:
 
     def _create_network(self, step: CreateNetwork) -> None:
         network = step.network
-        if self._exists_unmanaged(lambda: self.api.inspect_network(network.name), "network"):
+        inspect = lambda: self.api.inspect_network(network.name)  # noqa: E731
+        if self._exists_unmanaged(inspect, "network", step.device):
             return
         self.api.create_network(
             network.name,
@@ -193,28 +240,37 @@ class Engine:
             options=dict(network.options) or None,
             internal=network.internal,
             enable_ipv6=network.enable_ipv6,
-            labels={MANAGED: "true"},
+            labels=_owned(step.device),
             check_duplicate=True,
         )
 
     def _create_volume(self, step: CreateVolume) -> None:
         volume = step.volume
-        if self._exists_unmanaged(lambda: self.api.inspect_volume(volume.name), "volume"):
+        inspect = lambda: self.api.inspect_volume(volume.name)  # noqa: E731
+        if self._exists_unmanaged(inspect, "volume", step.device):
             return
-        labels = {MANAGED: "true", DELETION_POLICY: volume.deletion_policy}
+        labels = {**_owned(step.device), DELETION_POLICY: volume.deletion_policy}
         self.api.create_volume(
             volume.name, driver=volume.driver, driver_opts=dict(volume.options), labels=labels
         )
 
     @staticmethod
-    def _exists_unmanaged(inspect: Callable[[], dict[str, Any]], what: str) -> bool:
-        """True when ours already exists; refuses to adopt one Hedgerow did not create."""
+    def _exists_unmanaged(inspect: Callable[[], dict[str, Any]], what: str, device: str) -> bool:
+        """True when ours already exists; refuses to adopt one Hedgerow did not create, or
+        another device's."""
         try:
             found: dict[str, Any] = inspect()
         except docker.errors.NotFound:
             return False
-        if (found.get("Labels") or {}).get(MANAGED) == "true":
+        labels = found.get("Labels") or {}
+        owner = labels.get(DEVICE, "")
+        if labels.get(MANAGED) == "true" and owner == device:
             return True
+        if labels.get(MANAGED) == "true":
+            raise EngineError(
+                f"a {what} named {found.get('Name')!r} belongs to device {owner or '(none)'!r} "
+                f"on this engine, not to {device!r}"
+            )
         raise EngineError(
             f"a {what} named {found.get('Name')!r} already exists and was not created by "
             f"Hedgerow: remove or rename it on the device, or name the {what} differently"
@@ -354,9 +410,28 @@ class Engine:
         detail = f"; last output: {logs[-500:]}" if logs else ""
         raise ContainerFailed(step, code, f"container {name} {what}{detail}")
 
-    def _stop(self, name: str) -> None:
+    def _stop(self, name: str, timeout: int | None = None) -> None:
         self._starting.pop(name, None)  # stopped on purpose: not a crash
-        _ignore_missing(lambda: self.api.stop(name, timeout=self.stop_timeout))
+        wait = self.stop_timeout if timeout is None else timeout
+        _ignore_missing(lambda: self.api.stop(name, timeout=wait))
+
+    def _stop_all(self, step: StopContainers) -> None:
+        """Stop a level's containers at once, so one ignoring SIGTERM costs its own grace
+        period, not the sum of all; every stop is tried, and the failures are one error."""
+        for stop in step.stops:
+            self._starting.pop(stop.name, None)  # here: the dict is not shared with the threads
+        workers = min(len(step.stops), PARALLEL_STOPS)
+        with ThreadPoolExecutor(workers, thread_name_prefix="hedgerow-stop") as pool:
+            futures = [pool.submit(self._stop, s.name, s.timeout) for s in step.stops]
+        failed = []
+        for stop, future in zip(step.stops, futures, strict=True):
+            error = future.exception()
+            if isinstance(error, docker.errors.DockerException | requests.RequestException):
+                failed.append(f"{stop.name}: {_explain(error)}")
+            elif error is not None:
+                raise error
+        if failed:
+            raise EngineError(f"{step.describe()}: {'; '.join(failed)}")
 
 
 # -- translation of the wire contract (pure, tested without an engine) ---------------------------
@@ -516,7 +591,13 @@ def _container_state(listed: Mapping[str, Any]) -> ContainerState:
         volumes=frozenset(m["Name"] for m in mounts if m.get("Type") == "volume" and m.get("Name")),
         id=str(listed.get("Id", "")),
         order=int(order) if (order := labels.get(ORDER, "0")).isdigit() else 0,
+        level=int(level) if (level := labels.get(LEVEL, "")).isdigit() else None,
     )
+
+
+def _owned(device: str) -> dict[str, str]:
+    """The labels that make a network or volume this device's (none: an older agent's)."""
+    return {MANAGED: "true", DEVICE: device} if device else {MANAGED: "true"}
 
 
 def _ignore_missing(action: Callable[[], object]) -> None:

@@ -33,14 +33,18 @@ def duration(text: str) -> float:
 
 
 def wait_for_engine(
-    stopping: Callable[[], bool], interval: float, sleep: Callable[[float], None] = time.sleep
+    stopping: Callable[[], bool],
+    interval: float,
+    device: str,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Engine | None:
-    """The engine DOCKER_HOST names, once it answers (it may start after the agent at boot);
-    None when asked to stop first. Waits 1 s, doubling up to the poll interval."""
+    """The engine DOCKER_HOST names, once it answers (it may start after the agent at boot),
+    seen as `device`'s; None when asked to stop first. Waits 1 s, doubling up to the poll
+    interval."""
     failures = 0
     while not stopping():
         try:
-            return Engine.from_env()
+            return Engine.from_env(device)
         except EngineError as exc:
             failures += 1
             log.warning("waiting for the engine", error=str(exc), attempts=failures)
@@ -70,13 +74,13 @@ def run(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    engine = wait_for_engine(lambda: stopping, poll_interval)
+    engine = wait_for_engine(lambda: stopping, poll_interval, device)
     if engine is None:
         client.close()
         return
     agent = Agent(client, engine, data_dir, interval=poll_interval)
     debounce = Debounce(2.0)  # a burst of engine events: at most one pass every 2 s
-    watcher = Engine.from_env()  # its own connection for the event stream
+    watcher = Engine.from_env(device)  # its own connection for the event stream
     threading.Thread(target=watcher.watch, args=(debounce.notify,), daemon=True).start()
 
     def react_to_engine() -> None:

@@ -31,6 +31,7 @@ from agent.steps import (
     StartContainer,
     Step,
     StopContainer,
+    StopContainers,
     present_images,
     release_reports,
 )
@@ -56,7 +57,7 @@ def event_kind(step: Step) -> EventKind:
     """The event recorded when a step is done."""
     if isinstance(step, StartContainer):
         return "started"
-    if isinstance(step, StopContainer):
+    if isinstance(step, StopContainer | StopContainers):
         return "stopped"
     if isinstance(step, RemoveContainer | RemoveNetwork | RemoveVolume | RemoveImage):
         return "deleting"
@@ -67,7 +68,7 @@ def starting_kind(step: Step) -> EventKind | None:
     """The event recorded just before a start or a stop; other steps have only one event."""
     if isinstance(step, StartContainer):
         return "starting"
-    if isinstance(step, StopContainer):
+    if isinstance(step, StopContainer | StopContainers):
         return "stopping"
     return None
 

@@ -13,9 +13,12 @@ controller uses to preview a change; here they are spelled out as engine operati
 4. per deployment, by application: an upgrade creates the new release's containers, stops the
    old release's (they stay, stopped, to switch back to) and starts the new ones in dependency
    order; releases older than the one it switches from are removed, so a device keeps two
-   releases of an application at most; a redeploy (new token, new digest, or drift: a container
-   or network missing) removes and recreates the release's containers; otherwise start or stop
-   to reach the desired state;
+   releases of an application at most; a redeploy (new token, new digest) removes and
+   recreates the release's containers; drift repairs only what drifted: a container missing
+   is created again, and so is one on a network or volume that went missing (recreated first)
+   or one sharing the network namespace of a recreated container (`networkMode: container:X`,
+   X a sibling: its namespace died with the old X), while its siblings keep running; otherwise
+   start or stop to reach the desired state;
 5. networks and volumes no container uses any more and no deployment declares are removed — a
    volume only when its deletion policy is `Delete`, so data is kept by default — and so are the
    images of removed containers that no remaining container uses (by the reference written in
@@ -31,7 +34,10 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 from typing import Literal
+
+import msgspec
 
 from reconciler.wire import (
     Container,
@@ -52,7 +58,9 @@ CONTAINER = "hedgerow.container"
 DIGEST = "hedgerow.digest"
 REDEPLOY = "hedgerow.redeploy"
 ORDER = "hedgerow.order"  # position in the release's dependency order, to stop and start it again
+LEVEL = "hedgerow.level"  # dependency level: 0 depends on nothing, n on something at n - 1
 DELETION_POLICY = "hedgerow.deletion-policy"
+DEVICE = "hedgerow.device"  # the device whose agent owns it: several agents can share an engine
 
 # Docker's states in which a container holds its resources (ports, aliases) and must be stopped.
 UP_STATES = frozenset({"running", "restarting", "paused"})
@@ -79,6 +87,7 @@ class ContainerState:
     volumes: frozenset[str] = frozenset()  # named volumes mounted (volumes and named binds)
     id: str = ""  # Docker's id: tells a recreated container from the one it replaced
     order: int = 0  # position in its release's dependency order (label hedgerow.order)
+    level: int | None = None  # its dependency level (hedgerow.level); None: an older agent's
 
     @property
     def up(self) -> bool:
@@ -87,12 +96,17 @@ class ContainerState:
 
 @dataclass(frozen=True, slots=True)
 class EngineState:
-    """What the engine runs that Hedgerow manages, plus the image references it has."""
+    """What the engine runs that this device's agent manages, plus the image references it has.
+
+    `adopted`: networks and volumes made by an agent older than the `hedgerow.device` label,
+    found without it and taken as this device's (see `Engine.read`); they keep their names.
+    """
 
     containers: tuple[ContainerState, ...] = ()
-    networks: frozenset[str] = frozenset()  # managed networks, by name
+    networks: frozenset[str] = frozenset()  # managed networks, by Docker name
     volumes: dict[str, str] = field(default_factory=dict)  # managed volume → deletion policy
     images: frozenset[str] = frozenset()  # references present (any form; compared normalised)
+    adopted: frozenset[str] = frozenset()
 
     def has_image(self, reference: str) -> bool:
         return normalise_image(reference) in {normalise_image(i) for i in self.images}
@@ -103,7 +117,10 @@ class EngineState:
 
 @dataclass(frozen=True, slots=True)
 class CreateNetwork:
+    """`network` under its Docker name; `device` labels it as this device's."""
+
     network: Network
+    device: str = ""
     kind: Literal["create-network"] = "create-network"
     application: None = None
 
@@ -113,7 +130,10 @@ class CreateNetwork:
 
 @dataclass(frozen=True, slots=True)
 class CreateVolume:
+    """`volume` under its Docker name; `device` labels it as this device's."""
+
     volume: Volume
+    device: str = ""
     kind: Literal["create-volume"] = "create-volume"
     application: None = None
 
@@ -144,6 +164,8 @@ class CreateContainer:
     redeploy: str | None
     container: Container
     order: int = 0  # position in the release's dependency order
+    level: int = 0  # dependency level: containers of one level are stopped at once
+    device: str = ""  # the owner, labelled (none: as an agent older than device labels)
     kind: Literal["create"] = "create"
 
     def labels(self) -> dict[str, str]:
@@ -156,9 +178,12 @@ class CreateContainer:
             CONTAINER: self.container.name,
             DIGEST: self.digest,
             ORDER: str(self.order),
+            LEVEL: str(self.level),
         }
         if self.redeploy is not None:
             labels[REDEPLOY] = self.redeploy
+        if self.device:
+            labels[DEVICE] = self.device
         return labels
 
     def describe(self) -> str:
@@ -178,13 +203,36 @@ class StartContainer:
 
 @dataclass(frozen=True, slots=True)
 class StopContainer:
+    """`timeout`: seconds between SIGTERM and SIGKILL; None is the engine's default (10 s), so a
+    per-container grace period (a later `stopGracePeriod`) has a place to go."""
+
     name: str
     application: str
     release: str
+    timeout: int | None = None
     kind: Literal["stop"] = "stop"
 
     def describe(self) -> str:
         return f"stop {self.name} ({self.application} {self.release})"
+
+
+@dataclass(frozen=True, slots=True)
+class StopContainers:
+    """Containers of one release, none depending on another, stopped at once: each may take
+    its whole grace period, so stopping them one after the other would add the periods up.
+    The planner emits every stop as one of these, a dependency level at a time."""
+
+    stops: tuple[StopContainer, ...]
+    application: str
+    release: str
+    kind: Literal["stop"] = "stop"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stops)
+
+    def describe(self) -> str:
+        return f"stop {', '.join(self.names)} ({self.application} {self.release})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +283,7 @@ Step = (
     | CreateContainer
     | StartContainer
     | StopContainer
+    | StopContainers
     | RemoveContainer
     | RemoveNetwork
     | RemoveVolume
@@ -245,13 +294,24 @@ Step = (
 # -- naming -------------------------------------------------------------------------------------
 
 
-def container_name(deployment: str, release: str, container: str) -> str:
-    """`hedgerow-{deployment}-{release with dashes}-{container}`, at most one DNS label long.
+def container_name(device: str, deployment: str, release: str, container: str) -> str:
+    """`hedgerow-{device}-{deployment}-{release with dashes}-{container}`, one DNS label long
+    at most. The device is in it because a deployment's name is fleet-wide: two devices on
+    one engine can run the same one. Without a device: the name an older agent gave.
 
     A longer name is cut and ends with a hash of the whole, so two long names stay distinct.
     """
     dashed = re.sub(r"[^A-Za-z0-9]+", "-", release).strip("-")
-    name = f"hedgerow-{deployment}-{dashed}-{container}"
+    return _bounded("-".join(p for p in ("hedgerow", device, deployment, dashed, container) if p))
+
+
+def scoped_name(device: str, name: str) -> str:
+    """A network's or volume's Docker name: `hedgerow-{device}-{name}`, so two devices sharing
+    an engine each have their own `backend`; bounded and cut as container names are."""
+    return _bounded(f"hedgerow-{device}-{name}") if device else name
+
+
+def _bounded(name: str) -> str:
     if len(name) <= NAME_LIMIT:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
@@ -281,7 +341,10 @@ def normalise_image(reference: str) -> str:
 
 def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
     """The steps that take the engine to `desired`, in the order to run them (see the module)."""
-    deployments = sorted(desired.deployments, key=lambda d: d.application)
+    device = desired.device
+    deployments = sorted(
+        _on_engine(desired.deployments, device, engine), key=lambda d: d.application
+    )
     wanted_networks: dict[str, Network] = {}
     wanted_volumes: dict[str, Volume] = {}
     for deployment in deployments:
@@ -290,17 +353,24 @@ def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
         for volume in deployment.volumes:
             wanted_volumes.setdefault(volume.name, volume)
     resources: list[Step] = [
-        CreateNetwork(net) for n, net in sorted(wanted_networks.items()) if n not in engine.networks
+        CreateNetwork(net, device)
+        for n, net in sorted(wanted_networks.items())
+        if n not in engine.networks
     ]
     resources += [
-        CreateVolume(wanted_volumes[v]) for v in sorted(wanted_volumes) if v not in engine.volumes
+        CreateVolume(wanted_volumes[v], device)
+        for v in sorted(wanted_volumes)
+        if v not in engine.volumes
     ]
 
-    plan = _Switch(engine)
+    plan = _Switch(engine, device)
     desired_apps = {d.application for d in deployments}
-    for container in sorted(engine.containers, key=lambda c: (c.application, c.name)):
-        if container.application not in desired_apps:
-            plan.remove(container)
+    plan.remove_all(
+        sorted(
+            (c for c in engine.containers if c.application not in desired_apps),
+            key=lambda c: (c.application, c.name),
+        )
+    )
     for deployment in deployments:
         plan.deployment(deployment, wanted_networks, wanted_volumes)
 
@@ -343,12 +413,20 @@ def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
 class _Switch:
     """The container steps of one plan, remembering which names are removed or created."""
 
-    def __init__(self, engine: EngineState) -> None:
+    def __init__(self, engine: EngineState, device: str) -> None:
         self.engine = engine
+        self.device = device
         self.steps: list[Step] = []
         self.removed: set[str] = set()
         self.new_networks: set[str] = set()
         self.new_volumes: set[str] = set()
+
+    def remove_all(self, containers: list[ContainerState]) -> None:
+        """Stop what is up, a dependency level at a time, then remove: removing stops too, but
+        one container after the other."""
+        self.steps += stop_groups(c for c in containers if c.name not in self.removed)
+        for c in containers:
+            self.remove(c)
 
     def remove(self, container: ContainerState) -> None:
         if container.name not in self.removed:
@@ -363,6 +441,12 @@ class _Switch:
         networks: dict[str, Network],
         volumes: dict[str, Volume],
     ) -> None:
+        """Deploy, upgrade, redeploy, repair drift, or start and stop `want`.
+
+        A release whose content changed (deployment, redeploy token or digest) is recreated
+        whole. Otherwise only what drifted is: a container missing, one on a network or volume
+        missing, and one sharing the network namespace of a recreated one; its siblings keep
+        their containers."""
         engine = self.engine
         ours = [
             c
@@ -373,67 +457,85 @@ class _Switch:
         mine = [c for c in ours if c.release == want.release]
         others = sorted((c for c in ours if c.release != want.release), key=_stop_order)
         order = dependency_order(want.containers)
-        names = {c.name: container_name(want.deployment, want.release, c.name) for c in order}
+        names = {
+            c.name: container_name(self.device, want.deployment, want.release, c.name)
+            for c in order
+        }
+        # an older agent's names, kept while its containers run (see `Engine.read`)
+        legacy = {c.name: container_name("", want.deployment, want.release, c.name) for c in order}
+        changed = any(
+            c.deployment != want.deployment
+            or c.redeploy != want.redeploy
+            or (c.digest is not None and c.digest != want.digest)
+            for c in mine
+        )
         good: dict[str, ContainerState] = {}
+        strays: list[ContainerState] = []  # not one of the release's containers as named
         for c in mine:
             if (
-                c.container in names
-                and c.container not in good
-                and c.name == names[c.container]
-                and c.deployment == want.deployment
-                and c.redeploy == want.redeploy
-                and (c.digest is None or c.digest == want.digest)
+                changed
+                or c.container not in names
+                or c.container in good
+                or c.name not in (names[c.container], legacy[c.container])
             ):
+                strays.append(c)
+            else:
                 good[c.container] = c
-        needs = {n for c in want.containers for n in c.networks if n in networks}
-        needs_volumes = {m.volume for c in order for m in c.volumes if m.volume in volumes}
-        complete = (
-            len(good) == len(names) == len(mine)
-            and needs <= engine.networks
-            and needs_volumes <= set(engine.volumes)
-        )
-        if not complete:  # deploy, upgrade or redeploy: (re)create the whole release
-            for c in mine:
-                self.remove(c)
-            for position, spec in enumerate(order):
-                name = names[spec.name]
-                for occupant in engine.containers:  # a stale container holding the name
-                    if occupant.name == name:
-                        self.remove(occupant)
-                self.steps.append(
-                    CreateContainer(
-                        name,
-                        want.deployment,
-                        want.application,
-                        want.release,
-                        want.digest,
-                        want.redeploy,
-                        spec,
-                        position,
-                    )
+        lost_networks = {
+            n for s in order for n in s.networks if n in networks and n not in engine.networks
+        }
+        lost_volumes = {
+            m.volume
+            for s in order
+            for m in s.volumes
+            if m.volume in volumes and m.volume not in engine.volumes
+        }
+        recreate = {
+            s.name
+            for s in order
+            if s.name not in good
+            or lost_networks.intersection(s.networks)
+            or lost_volumes.intersection(m.volume for m in s.volumes)
+        }
+        for s in order:  # dependency order: an owner is decided before who shares its namespace
+            if _namespace_owner(s, names) in recreate:
+                recreate.add(s.name)
+        self.remove_all([*strays, *(good.pop(n) for n in sorted(recreate) if n in good)])
+        levels = dependency_levels(order)
+        for position, spec in enumerate(order):
+            if spec.name not in recreate:
+                continue
+            name = names[spec.name]
+            for occupant in engine.containers:  # a stale container holding the name
+                if occupant.name == name:
+                    self.remove(occupant)
+            self.steps.append(
+                CreateContainer(
+                    name,
+                    want.deployment,
+                    want.application,
+                    want.release,
+                    want.digest,
+                    want.redeploy,
+                    _resolved(spec, names),
+                    position,
+                    levels[spec.name],
+                    self.device,
                 )
-                self.new_networks.update(spec.networks)
-                self.new_volumes.update(_named_volumes(spec))
-            self._stop(others)
-            if want.state == "Running":
-                self.steps += [
-                    StartContainer(names[s.name], want.application, want.release) for s in order
-                ]
-            self._prune(others)
-            return
+            )
+            self.new_networks.update(spec.networks)
+            self.new_volumes.update(_named_volumes(spec))
         self._stop(others)
         if want.state == "Running":
             self.steps += [
                 StartContainer(names[s.name], want.application, want.release)
+                if s.name in recreate
+                else StartContainer(good[s.name].name, want.application, want.release)
                 for s in order
-                if not good[s.name].up
+                if s.name in recreate or not good[s.name].up
             ]
-        else:
-            self.steps += [
-                StopContainer(names[s.name], want.application, want.release)
-                for s in reversed(order)
-                if good[s.name].up
-            ]
+        else:  # by the release's levels: those of an older agent's containers are not labelled
+            self.steps += stop_groups(replace(c, level=levels[n]) for n, c in good.items())
         self._prune(others)
 
     def _prune(self, others: list[ContainerState]) -> None:
@@ -447,11 +549,43 @@ class _Switch:
 
     def _stop(self, containers: list[ContainerState]) -> None:
         """Stop what is up and not already removed (by then, a stale name holder may be)."""
-        self.steps += [
-            StopContainer(c.name, c.application, c.release)
-            for c in containers
-            if c.up and c.name not in self.removed
-        ]
+        self.steps += stop_groups(c for c in containers if c.name not in self.removed)
+
+
+def stop_groups(containers: Iterable[ContainerState]) -> list[StopContainers]:
+    """The containers that are up, per release, in groups to stop at once: the highest
+    dependency level first, so a container stops after those that depend on it.
+
+    A release with a container lacking its level (made by an agent older than the label) is
+    stopped one container at a time, in the reverse of its dependency order, as it was then.
+    """
+    releases: dict[tuple[str, str], list[ContainerState]] = {}
+    for c in containers:
+        if c.up:
+            releases.setdefault((c.application, c.release), []).append(c)
+    return [
+        StopContainers(tuple(StopContainer(c.name, app, version) for c in level), app, version)
+        for (app, version), found in sorted(releases.items())
+        for level in _by_level(found)
+    ]
+
+
+def _by_level(containers: list[ContainerState]) -> list[list[ContainerState]]:
+    """One release's containers, highest level first (ties by name); without every level
+    label, one container a group, the last in dependency order first."""
+    if all(c.level is not None for c in containers):
+        ranked = sorted(containers, key=lambda c: (-(c.level or 0), c.name))
+        return [list(level) for _, level in groupby(ranked, key=lambda c: c.level)]
+    return [[c] for c in sorted(containers, key=lambda c: (-c.order, c.name))]
+
+
+def dependency_levels(containers: Sequence[Container]) -> dict[str, int]:
+    """Each container's level: 0 for one needing nothing, else one more than the highest level
+    it needs. One level never depends on itself, so a level stops (or starts) at once."""
+    levels: dict[str, int] = {}
+    for c in dependency_order(containers):
+        levels[c.name] = 1 + max((levels[d] for d in _needs(c) if d in levels), default=-1)
+    return levels
 
 
 def _stop_order(container: ContainerState) -> tuple[str, int, str]:
@@ -468,13 +602,76 @@ def dependency_order(containers: Sequence[Container]) -> list[Container]:
     ordered: list[Container] = []
     while remaining:
         ready = next(
-            (c for c in remaining if all(d in done or d not in known for d in c.depends_on)),
+            (c for c in remaining if all(d in done or d not in known for d in _needs(c))),
             remaining[0],
         )
         remaining.remove(ready)
         done.add(ready.name)
         ordered.append(ready)
     return ordered
+
+
+def _on_engine(
+    deployments: Sequence[Deployment], device: str, engine: EngineState
+) -> list[Deployment]:
+    """The deployments with their networks and volumes under their Docker names on this
+    device (`scoped_name`), in their declarations and in every container that uses them. One
+    adopted from an older agent keeps its own name: a volume holds data."""
+    networks = {n.name for d in deployments for n in d.networks}
+    volumes = {v.name for d in deployments for v in d.volumes}
+
+    def network(name: str) -> str:
+        kept = name in engine.adopted and name in engine.networks
+        return name if kept or name not in networks else scoped_name(device, name)
+
+    def volume(name: str) -> str:
+        kept = name in engine.adopted and name in engine.volumes
+        return name if kept or name not in volumes else scoped_name(device, name)
+
+    def bind(text: str) -> str:
+        source, colon, rest = text.partition(":")
+        return text if source.startswith("/") else f"{volume(source)}{colon}{rest}"
+
+    def container(c: Container) -> Container:
+        return msgspec.structs.replace(
+            c,
+            networks=[network(n) for n in c.networks],
+            volumes=[msgspec.structs.replace(m, volume=volume(m.volume)) for m in c.volumes],
+            binds=[bind(b) for b in c.binds],
+        )
+
+    return [
+        msgspec.structs.replace(
+            d,
+            containers=[container(c) for c in d.containers],
+            networks=[msgspec.structs.replace(n, name=network(n.name)) for n in d.networks],
+            volumes=[msgspec.structs.replace(v, name=volume(v.name)) for v in d.volumes],
+        )
+        for d in deployments
+    ]
+
+
+def _needs(container: Container) -> list[str]:
+    """What must run first: `dependsOn`, and the container whose network namespace it joins."""
+    mode = container.network_mode
+    owner = [mode.removeprefix("container:")] if mode.startswith("container:") else []
+    return [*container.depends_on, *owner]
+
+
+def _namespace_owner(container: Container, names: dict[str, str]) -> str | None:
+    """The sibling whose network namespace `container` joins (`networkMode: container:X`)."""
+    mode = container.network_mode
+    owner = mode.removeprefix("container:")
+    return owner if mode.startswith("container:") and owner in names else None
+
+
+def _resolved(container: Container, names: dict[str, str]) -> Container:
+    """`container:X` naming a sibling points at the sibling's Docker name: the engine knows
+    containers by those, and a release names its containers by their short names."""
+    owner = _namespace_owner(container, names)
+    if owner is None:
+        return container
+    return msgspec.structs.replace(container, network_mode=f"container:{names[owner]}")
 
 
 def _named_volumes(container: Container) -> set[str]:
@@ -516,11 +713,14 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
                 volumes=frozenset(_named_volumes(spec)),
                 id=f"planned:{step.name}",
                 order=step.order,
+                level=step.level,
             )
-        elif isinstance(step, StartContainer | StopContainer):
+        elif isinstance(step, StartContainer | StopContainer | StopContainers):
             state = "running" if isinstance(step, StartContainer) else "exited"
-            if step.name in containers:
-                containers[step.name] = replace(containers[step.name], state=state)
+            names = step.names if isinstance(step, StopContainers) else (step.name,)
+            for name in names:
+                if name in containers:
+                    containers[name] = replace(containers[name], state=state)
         elif isinstance(step, RemoveContainer):
             containers.pop(step.name, None)
         elif isinstance(step, RemoveNetwork):
@@ -529,7 +729,13 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
             images = {i for i in images if normalise_image(i) != normalise_image(step.image)}
         else:
             volumes.pop(step.name, None)
-    return EngineState(tuple(containers.values()), frozenset(networks), volumes, frozenset(images))
+    return EngineState(
+        tuple(containers.values()),
+        frozenset(networks),
+        volumes,
+        frozenset(images),
+        engine.adopted,
+    )
 
 
 def rollback_steps(before: EngineState, now: EngineState, application: str) -> list[Step]:
@@ -547,9 +753,9 @@ def rollback_steps(before: EngineState, now: EngineState, application: str) -> l
     up_ids = {c.id for c in was_up}
     current = {c.id: c for c in now.containers if c.application == application}
     steps: list[Step] = [
-        StopContainer(c.name, c.application, c.release)
-        for c in sorted(current.values(), key=_stop_order)
-        if c.up and c.id not in up_ids
+        *stop_groups(
+            c for c in sorted(current.values(), key=_stop_order) if c.up and c.id not in up_ids
+        )
     ]
     steps += [
         StartContainer(c.name, c.application, c.release)
@@ -569,7 +775,10 @@ def release_reports(desired: DesiredDocument, engine: EngineState) -> list[Relea
     desired release (a missing container is listed with state `missing`), and is true for other
     releases, whose content the device no longer knows. Errors are the caller's to fill in.
     """
-    wanted = {(d.application, d.release): d for d in desired.deployments}
+    wanted = {
+        (d.application, d.release): d
+        for d in _on_engine(desired.deployments, desired.device, engine)
+    }
     groups: dict[tuple[str, str], list[ContainerState]] = {}
     for c in engine.containers:
         groups.setdefault((c.application, c.release), []).append(c)
@@ -587,7 +796,7 @@ def release_reports(desired: DesiredDocument, engine: EngineState) -> list[Relea
             missing = [c for c in dependency_order(want.containers) if c.name not in names]
             containers += [
                 ContainerReport(
-                    name=container_name(want.deployment, version, c.name),
+                    name=container_name(desired.device, want.deployment, version, c.name),
                     state="missing",
                     image_present=engine.has_image(c.image),
                 )

@@ -127,7 +127,7 @@ def measure(engine: DockerEngine, compose: str, rounds: int) -> int:
     counter = [0]
 
     def agent() -> float:
-        engine = Engine(client)
+        engine = Engine(client, device=document.device)
         start = time.perf_counter()
         outcome = converge(engine, document)
         elapsed = time.perf_counter() - start

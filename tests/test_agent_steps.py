@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -22,6 +23,8 @@ from agent.state import FILE_NAME, load_desired, save_desired
 from agent.steps import (
     ContainerState,
     CreateContainer,
+    CreateNetwork,
+    CreateVolume,
     EngineState,
     PullImage,
     RemoveContainer,
@@ -31,14 +34,17 @@ from agent.steps import (
     StartContainer,
     Step,
     StopContainer,
+    StopContainers,
     apply,
     container_name,
+    dependency_levels,
     dependency_order,
     normalise_image,
     plan_steps,
     present_images,
     release_reports,
     rollback_steps,
+    scoped_name,
 )
 from reconciler.wire import (
     Deployment,
@@ -48,7 +54,7 @@ from reconciler.wire import (
     RegistryAuth,
     Volume,
 )
-from tests.support.agent import IMAGE, V1, V2, ModelEngine, ctr, doc, show, web
+from tests.support.agent import DEVICE, IMAGE, V1, V2, ModelEngine, ctr, doc, show, web
 from tests.support.properties import examples
 
 
@@ -79,6 +85,11 @@ def test_the_agent_loads_only_what_it_shares_and_docker_only_in_its_engine() -> 
         "reconciler.wire",
     ]
     assert "docker" in loaded
+
+
+def net(name: str) -> str:
+    """A network's or volume's Docker name on device pi-1."""
+    return scoped_name(DEVICE, name)
 
 
 def converged(desired: DesiredDocument, images: tuple[str, ...] = (IMAGE,)) -> EngineState:
@@ -143,6 +154,8 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         doc(web()),
         doc(web(redeploy="again")),
         [
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-server",
             "create web-lyon-1-0-0-db",
@@ -156,6 +169,8 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         doc(web()),
         doc(web(digest="d2")),
         [
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-server",
             "create web-lyon-1-0-0-db",
@@ -169,6 +184,8 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         doc(web()),
         doc(),
         [
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-server",
             "remove-network front",
@@ -180,6 +197,8 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         doc(web(volumes=(("data", "Delete"),))),
         doc(),
         [
+            "stop web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-db",
             "remove web-lyon-1-0-0-server",
             "remove-network front",
@@ -263,9 +282,9 @@ def test_fresh_deploy_creates_resources_first_then_pulls_then_runs_in_dependency
         "start web-lyon-1-0-0-db",
         "start web-lyon-1-0-0-server",
     ]
-    server = by_name(after)["hedgerow-web-lyon-1-0-0-server"]
+    server = by_name(after)["hedgerow-pi-1-web-lyon-1-0-0-server"]
     assert (server.application, server.release, server.container) == ("web", "1.0.0", "server")
-    assert server.up and server.networks == {"front"} and server.volumes == {"data"}
+    assert server.up and server.networks == {net("front")} and server.volumes == {net("data")}
 
 
 def test_fresh_stopped_deployment_is_created_but_not_started() -> None:
@@ -284,10 +303,10 @@ def test_upgrade_keeps_the_old_release_stopped_and_can_switch_back_without_recre
     _, upgraded = run_and_check(doc(web("1.1.0", image=V2)), engine)
     states = {c.name: c.up for c in upgraded.containers}
     assert states == {
-        "hedgerow-web-lyon-1-0-0-db": False,
-        "hedgerow-web-lyon-1-0-0-server": False,
-        "hedgerow-web-lyon-1-1-0-db": True,
-        "hedgerow-web-lyon-1-1-0-server": True,
+        "hedgerow-pi-1-web-lyon-1-0-0-db": False,
+        "hedgerow-pi-1-web-lyon-1-0-0-server": False,
+        "hedgerow-pi-1-web-lyon-1-1-0-db": True,
+        "hedgerow-pi-1-web-lyon-1-1-0-server": True,
     }
     back, _ = run_and_check(doc(web()), upgraded)
     assert show(back) == [
@@ -298,17 +317,58 @@ def test_upgrade_keeps_the_old_release_stopped_and_can_switch_back_without_recre
     ]
 
 
-def test_drift_a_container_removed_by_hand_redeploys_the_release() -> None:
-    engine = drop(converged(doc(web())), "hedgerow-web-lyon-1-0-0-db")
+def test_drift_a_container_removed_by_hand_is_recreated_alone() -> None:
+    before = converged(doc(web()))
+    engine = drop(before, "hedgerow-pi-1-web-lyon-1-0-0-db")
     steps, after = run_and_check(doc(web()), engine)
+    assert show(steps) == ["create web-lyon-1-0-0-db", "start web-lyon-1-0-0-db"]
+    server = "hedgerow-pi-1-web-lyon-1-0-0-server"
+    assert by_name(after)[server].id == by_name(before)[server].id, "the sibling is kept"
+
+
+def test_drift_of_a_stopped_release_recreates_the_container_without_starting_it() -> None:
+    engine = drop(converged(doc(web(state="Stopped"))), "hedgerow-pi-1-web-lyon-1-0-0-server")
+    steps, _ = run_and_check(doc(web(state="Stopped")), engine)
+    assert show(steps) == ["create web-lyon-1-0-0-server"]
+
+
+def test_drift_recreates_what_shares_the_network_namespace_of_a_recreated_container() -> None:
+    """`networkMode: container:db` joins db's namespace: a new db leaves the sidecar in the
+    old, dead one, so the sidecar is recreated with it; the server is left alone."""
+    base = web()
+    sidecar = ctr("sidecar", networkMode="container:db")
+    release = msgspec.structs.replace(base, containers=[*base.containers, sidecar])
+    before = converged(doc(release))
+    created = [
+        s.container
+        for s in plan_steps(doc(release), EngineState())
+        if isinstance(s, CreateContainer)
+    ]
+    assert [c.name for c in created] == ["db", "server", "sidecar"]
+    assert created[2].network_mode == "container:hedgerow-pi-1-web-lyon-1-0-0-db", "its Docker name"
+    engine = drop(before, "hedgerow-pi-1-web-lyon-1-0-0-db")
+    steps, _ = run_and_check(doc(release), engine)
     assert show(steps) == [
+        "stop web-lyon-1-0-0-sidecar",
+        "remove web-lyon-1-0-0-sidecar",
+        "create web-lyon-1-0-0-db",
+        "create web-lyon-1-0-0-sidecar",
+        "start web-lyon-1-0-0-db",
+        "start web-lyon-1-0-0-sidecar",
+    ]
+
+
+def test_a_changed_release_is_still_redeployed_whole_even_with_a_container_missing() -> None:
+    engine = drop(converged(doc(web())), "hedgerow-pi-1-web-lyon-1-0-0-db")
+    steps, _ = run_and_check(doc(web(redeploy="again")), engine)
+    assert show(steps) == [
+        "stop web-lyon-1-0-0-server",
         "remove web-lyon-1-0-0-server",
         "create web-lyon-1-0-0-db",
         "create web-lyon-1-0-0-server",
         "start web-lyon-1-0-0-db",
         "start web-lyon-1-0-0-server",
     ]
-    assert len(after.containers) == 2
 
 
 def test_drift_a_network_removed_by_hand_recreates_it_and_the_containers_on_it() -> None:
@@ -319,9 +379,31 @@ def test_drift_a_network_removed_by_hand_recreates_it_and_the_containers_on_it()
     assert [s.kind for s in steps].count("create") == 2
 
 
+def test_drift_a_network_only_one_container_uses_recreates_that_one_only() -> None:
+    base = web()
+    server, db = base.containers
+    release = msgspec.structs.replace(
+        base,
+        containers=[msgspec.structs.replace(server, networks=["front", "edge"]), db],
+        networks=[*base.networks, Network(name="edge")],
+    )
+    engine = converged(doc(release))
+    engine = EngineState(
+        engine.containers, frozenset({net("front")}), engine.volumes, engine.images
+    )
+    steps, _ = run_and_check(doc(release), engine)
+    assert show(steps) == [
+        "create-network edge",
+        "stop web-lyon-1-0-0-server",
+        "remove web-lyon-1-0-0-server",
+        "create web-lyon-1-0-0-server",
+        "start web-lyon-1-0-0-server",
+    ]
+
+
 def test_a_stale_container_holding_a_name_is_removed_before_the_name_is_reused() -> None:
     squatter = ContainerState(
-        "hedgerow-web-lyon-1-0-0-db", "other", "9.9.9", "db", "web-lyon", "exited", id="x"
+        "hedgerow-pi-1-web-lyon-1-0-0-db", "other", "9.9.9", "db", "web-lyon", "exited", id="x"
     )
     engine = EngineState((squatter,), images=frozenset([IMAGE]))
     steps, _ = run_and_check(doc(web()), engine)
@@ -337,27 +419,29 @@ def test_delete_keeps_a_network_another_deployment_uses_and_volumes_by_policy() 
     both = doc(web(volumes=(("data", "Retain"), ("cache", "Delete"))), cam)
     steps, after = run_and_check(doc(cam), converged(both))
     assert show(steps) == [
+        "stop web-lyon-1-0-0-server",
+        "stop web-lyon-1-0-0-db",
         "remove web-lyon-1-0-0-db",
         "remove web-lyon-1-0-0-server",
         "remove-volume cache",
     ]
-    assert after.networks == {"front", "cams"}
-    assert after.volumes == {"data": "Retain", "clips": "Delete"}
+    assert after.networks == {net("front"), net("cams")}
+    assert after.volumes == {net("data"): "Retain", net("clips"): "Delete"}
 
 
 def test_a_network_still_used_by_a_kept_old_release_stays() -> None:
     engine = converged(doc(web(networks=("front", "old"))))
     steps, after = run_and_check(doc(web("1.1.0", networks=("front",))), engine)
     assert not any(isinstance(s, RemoveNetwork) for s in steps)
-    assert "old" in after.networks
+    assert net("old") in after.networks
 
 
 def test_removing_the_application_frees_what_only_it_used() -> None:
     engine = converged(doc(web(networks=("front", "old"))))
     _, upgraded = run_and_check(doc(web("1.1.0", networks=("front",))), engine)
     steps, after = run_and_check(doc(), upgraded)
-    assert {s.name for s in steps if isinstance(s, RemoveNetwork)} == {"front", "old"}
-    assert after.containers == () and after.volumes == {"data": "Retain"}
+    assert {s.name for s in steps if isinstance(s, RemoveNetwork)} == {net("front"), net("old")}
+    assert after.containers == () and after.volumes == {net("data"): "Retain"}
 
 
 def test_pulls_carry_the_credentials_sent_for_that_image_and_never_show_them() -> None:
@@ -394,11 +478,12 @@ def test_normalise_image(reference: str, familiar: str) -> None:
 
 def test_container_names_are_valid_and_distinct_when_cut() -> None:
     assert (
-        container_name("web-lyon", "1.2.3-rc.1+b7", "server")
-        == "hedgerow-web-lyon-1-2-3-rc-1-b7-server"
+        container_name("pi-1", "web-lyon", "1.2.3-rc.1+b7", "server")
+        == "hedgerow-pi-1-web-lyon-1-2-3-rc-1-b7-server"
     )
-    long_a = container_name("d" * 60, "1.0.0", "server")
-    long_b = container_name("d" * 60, "1.0.1", "server")
+    assert container_name("", "web-lyon", "1.0.0", "db") == "hedgerow-web-lyon-1-0-0-db"
+    long_a = container_name("pi-1", "d" * 60, "1.0.0", "server")
+    long_b = container_name("pi-1", "d" * 60, "1.0.1", "server")
     assert len(long_a) == len(long_b) == 63 and long_a != long_b
     assert long_a[0].isalnum() and set(long_a) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -430,15 +515,15 @@ def test_rollback_after_a_failed_upgrade_starts_the_old_release_again() -> None:
 def test_release_reports_read_like_the_controllers_observed_releases() -> None:
     engine = converged(doc(web()), images=(V1, V2))
     _, upgraded = run_and_check(doc(web("1.1.0", image=V2, redeploy="t")), engine)
-    drifted = drop(upgraded, "hedgerow-web-lyon-1-1-0-db")
+    drifted = drop(upgraded, "hedgerow-pi-1-web-lyon-1-1-0-db")
     reports = release_reports(doc(web("1.1.0", image=V2, redeploy="t")), drifted)
     assert [(r.release, r.running, r.complete, r.redeploy, r.digest) for r in reports] == [
         ("1.0.0", False, True, None, "d1"),
         ("1.1.0", False, False, "t", "d1"),
     ]
     assert [(c.name, c.state) for c in reports[1].containers] == [
-        ("hedgerow-web-lyon-1-1-0-server", "running"),
-        ("hedgerow-web-lyon-1-1-0-db", "missing"),
+        ("hedgerow-pi-1-web-lyon-1-1-0-server", "running"),
+        ("hedgerow-pi-1-web-lyon-1-1-0-db", "missing"),
     ]
     assert all(c.image_present for r in reports for c in r.containers)
 
@@ -447,6 +532,132 @@ def test_present_images_include_desired_references_as_written() -> None:
     engine = EngineState(images=frozenset(["busybox:latest"]))
     desired = doc(web(image="docker.io/library/busybox"))
     assert present_images(desired, engine) == ["busybox:latest", "docker.io/library/busybox"]
+
+
+def test_dependency_levels_group_what_depends_on_nothing_at_the_same_level() -> None:
+    release = [
+        ctr("api", dependsOn=["db", "cache"]),
+        ctr("db"),
+        ctr("cache"),
+        ctr("proxy", dependsOn=["api"]),
+        ctr("sidecar", networkMode="container:api"),
+        ctr("metrics"),
+    ]
+    assert dependency_levels(release) == {
+        "db": 0,
+        "cache": 0,
+        "metrics": 0,
+        "api": 1,
+        "proxy": 2,
+        "sidecar": 2,
+    }
+    cycle = [ctr("x", dependsOn=["y"]), ctr("y", dependsOn=["x"])]
+    assert sorted(dependency_levels(cycle).values()) == [0, 1]
+
+
+def wide(state: str = "Running", release: str = "1.0.0", image: str = IMAGE) -> Deployment:
+    """api needs db and cache; proxy and sidecar need api; metrics needs nothing."""
+    base = web(release, state=state, image=image)
+    return msgspec.structs.replace(
+        base,
+        containers=[
+            ctr("api", image, dependsOn=["db", "cache"]),
+            ctr("db", image),
+            ctr("cache", image),
+            ctr("proxy", image, dependsOn=["api"]),
+            ctr("sidecar", image, networkMode="container:api"),
+            ctr("metrics", image),
+        ],
+    )
+
+
+def test_stops_run_a_dependency_level_at_a_time_dependents_first() -> None:
+    steps, _ = run_and_check(doc(wide("Stopped")), converged(doc(wide())))
+    assert show(steps) == [
+        "stop web-lyon-1-0-0-proxy, web-lyon-1-0-0-sidecar",
+        "stop web-lyon-1-0-0-api",
+        "stop web-lyon-1-0-0-cache, web-lyon-1-0-0-db, web-lyon-1-0-0-metrics",
+    ]
+    assert all(isinstance(s, StopContainers) for s in steps)
+    assert {s.timeout for g in steps if isinstance(g, StopContainers) for s in g.stops} == {None}
+
+
+def test_an_upgrade_stops_the_old_release_by_levels_and_deletes_stop_before_removing() -> None:
+    steps, _ = run_and_check(doc(wide("Running", "1.1.0", V2)), converged(doc(wide()), (V1, V2)))
+    stops = [line for line in show(steps) if line.startswith("stop")]
+    assert stops == [
+        "stop web-lyon-1-0-0-proxy, web-lyon-1-0-0-sidecar",
+        "stop web-lyon-1-0-0-api",
+        "stop web-lyon-1-0-0-cache, web-lyon-1-0-0-db, web-lyon-1-0-0-metrics",
+    ]
+    steps, _ = run_and_check(doc(), converged(doc(wide())))
+    assert [s.kind for s in steps[:3]] == ["stop"] * 3 and steps[3].kind == "remove"
+
+
+def test_containers_of_an_older_agent_without_levels_stop_one_at_a_time() -> None:
+    engine = converged(doc(wide()))
+    unlabelled = tuple(replace(c, level=None) for c in engine.containers)
+    engine = EngineState(unlabelled, engine.networks, engine.volumes, engine.images)
+    steps, _ = run_and_check(doc(wide("Running", "1.1.0")), engine)
+    assert [len(s.stops) for s in steps if isinstance(s, StopContainers)] == [1] * 6
+    assert show([s for s in steps if isinstance(s, StopContainers)])[0] == (
+        "stop web-lyon-1-0-0-metrics"  # the last in dependency order first
+    )
+
+
+def test_names_on_the_engine_carry_the_device() -> None:
+    steps = plan_steps(doc(web()), EngineState())
+    assert [s.network.name for s in steps if isinstance(s, CreateNetwork)] == [
+        "hedgerow-pi-1-front"
+    ]
+    assert [s.volume.name for s in steps if isinstance(s, CreateVolume)] == ["hedgerow-pi-1-data"]
+    server = next(
+        s for s in steps if isinstance(s, CreateContainer) and s.container.name == "server"
+    )
+    assert server.name == "hedgerow-pi-1-web-lyon-1-0-0-server"
+    assert server.container.networks == ["hedgerow-pi-1-front"]
+    assert [m.volume for m in server.container.volumes] == ["hedgerow-pi-1-data"]
+    assert server.labels()["hedgerow.device"] == "pi-1"
+    assert {s.device for s in steps if isinstance(s, CreateNetwork | CreateVolume)} == {"pi-1"}
+    other = plan_steps(msgspec.structs.replace(doc(web()), device="pi-2"), EngineState())
+    mine = {s.name for s in steps if isinstance(s, CreateContainer)}
+    theirs = {s.name for s in other if isinstance(s, CreateContainer)}
+    assert not mine & theirs, "the same deployment on two devices: distinct containers"
+    assert scoped_name("d" * 63, "backend") != scoped_name("d" * 63, "frontend")
+    assert len(scoped_name("d" * 63, "backend")) == 63
+
+
+def test_an_older_agents_containers_network_and_volume_are_adopted_as_they_are() -> None:
+    """Made before device labels (no device: the old names); `Engine.read` adopts them, and
+    the upgraded agent leaves them running, under their names: the volume holds the data."""
+    old = apply(
+        EngineState(images=frozenset([IMAGE, V2])), plan_steps(doc_of("", web()), EngineState())
+    )
+    assert {c.name for c in old.containers} == {
+        "hedgerow-web-lyon-1-0-0-db",
+        "hedgerow-web-lyon-1-0-0-server",
+    }
+    assert old.networks == {"front"} and old.volumes == {"data": "Retain"}
+    adopted = replace(old, adopted=frozenset({"front", "data"}))
+    assert plan_steps(doc(web()), adopted) == [], "nothing restarted"
+    steps, after = run_and_check(doc(web(state="Stopped")), adopted)
+    assert show(steps) == [
+        "stop hedgerow-web-lyon-1-0-0-server",
+        "stop hedgerow-web-lyon-1-0-0-db",
+    ]
+    steps, after = run_and_check(doc(web("1.1.0", image=V2)), adopted)
+    new = by_name(after)["hedgerow-pi-1-web-lyon-1-1-0-server"]
+    assert new.networks == {"front"} and new.volumes == {"data"}, "the adopted ones, by name"
+    assert not any(isinstance(s, CreateNetwork | CreateVolume) for s in steps)
+    unadopted = replace(old, images=frozenset([IMAGE]))  # unlabelled and not adopted: not ours
+    names = [
+        s.network.name for s in plan_steps(doc(web()), unadopted) if isinstance(s, CreateNetwork)
+    ]
+    assert names == ["hedgerow-pi-1-front"]
+
+
+def doc_of(device: str, *deployments: Deployment) -> DesiredDocument:
+    return msgspec.structs.replace(doc(*deployments), device=device)
 
 
 # -- converge: one pass with failures, on a model engine --------------------------------------
@@ -468,10 +679,10 @@ def test_converge_switches_back_when_the_new_release_crashes_within_its_grace() 
     ]
     up = {c.name for c in engine.state.containers if c.up}
     assert up == {
-        "hedgerow-web-lyon-1-0-0-db",
-        "hedgerow-web-lyon-1-0-0-server",
-        "hedgerow-cam-lyon-1-0-0-db",
-        "hedgerow-cam-lyon-1-0-0-server",
+        "hedgerow-pi-1-web-lyon-1-0-0-db",
+        "hedgerow-pi-1-web-lyon-1-0-0-server",
+        "hedgerow-pi-1-cam-lyon-1-0-0-db",
+        "hedgerow-pi-1-cam-lyon-1-0-0-server",
     }
     assert show(outcome.rolled_back["web"])[0] == "stop web-lyon-1-1-0-db"
     assert "web" not in outcome.switched and all(s.application != "web" for s in outcome.done)
@@ -485,7 +696,7 @@ def test_converge_switches_back_when_a_start_fails_outright() -> None:
     outcome = converge(engine, doc(web("1.1.0", image=V2)))
     assert [f.message for f in outcome.failures] == ["starting: bind source path does not exist"]
     up = {c.name for c in engine.state.containers if c.up}
-    assert up == {"hedgerow-web-lyon-1-0-0-db", "hedgerow-web-lyon-1-0-0-server"}
+    assert up == {"hedgerow-pi-1-web-lyon-1-0-0-db", "hedgerow-pi-1-web-lyon-1-0-0-server"}
     assert not outcome.switched
 
 
@@ -500,7 +711,7 @@ def test_converge_a_failed_pull_blocks_only_the_applications_needing_the_image()
     ]
     assert all(s.application == "web" for s in outcome.skipped) and outcome.skipped
     up = {c.name for c in engine.state.containers if c.up}
-    assert up == {"hedgerow-web-lyon-1-0-0-db", "hedgerow-web-lyon-1-0-0-server"}
+    assert up == {"hedgerow-pi-1-web-lyon-1-0-0-db", "hedgerow-pi-1-web-lyon-1-0-0-server"}
 
 
 def test_converge_without_failures_reaches_the_desired_state() -> None:
@@ -519,6 +730,9 @@ NETWORKS = ["front", "back"]
 VOLUMES = ["data", "logs"]
 IMAGES = [V1, V2, "busybox"]
 STATES = ["created", "running", "exited", "restarting", "paused", "dead"]
+# on the engine: this device's names, and an older agent's (adopted, or not when unlabelled)
+ON_ENGINE_NETWORKS = [*NETWORKS, *(net(n) for n in NETWORKS)]
+ON_ENGINE_VOLUMES = [*VOLUMES, *(net(v) for v in VOLUMES)]
 
 
 @st.composite
@@ -578,8 +792,14 @@ def engine_states(draw: st.DrawFn) -> EngineState:
         release = draw(st.sampled_from(RELEASES))
         name = draw(st.sampled_from(NAMES))
         deployment = draw(st.sampled_from([f"{app}-lyon", f"{app}-paris", "web-lyon"]))
-        docker_name = draw(
-            st.sampled_from([container_name(deployment, release, name), f"stray-{i}"])
+        docker_name = draw(  # this device's name, an older agent's, or another
+            st.sampled_from(
+                [
+                    container_name(DEVICE, deployment, release, name),
+                    container_name("", deployment, release, name),
+                    f"stray-{i}",
+                ]
+            )
         )
         containers[docker_name] = ContainerState(
             name=docker_name,
@@ -590,19 +810,23 @@ def engine_states(draw: st.DrawFn) -> EngineState:
             state=draw(st.sampled_from(STATES)),
             digest=draw(st.sampled_from([None, "d1", "d2"])),
             redeploy=draw(st.sampled_from([None, "r1", "r0"])),
-            networks=frozenset(draw(st.lists(st.sampled_from([*NETWORKS, "bridge"])))),
-            volumes=frozenset(draw(st.lists(st.sampled_from(VOLUMES)))),
+            networks=frozenset(draw(st.lists(st.sampled_from([*ON_ENGINE_NETWORKS, "bridge"])))),
+            volumes=frozenset(draw(st.lists(st.sampled_from(ON_ENGINE_VOLUMES)))),
             id=f"id-{i}",
         )
+    networks = frozenset(draw(st.lists(st.sampled_from([*ON_ENGINE_NETWORKS, net("old")]))))
+    volumes = draw(
+        st.dictionaries(
+            st.sampled_from([*ON_ENGINE_VOLUMES, net("old")]), st.sampled_from(["Retain", "Delete"])
+        )
+    )
+    legacy = {n for n in [*networks, *volumes] if not n.startswith("hedgerow-")}
     return EngineState(
         tuple(containers.values()),
-        frozenset(draw(st.lists(st.sampled_from([*NETWORKS, "old"])))),
-        draw(
-            st.dictionaries(
-                st.sampled_from([*VOLUMES, "old"]), st.sampled_from(["Retain", "Delete"])
-            )
-        ),
+        networks,
+        volumes,
         frozenset(draw(st.lists(st.sampled_from(IMAGES)))),
+        frozenset(draw(st.sets(st.sampled_from(sorted(legacy)))) if legacy else ()),
     )
 
 
@@ -627,10 +851,14 @@ def test_one_pass_converges_from_any_engine_state(
     for want in desired.deployments:
         current = [c for c in after.containers if c.application == want.application]
         expected = {
-            c.name: container_name(want.deployment, want.release, c.name) for c in want.containers
+            c.name: container_name(DEVICE, want.deployment, want.release, c.name)
+            for c in want.containers
         }
         fresh = {c.container: c.name for c in current if c.release == want.release}
-        assert fresh == expected
+        assert fresh.keys() == expected.keys()
+        for name, found in fresh.items():  # an older agent's container keeps its name
+            legacy = container_name("", want.deployment, want.release, name)
+            assert found in (expected[name], legacy)
         for c in current:
             if c.release != want.release:
                 assert not c.up, "an old release is kept stopped"
@@ -645,12 +873,12 @@ def test_one_pass_converges_from_any_engine_state(
             if isinstance(s, CreateContainer) and s.application == want.application
         ]
         started = [
-            s.name
+            by_name(after)[s.name].container
             for s in steps
             if isinstance(s, StartContainer) and s.application == want.application
         ]
         assert created == [n for n in order if n in created]
-        assert started == [expected[n] for n in order if expected[n] in started]
+        assert started == [n for n in order if n in started]
 
     desired_apps = {d.application for d in desired.deployments}
     assert all(c.application in desired_apps for c in after.containers)
@@ -694,10 +922,14 @@ def test_removals_only_touch_what_hedgerow_planned_to_remove(
     assert set(removed) <= {c.name for c in engine.containers}
     after_removal = {s.name: i for i, s in enumerate(steps) if isinstance(s, RemoveContainer)}
     for i, step in enumerate(steps):
-        if isinstance(step, StopContainer | StartContainer) and step.name in after_removal:
-            assert i < after_removal[step.name] or any(
-                isinstance(s, CreateContainer) and s.name == step.name for s in steps[:i]
-            ), "nothing is stopped or started after its removal, unless made again"
+        names = step.names if isinstance(step, StopContainers) else ()
+        if isinstance(step, StopContainer | StartContainer):
+            names = (step.name,)
+        for name in names:
+            if name in after_removal:
+                assert i < after_removal[name] or any(
+                    isinstance(s, CreateContainer) and s.name == name for s in steps[:i]
+                ), "nothing is stopped or started after its removal, unless made again"
 
 
 # -- the saved desired document -----------------------------------------------------------------

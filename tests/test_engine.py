@@ -161,7 +161,7 @@ def test_listed_networks_replace_the_default_bridge() -> None:
 @pytest.fixture
 def engine(docker_engine: DockerEngine) -> Iterator[Engine]:
     """An agent's engine; everything Hedgerow made is removed after the test."""
-    yield Engine(docker_engine.client, start_grace=0.5, stop_timeout=5)
+    yield Engine(docker_engine.client, device="pi-1", start_grace=0.5, stop_timeout=5)
     api = docker_engine.client.api
     label = {"label": f"{MANAGED}=true"}
     for container in api.containers(all=True, filters=label):
@@ -218,9 +218,11 @@ def release(
     )
 
 
-def doc(*deployments: Deployment, auth: tuple[RegistryAuth, ...] = ()) -> DesiredDocument:
+def doc(
+    *deployments: Deployment, auth: tuple[RegistryAuth, ...] = (), device: str = "pi-1"
+) -> DesiredDocument:
     return DesiredDocument(
-        device="pi-1", revision="r", deployments=list(deployments), registry_auth=list(auth)
+        device=device, revision="r", deployments=list(deployments), registry_auth=list(auth)
     )
 
 
@@ -247,8 +249,9 @@ def sh(engine: Engine, name: str, command: str) -> str:
     return output.decode().strip()
 
 
-S1, W1 = "hedgerow-web-lyon-1-0-0-server", "hedgerow-web-lyon-1-0-0-worker"
-S2, W2 = "hedgerow-web-lyon-1-1-0-server", "hedgerow-web-lyon-1-1-0-worker"
+S1, W1 = "hedgerow-pi-1-web-lyon-1-0-0-server", "hedgerow-pi-1-web-lyon-1-0-0-worker"
+S2, W2 = "hedgerow-pi-1-web-lyon-1-1-0-server", "hedgerow-pi-1-web-lyon-1-1-0-worker"
+FRONT, DATA = "hedgerow-pi-1-front", "hedgerow-pi-1-data"  # network and volume on pi-1
 
 
 def test_deploy_runs_a_release_with_labels_env_mounts_and_loopback_ports(
@@ -269,21 +272,23 @@ def test_deploy_runs_a_release_with_labels_env_mounts_and_loopback_ports(
         "hedgerow.container": "server",
         "hedgerow.digest": "digest-of-1.0.0",
         "hedgerow.order": "1",
+        "hedgerow.level": "1",
+        "hedgerow.device": "pi-1",
     }
     assert {"GREETING=hello", "RELEASE=1.0.0"} <= set(server["Config"]["Env"])
     assert [(m["Type"], m["Name"], m["Destination"]) for m in server["Mounts"]] == [
-        ("volume", "data", "/data")
+        ("volume", DATA, "/data")
     ]
     assert server["HostConfig"]["PortBindings"] == {
         "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
     }
     assert server["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-    assert set(server["NetworkSettings"]["Networks"]) == {"front"}  # not the default bridge
-    assert "server" in server["NetworkSettings"]["Networks"]["front"]["Aliases"]
+    assert set(server["NetworkSettings"]["Networks"]) == {FRONT}  # not the default bridge
+    assert "server" in server["NetworkSettings"]["Networks"][FRONT]["Aliases"]
     assert sh(engine, W1, "busybox wget -qO- http://server:8080/VERSION") == "1"
 
     state = engine.read()
-    assert state.networks == {"front"} and state.volumes == {"data": "Retain"}
+    assert state.networks == {FRONT} and state.volumes == {DATA: "Retain"}
     assert state.has_image(images.v1) and state.has_image(images.sleeper)
     [report] = release_reports(doc(release(images, port=port)), state)
     assert (report.deployment, report.running, report.complete) == ("web-lyon", True, True)
@@ -322,10 +327,167 @@ def test_upgrade_keeps_the_old_release_stopped_then_redeploy_and_drift(
 
     engine.api.remove_container(W2, force=True)  # drift: removed by hand
     desired = doc(release(images, "1.1.0", image=images.v2, port=port, redeploy="again"))
+    kept = inspect(engine, S2)["Id"]
     outcome = run(engine, desired)
-    assert [s.kind for s in outcome.done].count("create") == 2
+    assert [s.kind for s in outcome.done].count("create") == 1
+    assert inspect(engine, S2)["Id"] == kept, "only what drifted is recreated"
     assert states(engine) == {S1: "exited", W1: "exited", S2: "running", W2: "running"}
     assert http(port) == "2"
+
+
+def test_drift_recreates_only_the_container_removed_by_hand(engine: Engine, images: Images) -> None:
+    port = free_port()
+    desired = doc(release(images, port=port))
+    run(engine, desired)
+    ids = {name: inspect(engine, name)["Id"] for name in (S1, W1)}
+    engine.api.remove_container(S1, force=True)
+    outcome = run(engine, desired)
+    assert [(s.kind, getattr(s, "name", "")) for s in outcome.done] == [
+        ("create", S1),
+        ("start", S1),
+    ]
+    assert inspect(engine, W1)["Id"] == ids[W1], "the sibling keeps its container"
+    assert inspect(engine, S1)["Id"] != ids[S1]
+    assert http(port) == "1"
+
+    engine.api.remove_container(W1, force=True)  # the dependency this time
+    run(engine, desired)
+    assert inspect(engine, S1)["State"]["Running"] and states(engine) == {
+        S1: "running",
+        W1: "running",
+    }
+    assert sh(engine, S1, "busybox wget -qO- http://server:8080/VERSION") == "1"
+
+
+def test_a_container_sharing_a_namespace_is_recreated_with_its_owner(
+    engine: Engine, images: Images
+) -> None:
+    """`networkMode: container:server` names the sibling; Docker gets its container name. When
+    the server is recreated, the sidecar left in the old namespace is recreated with it."""
+    base = release(images, volumes=())
+    sidecar = Container(name="sidecar", image=images.sleeper, network_mode="container:server")
+    desired = doc(msgspec.structs.replace(base, containers=[*base.containers, sidecar]))
+    run(engine, desired)
+    side = "hedgerow-pi-1-web-lyon-1-0-0-sidecar"
+    assert sh(engine, side, "busybox wget -qO- http://127.0.0.1:8080/VERSION") == "1"
+    worker = inspect(engine, W1)["Id"]
+    engine.api.remove_container(S1, force=True)
+    outcome = run(engine, desired)
+    assert sorted(getattr(s, "name", "") for s in outcome.done if s.kind == "create") == [
+        S1,
+        side,
+    ]
+    assert inspect(engine, W1)["Id"] == worker
+    assert sh(engine, side, "busybox wget -qO- http://127.0.0.1:8080/VERSION") == "1"
+
+
+STUBBORN = "local/stubborn:1"
+
+
+def stubborn_image(engine: Engine, images: Images) -> str:
+    """The sleeper with `sleep` as PID 1 and no handler: the kernel drops SIGTERM for it, so
+    only the SIGKILL after the stop timeout ends it, as an application ignoring SIGTERM."""
+    if STUBBORN not in tags(engine):
+        made = engine.api.create_container(images.sleeper)
+        try:
+            engine.api.commit(made["Id"], "local/stubborn", "1", conf={"Cmd": ["sleep", "1000000"]})
+        finally:
+            engine.api.remove_container(made["Id"])
+    return STUBBORN
+
+
+def test_containers_ignoring_sigterm_stop_together_in_one_grace_period(
+    engine: Engine, images: Images
+) -> None:
+    timeout = 2
+    patient = Engine(engine.client, device="pi-1", start_grace=0.5, stop_timeout=timeout)
+    image = stubborn_image(engine, images)
+    deployment = msgspec.convert(
+        {
+            "deployment": "stubborn",
+            "application": "stubborn",
+            "release": "1.0.0",
+            "state": "Running",
+            "digest": "d",
+            "containers": [{"name": n, "image": image} for n in ("a", "b")],
+        },
+        Deployment,
+    )
+    run(patient, doc(deployment))
+    stopped = doc(msgspec.structs.replace(deployment, state="Stopped"))
+    began = time.monotonic()
+    outcome = run(patient, stopped)
+    took = time.monotonic() - began
+    assert [s.kind for s in outcome.done] == ["stop"], "one level, one step"
+    assert timeout <= took < 1.6 * timeout, f"{took:.1f} s: stopped one after the other?"
+    for name in ("a", "b"):
+        assert inspect(engine, f"hedgerow-pi-1-stubborn-1-0-0-{name}")["State"]["ExitCode"] == 137
+
+
+def test_two_devices_share_one_engine_without_touching_each_other(
+    engine: Engine, images: Images
+) -> None:
+    """One engine standing in for two devices running the same deployment, network and
+    volume names: each agent sees, changes and removes only its own."""
+    one = engine
+    two = Engine(engine.client, device="pi-2", start_grace=0.5, stop_timeout=5)
+    desired = release(images, volumes=(("data", "Retain"), ("scratch", "Delete")))
+    run(one, doc(desired))
+    run(two, doc(desired, device="pi-2"))
+    first, second = one.read(), two.read()
+    assert {c.name for c in first.containers} == {S1, W1}
+    assert {c.name for c in second.containers} == {
+        "hedgerow-pi-2-web-lyon-1-0-0-server",
+        "hedgerow-pi-2-web-lyon-1-0-0-worker",
+    }
+    assert first.networks == {FRONT} and second.networks == {"hedgerow-pi-2-front"}
+    assert set(second.volumes) == {"hedgerow-pi-2-data", "hedgerow-pi-2-scratch"}
+    assert not first.adopted and not second.adopted
+    S = "hedgerow-pi-2-web-lyon-1-0-0-server"
+    sh(engine, S1, "echo one > /data/file")
+    assert sh(engine, S, "cat /data/file 2>&1 || true") != "one", "each its own volume"
+    assert sh(engine, S, "busybox wget -qO- http://server:8080/VERSION") == "1"
+    ids = {c.name: c.id for c in second.containers}
+
+    run(one, doc(release(images, "1.1.0", image=images.v2, volumes=(("data", "Retain"),))))
+    run(one, doc())  # pi-1's deployment removed: its containers, network, Delete volumes
+    assert one.read().containers == () and one.read().networks == frozenset()
+    after = two.read()
+    assert {c.name: c.id for c in after.containers} == ids, "pi-2's containers untouched"
+    assert all(c.up for c in after.containers)
+    assert after.networks == {"hedgerow-pi-2-front"}
+    assert set(after.volumes) == {"hedgerow-pi-2-data", "hedgerow-pi-2-scratch"}
+    assert images.v1 in tags(engine), "pi-2's containers still use the image: kept"
+    assert plan_steps(doc(desired, device="pi-2"), after) == []
+
+
+def test_an_agent_upgraded_in_place_adopts_what_it_made_before_device_labels(
+    engine: Engine, images: Images
+) -> None:
+    """An Engine without a device acts as the agent before device labels did: its containers,
+    network and volume carry no device. The upgraded agent of pi-1 adopts them: nothing is
+    restarted, the volume keeps its data; with another device on the engine, nobody does."""
+    older = Engine(engine.client, device="", start_grace=0.5, stop_timeout=5)
+    port = free_port()
+    run(older, doc(release(images, port=port), device=""))
+    legacy = "hedgerow-web-lyon-1-0-0-server"
+    assert "hedgerow.device" not in inspect(engine, legacy)["Config"]["Labels"]
+    sh(engine, legacy, "echo kept > /data/file")
+    ids = {c.name: c.id for c in older.read().containers}
+
+    state = engine.read()
+    assert {c.name: c.id for c in state.containers} == ids
+    assert state.adopted == {"front", "data"}
+    assert plan_steps(doc(release(images, port=port)), state) == [], "nothing restarted"
+    run(engine, doc(release(images, "1.1.0", image=images.v2, port=port)))
+    assert sh(engine, S2, "cat /data/file") == "kept"
+    assert http(port) == "2"
+
+    stranger = Engine(engine.client, device="pi-9")
+    assert stranger.read().containers == () and not stranger.read().adopted
+    run(stranger, doc(release(images, networks=(), volumes=()), device="pi-9"))
+    assert not engine.read().adopted, "another device is here: unlabelled ones are nobody's"
+    assert {c.name for c in engine.read().containers} == {S2, W2}
 
 
 def tags(engine: Engine) -> set[str]:
@@ -358,8 +520,8 @@ def test_delete_keeps_a_shared_network_and_the_volume_data(engine: Engine, image
     run(engine, doc(cam))
     state = engine.read()
     assert {c.application for c in state.containers} == {"cam"}
-    assert state.networks == {"front"}, "cam still uses it"
-    assert state.volumes == {"data": "Retain"}, "Retain keeps data, Delete removes the volume"
+    assert state.networks == {FRONT}, "cam still uses it"
+    assert state.volumes == {DATA: "Retain"}, "Retain keeps data, Delete removes the volume"
 
     run(engine, doc(release(images), cam))
     assert sh(engine, S1, "cat /data/file") == "kept"
@@ -367,7 +529,7 @@ def test_delete_keeps_a_shared_network_and_the_volume_data(engine: Engine, image
     run(engine, doc())
     state = engine.read()
     assert state.containers == () and state.networks == frozenset()
-    assert state.volumes == {"data": "Retain"}
+    assert state.volumes == {DATA: "Retain"}
 
 
 def test_a_release_failing_at_start_is_reported_and_the_old_one_runs_again(
@@ -430,8 +592,8 @@ def test_a_private_image_needs_its_credentials(
     outcome = run(engine, doc(*desired.deployments, auth=(auth,)))
     assert registry.password not in repr(outcome)
     assert states(engine) == {
-        "hedgerow-web-lyon-1-0-0-server": "running",
-        "hedgerow-web-lyon-1-0-0-worker": "running",
+        "hedgerow-pi-1-web-lyon-1-0-0-server": "running",
+        "hedgerow-pi-1-web-lyon-1-0-0-worker": "running",
     }
     assert engine.read().has_image(registry.image)
 
@@ -443,19 +605,21 @@ def test_a_pull_that_outlives_its_deadline_fails(engine: Engine, registry: Regis
         username=registry.username,
         password=registry.password,
     )
-    hasty = Engine(engine.client, pull_timeout=0)
+    hasty = Engine(engine.client, device="pi-1", pull_timeout=0)
     with pytest.raises(PullError, match=r"pulling .*: not done after 0 s; will try again"):
         hasty.pull(registry.image, auth)
 
 
 def test_a_pull_is_refused_when_disk_space_is_low(engine: Engine, images: Images) -> None:
-    careful = Engine(engine.client, min_free_bytes=1 << 60)
+    careful = Engine(engine.client, device="pi-1", min_free_bytes=1 << 60)
     with pytest.raises(DiskSpaceError, match=r"not pulling busybox: only \d+ MiB free in /"):
         careful.pull("busybox")
 
 
 def test_a_network_hedgerow_did_not_create_is_not_adopted(engine: Engine, images: Images) -> None:
-    network = engine.api.create_network("theirs")
+    """Under the very Docker name the device's network would have (`hedgerow-pi-1-theirs`):
+    one of the same short name is no clash at all, as the device's names are its own."""
+    network = engine.api.create_network("hedgerow-pi-1-theirs")
     try:
         outcome = converge(engine, doc(release(images, networks=("theirs",), volumes=())))
         assert [f.step.kind if f.step else None for f in outcome.failures] == ["create-network"]
@@ -497,7 +661,7 @@ def test_every_container_option_is_accepted_by_the_engine(engine: Engine, images
         Deployment,
     )
     run(engine, doc(deployment))
-    info = inspect(engine, "hedgerow-tuned-1-0-0-tuned")
+    info = inspect(engine, "hedgerow-pi-1-tuned-1-0-0-tuned")
     host = info["HostConfig"]
     assert info["Config"]["Hostname"] == "tuned-host"
     assert host["PortBindings"] == {
@@ -519,7 +683,7 @@ def test_every_container_option_is_accepted_by_the_engine(engine: Engine, images
     assert host["ReadonlyRootfs"] is True and host["Tmpfs"] == {"/scratch": "size=1m"}
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 0}
     assert http(port) == "1"
-    assert "six.local" in sh(engine, "hedgerow-tuned-1-0-0-tuned", "cat /etc/hosts")
+    assert "six.local" in sh(engine, "hedgerow-pi-1-tuned-1-0-0-tuned", "cat /etc/hosts")
 
 
 def test_a_healthcheck_reaches_the_engine_in_nanoseconds() -> None:
@@ -555,11 +719,13 @@ def test_docker_runs_the_release_healthcheck(engine: Engine, images: Images) -> 
         Deployment,
     )
     run(engine, doc(deployment))
-    config = inspect(engine, "hedgerow-checked-1-0-0-checked")["Config"]["Healthcheck"]
+    config = inspect(engine, "hedgerow-pi-1-checked-1-0-0-checked")["Config"]["Healthcheck"]
     assert config == {"Test": probe, "Interval": 10**9, "Timeout": 2 * 10**9, "Retries": 1}
 
     def health(name: str) -> str:
-        status: str = inspect(engine, f"hedgerow-checked-1-0-0-{name}")["State"]["Health"]["Status"]
+        status: str = inspect(engine, f"hedgerow-pi-1-checked-1-0-0-{name}")["State"]["Health"][
+            "Status"
+        ]
         return status
 
     deadline = time.monotonic() + 30
@@ -588,7 +754,7 @@ def test_engine_events_of_owned_objects_wake_the_agent(
     """A container stopped or removed by hand is noticed at once, not at the next poll."""
 
     heard = threading.Event()
-    watcher = Engine(docker.DockerClient(base_url=docker_engine.host))
+    watcher = Engine(docker.DockerClient(base_url=docker_engine.host), device="pi-1")
     threading.Thread(target=watcher.watch, args=(heard.set,), daemon=True).start()
     time.sleep(0.3)  # the stream is open
     api = docker_engine.client.api

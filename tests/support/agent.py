@@ -19,6 +19,7 @@ from agent.steps import (
     StartContainer,
     Step,
     StopContainer,
+    StopContainers,
     apply,
 )
 from reconciler.wire import (
@@ -31,6 +32,7 @@ from reconciler.wire import (
 )
 
 IMAGE = "local/app:1"
+DEVICE = "pi-1"
 V1, V2 = "local/app:1", "local/app:2"
 
 
@@ -71,8 +73,13 @@ def web(
 
 def doc(*deployments: Deployment, auth: tuple[RegistryAuth, ...] = ()) -> DesiredDocument:
     return DesiredDocument(
-        device="pi-1", revision="r1", deployments=list(deployments), registry_auth=list(auth)
+        device=DEVICE, revision="r1", deployments=list(deployments), registry_auth=list(auth)
     )
+
+
+def short(name: str) -> str:
+    """A Docker name without the prefix every name of device pi-1 has."""
+    return name.removeprefix(f"hedgerow-{DEVICE}-")
 
 
 def show(steps: list[Step]) -> list[str]:
@@ -81,11 +88,13 @@ def show(steps: list[Step]) -> list[str]:
     for step in steps:
         if isinstance(step, CreateNetwork | CreateVolume):
             name = step.network.name if isinstance(step, CreateNetwork) else step.volume.name
-            lines.append(f"{step.kind} {name}")
+            lines.append(f"{step.kind} {short(name)}")
         elif isinstance(step, PullImage | RemoveImage):
             lines.append(f"{step.kind} {step.image}")
+        elif isinstance(step, StopContainers):  # one dependency level, stopped at once
+            lines.append(f"stop {', '.join(short(n) for n in step.names)}")
         else:
-            lines.append(f"{step.kind} {step.name.removeprefix('hedgerow-')}")
+            lines.append(f"{step.kind} {short(step.name)}")
     return lines
 
 
