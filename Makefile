@@ -39,7 +39,7 @@ test: lint typecheck unit
 quick: $(STAMP)
 	$(BIN)/pytest -m "not e2e"
 
-# The example repository deployed for real to one device on loopback (see README "The demo").
+# The example repository deployed for real to four devices on one engine, on loopback (README "The demo").
 demo: $(STAMP) system-deps
 	SOPS_AGE_KEY_FILE=manifests/DEMO-ONLY-age-key.txt $(BIN)/hedgerow validate manifests
 	$(BIN)/hedgerow demo

@@ -1,9 +1,11 @@
-"""`hedgerow demo --once` for real: registry, controller and agent processes on the tests' engine.
+"""`hedgerow demo --once` for real: registry, controller and four agent processes on the tests'
+engine.
 
 The demo is run as a separate process, as `make demo` runs it, with DOCKER_HOST naming the
-session's dockerd so that it does not start a second one. It must bring its device to Ready with
-the private image pulled through the registry with the credential the controller forwarded, and
-leave nothing behind: no process, no container, network or volume of its own.
+session's dockerd so that it does not start a second one. It must bring its four devices to
+Ready on the one engine, each with its own containers, with the private image pulled through the
+registry with the credential the controller forwarded, and leave nothing behind: no process, no
+container, network or volume of its own.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_demo_once_deploys_a_device_and_leaves_nothing_running(
+DEVICES = ("lyon-orin-01", "lyon-rpi4-01", "lyon-rpi4-02", "lyon-rpi4-03")
+
+
+def test_demo_once_deploys_four_devices_on_one_engine_and_leaves_nothing_running(
     tmp_path: Path, docker_engine: DockerEngine
 ) -> None:
     if port_taken(5000):
@@ -60,21 +65,21 @@ def test_demo_once_deploys_a_device_and_leaves_nothing_running(
     folder = tmp_path / "demo"
     done = subprocess.run(
         [sys.executable, "-m", "reconciler", "demo", "--once", "--refresh", "2",
-         "--manifests", str(MANIFESTS), "--dir", str(folder), "--timeout", "120"],
+         "--manifests", str(MANIFESTS), "--dir", str(folder), "--timeout", "240"],
         env={**os.environ, "DOCKER_HOST": docker_engine.host},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=300,
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
 
-    ready = re.search(r"(lyon-orin-01|lyon-rpi4-02) is Ready", output)
-    assert ready, output
-    device = ready.group(1)
-    assert "the agent pulled 127.0.0.1:5000/hedgerow/telemetry:1.0.0 as user demo" in output
-    assert "git commit -am upgrade" in output and str(folder / "repo") in output
+    for device in DEVICES:
+        assert f"{device} is Ready" in output, output
+    assert "the agents pulled 127.0.0.1:5000/hedgerow/telemetry:1.0.0 as user demo" in output
+    assert 'git commit -am "telemetry 1.1.0 in Lyon"' in output and str(folder / "repo") in output
+    assert 'git commit -am "telemetry 1.2.0 in Lyon"' in output
 
     # The controller's store, read after the demo ended, agrees.
     status = subprocess.run(
@@ -83,10 +88,11 @@ def test_demo_once_deploys_a_device_and_leaves_nothing_running(
         capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     deployments: list[dict[str, Any]] = json.loads(status.stdout)["deployments"]
-    mine = {d["deployment"]: d for d in deployments if d.get("device") == device}
-    telemetry = mine["telemetry-lyon-stable"]
-    assert telemetry["observedRelease"] == "1.0.0"
-    assert {c["type"]: c["status"] for c in telemetry["conditions"]}["Ready"] == "True"
+    telemetry = {d["device"]: d for d in deployments if d["deployment"] == "telemetry-lyon"}
+    assert sorted(telemetry) == list(DEVICES)
+    for found in telemetry.values():
+        assert found["observedRelease"] == "1.0.0"
+        assert {c["type"]: c["status"] for c in found["conditions"]}["Ready"] == "True"
 
     # The device pulled the private image with the login (the registry logs authorized requests).
     registry_log = (folder / "registry" / "registry.log").read_text(errors="replace")

@@ -1,4 +1,4 @@
-"""`hedgerow demo`: the example repository deployed for real to one device on this machine."""
+"""`hedgerow demo`: the example repository deployed for real to four devices on this machine."""
 
 from __future__ import annotations
 
@@ -19,18 +19,15 @@ def demo(
     folder: Annotated[
         Path | None, typer.Option("--dir", help="Demo folder (repository, logs); default: temp.")
     ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option("--device", help="lyon-orin-01 (gateway + telemetry) or lyon-rpi4-02."),
-    ] = None,
-    once: Annotated[bool, typer.Option("--once", help="Exit as soon as the device is Ready.")] = (
-        False
-    ),
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for Ready.")] = 180,
+    once: Annotated[
+        bool, typer.Option("--once", help="Exit as soon as every device is Ready.")
+    ] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for Ready.")] = 300,
     refresh: Annotated[float, typer.Option("--refresh", help="Seconds between statuses.")] = 5,
 ) -> None:
     """Run the example repository for real on this machine: engine, registry, controller and
-    one device agent on loopback; everything it starts is stopped on exit (Ctrl-C)."""
+    an agent for each of four devices on loopback; everything it starts is stopped on exit
+    (Ctrl-C)."""
     from reconciler.demo.run import REGISTRY_PORT, run
 
     def show_status(data_dir: Path) -> None:
@@ -38,7 +35,5 @@ def demo(
             print_status(store)
 
     # The example credential is sealed (MAC) for 127.0.0.1:5000: no other port can work.
-    code = run(
-        manifests, folder, device, REGISTRY_PORT, once, timeout, refresh, console(), show_status
-    )
+    code = run(manifests, folder, REGISTRY_PORT, once, timeout, refresh, console(), show_status)
     raise typer.Exit(code)

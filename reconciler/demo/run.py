@@ -1,10 +1,13 @@
-"""`hedgerow demo`: the example repository deployed for real to one device, on this machine.
+"""`hedgerow demo`: the example repository deployed for real to a fleet of four devices, on
+this machine.
 
 It runs what a fleet runs — a Docker engine, a private registry with a login, a git repository,
-the controller and one device agent — on loopback, with images built from busybox (no internet
-needed). The device pulls its private image with the credential the controller decrypts from
-`manifests/credentials/registry-demo.yaml` and forwards, so the demo shows the whole path.
-Everything started here is stopped by pid on exit, and the containers it made are removed.
+the controller and one agent for each of the four Lyon devices, all on the one engine (each
+agent owns only what carries its device's label) — on loopback, with images built from busybox
+(no internet needed). The devices pull their private image with the credential the controller
+decrypts from `manifests/credentials/registry-demo.yaml` and forwards, so the demo shows the
+whole path; then it prints how to commit a staged upgrade and a broken release. Everything
+started here is stopped by pid on exit, and the containers it made are removed.
 """
 
 from __future__ import annotations
@@ -42,18 +45,26 @@ from reconciler.store import Store, sqlite_url
 USERNAME, PASSWORD = "demo", "demo-password-change-me"
 REGISTRY_PORT = 5000
 TELEMETRY = "hedgerow/telemetry"
-TELEMETRY_VERSIONS = ("1.0.0", "1.1.0")
+TELEMETRY_VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 GATEWAY = "hedgerow.local/gateway:2.3.0"
 GATEWAY_PORT = 8080  # the gateway release binds 127.0.0.1:8080
 AGE_KEY = "DEMO-ONLY-age-key.txt"
-# Devices of the example repository the demo can play, with the deployments they receive.
+# The devices of the example repository the demo plays, with the deployments they receive:
+# the Lyon site, whose telemetry-lyon deployment rolls a new release out canary first.
 DEVICES: dict[str, tuple[str, ...]] = {
-    "lyon-orin-01": ("gateway-lyon-orin-01", "telemetry-lyon-stable"),
-    "lyon-rpi4-02": ("telemetry-lyon-stable",),
+    "lyon-orin-01": ("gateway-lyon-orin-01", "telemetry-lyon"),
+    "lyon-rpi4-01": ("telemetry-lyon",),
+    "lyon-rpi4-02": ("telemetry-lyon",),
+    "lyon-rpi4-03": ("telemetry-lyon",),
 }
-OWN_FOLDERS = ("repo", "controller", "agent", "registry", "logs")  # inside the demo folder
+OWN_FOLDERS = ("repo", "controller", "agents", "tokens", "registry", "logs")  # in the folder
+ROLLOUT = "telemetry-lyon"
 UPGRADE_FILE = "deployments/telemetry.yaml"
-UPGRADE_SED = '/name: telemetry-lyon-stable/,/release:/s/release: "1.0.0"/release: "1.1.0"/'
+
+
+def upgrade_sed(old: str, new: str) -> str:
+    """The sed that moves telemetry-lyon's release from `old` to `new`."""
+    return f'/name: {ROLLOUT}$/,/release:/s/release: "{old}"/release: "{new}"/'
 
 
 def _cmd(script: str) -> str:
@@ -112,9 +123,10 @@ class Demo:
             self.console.print(daemons.tail(path, 3000), markup=False, highlight=False)
 
     def stop(self) -> None:
-        """Agent first (it would recreate containers), then the controller, containers,
+        """Agents first (they would recreate containers), then the controller, containers,
         registry and engine; each by the pid or id recorded when we made it."""
-        for name in ("agent", "controller"):
+        agents = [name for name in self.processes if name.startswith("agent-")]
+        for name in [*agents, "controller"]:
             if name in self.processes:
                 daemons.stop_process(self.processes[name])
         if self.engine is not None:
@@ -141,7 +153,6 @@ class Demo:
 def run(
     manifests: Path,
     folder: Path | None,
-    device: str | None,
     registry_port: int,
     once: bool,
     timeout: float,
@@ -155,9 +166,6 @@ def run(
     if not (manifests / "deployments").is_dir() or not key.is_file():
         console.print(f"[red]error:[/] {manifests} is not the example repository (no {AGE_KEY})")
         return 2
-    if device is not None and device not in DEVICES:
-        console.print(f"[red]error:[/] --device must be one of {', '.join(DEVICES)}")
-        return 2
     folder = (folder or Path(tempfile.mkdtemp(prefix="hedgerow-demo-"))).resolve()
     demo = Demo(folder, console, show_status)
     for stale in OWN_FOLDERS:  # a previous demo's state would confuse this one
@@ -170,7 +178,7 @@ def run(
     # Explicit for SIGINT too: a shell starting us in the background leaves it ignored.
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(demo, manifests.resolve(), device, registry_port, once, timeout, refresh)
+        return _run(demo, manifests.resolve(), registry_port, once, timeout, refresh)
     except (DemoError, SandboxError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         demo.show_logs()
@@ -188,7 +196,6 @@ def run(
 def _run(
     demo: Demo,
     manifests: Path,
-    device: str | None,
     registry_port: int,
     once: bool,
     timeout: float,
@@ -201,13 +208,11 @@ def _run(
             f"(credentials/registry-demo.yaml) is for the registry 127.0.0.1:{REGISTRY_PORT}: "
             "stop what listens there and run the demo again"
         )
-    gateway_free = not daemons.port_taken(GATEWAY_PORT)
-    if device is None:
-        device = "lyon-orin-01" if gateway_free else "lyon-rpi4-02"
-        if not gateway_free:
-            console.print(f"127.0.0.1:{GATEWAY_PORT} is in use: playing lyon-rpi4-02 (no gateway)")
-    elif "gateway-lyon-orin-01" in DEVICES[device] and not gateway_free:
-        raise DemoError(f"{device} runs the gateway on 127.0.0.1:{GATEWAY_PORT}, which is in use")
+    if daemons.port_taken(GATEWAY_PORT):
+        raise DemoError(
+            f"127.0.0.1:{GATEWAY_PORT} is in use, and lyon-orin-01 runs the example's gateway "
+            "there: stop what listens there and run the demo again"
+        )
 
     console.print(f"[bold]hedgerow demo[/] in {demo.folder}")
     engine = existing_engine()
@@ -248,44 +253,45 @@ def _run(
     _wait(demo, lambda: _applied(url), "the controller to apply the repository", 60)
     console.print(f"controller on {url} follows {repo} (main)")
 
-    token = demo.folder / "agent-token"
     with Store.open(sqlite_url(data)) as store:
-        secret = tokens.issue()
-        store.put_token(device, tokens.hash_token(secret), datetime.now(UTC))
-    token.write_text(secret)
-    token.chmod(0o600)
-    demo.start(
-        "agent",
-        ["agent", "--controller", url, "--device", device, "--token-file", str(token),
-         "--data-dir", str(demo.folder / "agent"), "--poll-interval", "2s"],
-        {**os.environ, "DOCKER_HOST": engine.host},
-    )  # fmt: skip
+        secrets = {device: tokens.issue() for device in DEVICES}
+        at = datetime.now(UTC)
+        for device, secret in secrets.items():
+            store.put_token(device, tokens.hash_token(secret), at)
+    (demo.folder / "tokens").mkdir(mode=0o700)
+    for device, secret in secrets.items():
+        token = demo.folder / "tokens" / device
+        token.write_text(secret)
+        token.chmod(0o600)
+        demo.start(
+            f"agent-{device}",
+            ["agent", "--controller", url, "--device", device, "--token-file", str(token),
+             "--data-dir", str(demo.folder / "agents" / device), "--poll-interval", "2s"],
+            {**os.environ, "DOCKER_HOST": engine.host},
+        )  # fmt: skip
     console.print(
-        f"agent for device {device} started; waiting for {', '.join(DEVICES[device])} "
-        "(the other devices of the example have no agent here: they stay NotReported)"
+        f"an agent for each of {', '.join(DEVICES)}, all on the one engine (the example's "
+        "other devices have no agent here: they stay NotReported)"
     )
 
     deadline = time.monotonic() + timeout
-    while not _ready(data, device):
+    while not all(_ready(data, device) for device in DEVICES):
         demo.check_alive()
         if time.monotonic() > deadline:
             demo.show_status(data)
-            raise DemoError(f"{device} not Ready after {timeout:.0f} s")
+            late = [device for device in DEVICES if not _ready(data, device)]
+            raise DemoError(f"{', '.join(late)} not Ready after {timeout:.0f} s")
         demo.show_status(data)
         time.sleep(refresh)
     demo.show_status(data)
-    console.print(f"[green]{device} is Ready[/]: {', '.join(DEVICES[device])}")
+    for device, deployments in DEVICES.items():
+        console.print(f"[green]{device} is Ready[/]: {', '.join(deployments)}")
     for pulled in _pulls(demo.registry.log, pushed):
-        console.print(f"the agent pulled {host}/{pulled} as user {USERNAME}, via the controller")
-    console.print(
-        "\nWatch an upgrade: move telemetry-lyon-stable from 1.0.0 to 1.1.0 and commit it:\n\n"
-        f"    cd {repo}\n"
-        f"    sed -i '{UPGRADE_SED}' {UPGRADE_FILE}\n"
-        "    git commit -am upgrade\n\n"
-        f'(or edit `release: "1.0.0"` of telemetry-lyon-stable in {repo / UPGRADE_FILE}).\n'
-        f"Status: hedgerow status --data-dir {data}   Events: hedgerow events --data-dir {data}",
-        markup=False,
-    )
+        console.print(f"the agents pulled {host}/{pulled} as user {USERNAME}, via the controller")
+    console.print(_NEXT.format(
+        repo=repo, file=UPGRADE_FILE, data=data, rollout=ROLLOUT,
+        upgrade=upgrade_sed("1.0.0", "1.1.0"), broken=upgrade_sed("1.1.0", "1.2.0"),
+    ), markup=False)  # fmt: skip
     if once:
         return 0
     console.print("Ctrl-C stops the demo and everything it started.")
@@ -293,6 +299,28 @@ def _run(
         time.sleep(refresh)
         demo.check_alive()
         demo.show_status(data)
+
+
+_NEXT = """
+A staged upgrade: move {rollout} from 1.0.0 to 1.1.0 and commit it:
+
+    cd {repo}
+    sed -i '{upgrade}' {file}
+    git commit -am "telemetry 1.1.0 in Lyon"
+
+The canary lyon-rpi4-01 moves first, then the three others one at a time, each once the one
+before has been Ready for 5 s. Follow it with:
+
+    hedgerow rollout status --data-dir {data}
+
+A broken release: once 1.1.0 is everywhere, commit 1.2.0, whose healthcheck never passes:
+
+    sed -i '{broken}' {file}
+    git commit -am "telemetry 1.2.0 in Lyon"
+
+The canary is never Ready: within 45 s it switches itself back to 1.1.0 and reports Degraded,
+and the rollout halts after the canary (no other device moves) and rolls it back.
+Status: hedgerow status --data-dir {data}   Events: hedgerow events --data-dir {data}"""
 
 
 def _git(repo: Path, *args: str) -> None:
