@@ -22,6 +22,7 @@ import docker.types
 import requests.exceptions
 
 from agent.errors import ContainerFailed, DiskSpaceError, EngineError, PullError
+from agent.readiness import health_of
 from agent.steps import (
     APPLICATION,
     CONTAINER,
@@ -50,10 +51,11 @@ from agent.steps import (
     normalise_image,
 )
 from reconciler.logs import get_logger
-from reconciler.wire import Container, Healthcheck, RegistryAuth, duration_ns
+from reconciler.wire import MAX_LOG_LINES, Container, Healthcheck, RegistryAuth, duration_ns
 
 MANAGED_FILTER = {"label": f"{MANAGED}=true"}
 log = get_logger("hedgerow.agent")
+MAX_OUTPUT = 1024  # characters kept of a health output or a log line: a report is bounded
 MiB = 1024 * 1024
 PARALLEL_STOPS = 10  # docker-py keeps 10 connections to the engine: one per stop in flight
 __all__ = [
@@ -387,6 +389,19 @@ class Engine:
                 del self._starting[name]
         return failed
 
+    def diagnose(self, name: str, lines: int = MAX_LOG_LINES) -> tuple[str | None, list[str]]:
+        """A container's last healthcheck output and its last `lines` log lines, for a
+        Degraded report; what cannot be read is left out (the container may be gone)."""
+        try:
+            info: dict[str, Any] = self.api.inspect_container(name)
+            logs = self.api.logs(name, tail=lines, timestamps=False)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return None, []
+        checks = ((info.get("State") or {}).get("Health") or {}).get("Log") or []
+        health = str(checks[-1].get("Output", "")).strip()[:MAX_OUTPUT] if checks else None
+        text = logs.decode(errors="replace") if isinstance(logs, bytes) else str(logs)
+        return health or None, [line[:MAX_OUTPUT] for line in text.splitlines()[-lines:]]
+
     def next_check(self) -> float | None:
         """Seconds until the start grace of a watched container ends (None: none is watched)."""
         ends = [started + self.start_grace for _, _, started in list(self._starting.values())]
@@ -592,6 +607,7 @@ def _container_state(listed: Mapping[str, Any]) -> ContainerState:
         id=str(listed.get("Id", "")),
         order=int(order) if (order := labels.get(ORDER, "0")).isdigit() else 0,
         level=int(level) if (level := labels.get(LEVEL, "")).isdigit() else None,
+        health=health_of(str(listed.get("Status", ""))),
     )
 
 

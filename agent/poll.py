@@ -8,6 +8,7 @@ held (not retried, so the old release keeps serving) until its deployment change
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import secrets
 import threading
@@ -19,10 +20,14 @@ from pathlib import Path
 
 import msgspec
 
+from agent import readiness
 from agent.client import ControllerClient, ControllerUnreachable, ReportConflict, backoff
 from agent.converge import EngineLike, Outcome, converge
-from agent.state import load_desired, save_desired
+from agent.errors import EngineError
+from agent.readiness import Switch
+from agent.state import load_desired, save_desired, write_atomically
 from agent.steps import (
+    ContainerState,
     EngineState,
     RemoveContainer,
     RemoveImage,
@@ -34,22 +39,27 @@ from agent.steps import (
     StopContainers,
     present_images,
     release_reports,
+    rollback_steps,
 )
 from reconciler.logs import get_logger
 from reconciler.wire import (
+    DEFAULT_READINESS,
     MAX_EVENTS,
     MAX_IMAGES,
     REPORT_EVENT_BYTES,
+    Degraded,
     Deployment,
     DesiredDocument,
     Event,
     EventKind,
+    Readiness,
     ReleaseReport,
     StatusReport,
     clip,
 )
 
 SEQ_FILE = "events.json"
+SWITCH_FILE = "switches.json"
 log = get_logger("hedgerow.agent")
 
 
@@ -97,6 +107,16 @@ class Debounce:
 
 def _key(deployment: Deployment) -> tuple[str, str, str, str | None]:
     return deployment.deployment, deployment.release, deployment.digest, deployment.redeploy
+
+
+class _SwitchFile(msgspec.Struct, kw_only=True):
+    """What the agent must not forget across a restart: the switches not yet judged Ready (so
+    a release that fails after a restart is still switched back), the releases held after a
+    switch back (so a restart does not try them again), and why."""
+
+    switches: dict[str, Switch] = {}
+    held: list[tuple[tuple[str, str, str, str | None], str]] = []
+    degraded: dict[str, Degraded] = {}
 
 
 class _StoredEvent(msgspec.Struct, kw_only=True, rename="camel"):
@@ -253,6 +273,14 @@ class Agent:
         self.journal = Journal.open(data_dir)
         self.held: dict[tuple[str, str, str, str | None], str] = {}  # failed release → error
         self.switched: dict[str, EngineState] = {}  # see `Outcome.switched`
+        # by application: switches not yet judged Ready (see agent.readiness)
+        self.switches: dict[str, Switch] = {}
+        self.degraded: dict[str, Degraded] = {}  # by deployment: why it was switched back
+        self.ok_since: dict[tuple[str, str], float] = {}  # (application, release) → since
+        self.ready: dict[tuple[str, str], bool] = {}  # the last verdict, for the report
+        self.look: float | None = None  # seconds until a verdict may change
+        self._saved = b""
+        self._load_switches()
         self.errors: dict[str, str] = {}  # deployment → what kept it from converging last pass
         self.failures = 0
         self._last_failures: set[tuple[str | None, str]] = set()
@@ -274,6 +302,8 @@ class Agent:
             return None
         live = {_key(d) for d in self.desired.deployments}
         self.held = {k: v for k, v in self.held.items() if k in live}
+        kept = {k[0] for k in self.held}
+        self.degraded = {d: v for d, v in self.degraded.items() if d in kept}
         hold = {d.application for d in self.desired.deployments if _key(d) in self.held}
         by_app = {d.application: d for d in self.desired.deployments}
 
@@ -315,7 +345,134 @@ class Agent:
             if wanted is not None and failure.exited and failure.application in outcome.rolled_back:
                 self.held[_key(wanted)] = failure.message
         self._last_failures = seen
+        self._judge(outcome, by_app, hold)
         return outcome
+
+    # -- readiness -------------------------------------------------------------------------------
+
+    def _judge(self, outcome: Outcome, by_app: dict[str, Deployment], hold: set[str]) -> None:
+        """Record this pass's switches, then judge each running desired release: Ready ends
+        its switch; Failed (not Ready by the deadline) switches it back, holds and explains
+        it."""
+        at = self.now().timestamp()
+        before = dict(self.switches)
+        for app, state in outcome.switched.items():
+            up = tuple(c.id for c in state.containers if c.application == app and c.up)
+            if up:  # a first deploy has nowhere to go back to
+                self.switches[app] = Switch(up=up, at=at)
+        for app in list(self.switches):
+            if app not in by_app or app in outcome.rolled_back or app in hold:
+                del self.switches[app]
+        try:
+            engine = self.engine.read()
+        except EngineError:
+            self._save_switches(before)
+            return
+        ids = {c.id: c for c in engine.containers}
+        for app, record in list(self.switches.items()):
+            kept = [ids[i] for i in record.up if i in ids]
+            # nothing was stopped (a start, a repair): no switch; or what ran before is gone
+            # (a redeploy recreated it): nothing to go back to
+            if not kept or all(c.up for c in kept):
+                del self.switches[app]
+        looks: list[float] = []
+        self.ready = {}
+        live: set[tuple[str, str]] = set()
+        for app, want in by_app.items():
+            if want.state != "Running" or _key(want) in self.held:
+                continue
+            key = (app, want.release)
+            live.add(key)
+            mine = [c for c in engine.containers if (c.application, c.release) == key]
+            stuck = readiness.blocking(mine, len(want.containers))
+            ok = stuck is None and bool(mine)
+            since = readiness.ok_since(self.ok_since.get(key), ok, at)
+            if since is None:
+                self.ok_since.pop(key, None)
+            else:
+                self.ok_since[key] = since
+            rules = want.readiness or DEFAULT_READINESS
+            switch = self.switches.get(app)
+            switched = switch.at if switch is not None else None
+            verdict = readiness.verdict(since, switched, rules, at)
+            self.ready[key] = verdict == "Ready"
+            if verdict == "Ready":
+                self.switches.pop(app, None)
+            elif verdict == "Failed" and switch is not None:
+                self._switch_back(want, switch, engine, stuck, rules)
+            else:
+                look = readiness.next_look(since, switched, rules, at)
+                if look is not None:
+                    looks.append(look)
+        self.ok_since = {k: v for k, v in self.ok_since.items() if k in live}
+        self.look = min(looks) if looks else None
+        self._save_switches(before)
+
+    def _switch_back(
+        self,
+        want: Deployment,
+        switch: Switch,
+        engine: EngineState,
+        stuck: ContainerState | None,
+        rules: Readiness,
+    ) -> None:
+        app = want.application
+        seconds = rules.progress_deadline_seconds
+        if stuck is None:
+            reason = f"not Ready within {seconds} s of the switch"
+        else:
+            state = stuck.health if stuck.health in ("starting", "unhealthy") else stuck.state
+            reason = f"not Ready within {seconds} s of the switch: {stuck.container} is {state}"
+        health, lines = None, []
+        diagnose = getattr(self.engine, "diagnose", None)
+        if stuck is not None and diagnose is not None:
+            health, lines = diagnose(stuck.name)
+        before = EngineState(
+            containers=tuple(
+                dataclasses.replace(c, state="running")  # what a switch back starts
+                for c in engine.containers
+                if c.application == app and c.id in switch.up
+            )
+        )
+        log.warning("switching back", deployment=want.deployment, reason=reason)
+        at = self.now()
+        self.journal.add("error", reason, want.deployment, at)
+        for step in rollback_steps(before, engine, app):
+            try:
+                self.engine.run(step)
+            except EngineError as error:
+                self.journal.add("error", f"switching back: {error}", want.deployment, at)
+        self.switches.pop(app, None)
+        self.ok_since.pop((app, want.release), None)
+        self.ready.pop((app, want.release), None)
+        self.held[_key(want)] = reason
+        self.degraded[want.deployment] = Degraded(
+            reason=clip(reason),
+            container=stuck.container if stuck is not None else None,
+            health=clip(health) if health else None,
+            log=[clip(line) for line in lines],
+        )
+
+    def _load_switches(self) -> None:
+        try:
+            found = msgspec.json.decode(
+                (self.data_dir / SWITCH_FILE).read_bytes(), type=_SwitchFile
+            )
+        except (FileNotFoundError, msgspec.DecodeError):
+            return
+        self.switches = dict(found.switches)
+        self.held = dict(found.held)
+        self.degraded = dict(found.degraded)
+
+    def _save_switches(self, before: dict[str, Switch]) -> None:
+        """Write the record when it changed: a switch, a verdict, a switch back."""
+        state = _SwitchFile(
+            switches=self.switches, held=list(self.held.items()), degraded=self.degraded
+        )
+        encoded = msgspec.json.encode(state)
+        if encoded != self._saved:
+            write_atomically(self.data_dir, SWITCH_FILE, encoded)
+            self._saved = encoded
 
     def report(self) -> None:
         """Send what the engine runs, and the events the controller has not acknowledged."""
@@ -339,6 +496,8 @@ class Agent:
             else r
             for r in releases
         ]
+        wanted = {(d.application, d.release): d for d in desired.deployments}
+        releases = [self._judged(r, wanted.get((r.application, r.release))) for r in releases]
         # A deployment with nothing on the engine yet (its first pull failed) still reports its
         # error, on the desired release, found incomplete.
         found = {r.deployment for r in releases}
@@ -363,6 +522,17 @@ class Agent:
             images=report_images(desired, present_images(desired, engine)),
         )
         self._send(base)
+
+    def _judged(self, found: ReleaseReport, want: Deployment | None) -> ReleaseReport:
+        """A desired release's report with its readiness, or why it was switched back."""
+        if want is None or want.deployment != found.deployment:
+            return found
+        if _key(want) in self.held and want.deployment in self.degraded:
+            return msgspec.structs.replace(found, degraded=self.degraded[want.deployment])
+        if want.state == "Running":
+            ready = self.ready.get((found.application, found.release), False)
+            return msgspec.structs.replace(found, ready=ready)
+        return found
 
     def _send(self, base: StatusReport) -> None:
         """Send `base` with the journal's oldest events, and again with the next ones while the
@@ -392,6 +562,8 @@ class Agent:
         check = self.engine.next_check()
         if check is not None:
             wait = min(wait, check)
+        if self.look is not None:  # a verdict on readiness is due: judge it in time
+            wait = min(wait, self.look + 0.2)
         try:
             self.fetch(wait)
             reachable = True

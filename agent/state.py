@@ -22,11 +22,17 @@ FILE_NAME = "desired.json"
 
 def save_desired(folder: Path, document: DesiredDocument) -> Path:
     """Write `document` without its registry credentials; returns the file written."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = folder / FILE_NAME
     without_auth = msgspec.structs.replace(document, registry_auth=[])
-    data = msgspec.json.format(msgspec.json.encode(without_auth), indent=1)
-    fd, temporary = tempfile.mkstemp(prefix=f".{FILE_NAME}.", dir=folder)
+    return write_atomically(
+        folder, FILE_NAME, msgspec.json.format(msgspec.json.encode(without_auth), indent=1)
+    )
+
+
+def write_atomically(folder: Path, name: str, data: bytes) -> Path:
+    """`folder/name` holds `data`, or what it held before: never half of it."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = folder / name
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)

@@ -88,6 +88,7 @@ class ContainerState:
     id: str = ""  # Docker's id: tells a recreated container from the one it replaced
     order: int = 0  # position in its release's dependency order (label hedgerow.order)
     level: int | None = None  # its dependency level (hedgerow.level); None: an older agent's
+    health: str | None = None  # Docker's: starting, healthy, unhealthy; None: not checked
 
     @property
     def up(self) -> bool:
@@ -786,7 +787,9 @@ def release_reports(desired: DesiredDocument, engine: EngineState) -> list[Relea
     for (app, version), found in sorted(groups.items()):
         found.sort(key=lambda c: (c.order, c.name))
         containers = [
-            ContainerReport(name=c.name, state=c.state, image_present=engine.has_image(c.image))
+            ContainerReport(
+                name=c.name, state=c.state, image_present=engine.has_image(c.image), health=c.health
+            )
             for c in found
         ]
         want = wanted.get((app, version))

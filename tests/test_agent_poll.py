@@ -104,8 +104,9 @@ def test_the_long_poll_ends_when_started_containers_are_due_for_their_start_chec
     running = agent(tmp_path, controller, engine)
     running.step(wait=30)  # starts the release
     running.step(wait=30)  # due at once: the grace is over in this model
-    running.step(wait=30)  # nothing is watched any more: a full long poll
-    assert controller.waits == [30, 0.0, 30]
+    running.step(wait=30)  # nothing is watched any more, but readiness is due in 10 s
+    assert controller.waits[:2] == [30, 0.0]
+    assert 9 < controller.waits[2] <= 10.2  # minReadySeconds (10 by default), then judged
 
 
 def test_the_controller_away_keeps_the_engine_converging_and_events_wait(tmp_path: Path) -> None:
