@@ -104,3 +104,29 @@ def test_demo_once_deploys_four_devices_on_one_engine_and_leaves_nothing_running
     left = {kind: after[kind] - before[kind] for kind in after if after[kind] - before[kind]}
     assert left == {}, "the demo left containers, networks or volumes behind"
     assert _processes_mentioning(str(folder)) == []
+
+
+def _bridges() -> set[str]:
+    return {link.name for link in Path("/sys/class/net").iterdir() if link.name.startswith("br-")}
+
+
+def test_a_private_dockerd_has_networks_to_spare_and_leaves_no_bridge_behind() -> None:
+    """The demo's and the tests' own dockerd: Docker's default pools hold 31 networks for the
+    whole host, and bridges outlive a stopped daemon; ours must make more and leave none."""
+    import docker
+
+    from reconciler.demo.engine import start_dockerd
+
+    before = _bridges()
+    engine = start_dockerd()
+    try:
+        client = docker.DockerClient(base_url=engine.host)
+        try:
+            for n in range(40):
+                client.networks.create(f"spare-{n}", driver="bridge")
+            assert len(_bridges() - before) == 40
+        finally:
+            client.close()
+    finally:
+        engine.stop()
+    assert _bridges() - before == set()

@@ -128,6 +128,10 @@ class Engine:
         for container in self._json("/containers/json", {"all": "1"}):
             self.remove("containers", container["Id"])
 
+    def remove_all_networks(self) -> None:
+        """Remove the networks no container uses: their bridges would outlive the daemon."""
+        self._check(self._http.post("/networks/prune"), "pruning networks")
+
     # -- life --------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -136,6 +140,7 @@ class Engine:
         if self.process is not None:
             with contextlib.suppress(httpx.HTTPError, SandboxError):  # stop it all the same
                 self.remove_all_containers()
+                self.remove_all_networks()
         self._http.close()
         if self.process is not None:
             stop_process(self.process)
@@ -215,6 +220,9 @@ def start_dockerd(prefix: str = "hd-") -> Engine:
         "--pidfile", f"{root}/dockerd.pid",
         "--storage-driver", "vfs",
         "--iptables=false",
+        # Docker's default pools hold 31 networks for the whole host and a stopped dockerd keeps
+        # its bridges: 10/8 in /24s gives 65,536 (those in use skipped), and stop() prunes ours.
+        "--default-address-pool", "base=10.0.0.0/8,size=24",
     ]  # fmt: skip
     engine = Engine(host, root, start_daemon(command, root / "dockerd.log"))
     assert engine.process is not None
