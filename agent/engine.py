@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -401,6 +401,18 @@ class Engine:
         health = str(checks[-1].get("Output", "")).strip()[:MAX_OUTPUT] if checks else None
         text = logs.decode(errors="replace") if isinstance(logs, bytes) else str(logs)
         return health or None, [line[:MAX_OUTPUT] for line in text.splitlines()[-lines:]]
+
+    def restarts(self, names: Iterable[str]) -> dict[str, int]:
+        """Docker's RestartCount of each container (the list does not carry it); those that
+        cannot be read are left out."""
+        counts = {}
+        for name in names:
+            try:
+                info: dict[str, Any] = self.api.inspect_container(name)
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                continue
+            counts[name] = int(info.get("RestartCount") or 0)
+        return counts
 
     def next_check(self) -> float | None:
         """Seconds until the start grace of a watched container ends (None: none is watched)."""

@@ -278,6 +278,10 @@ class Agent:
         self.degraded: dict[str, Degraded] = {}  # by deployment: why it was switched back
         self.ok_since: dict[tuple[str, str], float] = {}  # (application, release) → since
         self.ready: dict[tuple[str, str], bool] = {}  # the last verdict, for the report
+        self.ready_before: dict[tuple[str, str], bool] = {}
+        # (application, release) → restart counts at the first and at the last look, while
+        # it is not yet Ready (the engine's list does not carry them: one inspect each)
+        self.restarts: dict[tuple[str, str], tuple[dict[str, int], dict[str, int]]] = {}
         self.look: float | None = None  # seconds until a verdict may change
         self._saved = b""
         self._load_switches()
@@ -386,6 +390,16 @@ class Agent:
             mine = [c for c in engine.containers if (c.application, c.release) == key]
             stuck = readiness.blocking(mine, len(want.containers))
             ok = stuck is None and bool(mine)
+            looping: str | None = None
+            counting = getattr(self.engine, "restarts", None)
+            if counting is not None and not self.ready_before.get(key, False) and mine:
+                counts = counting(c.name for c in mine)
+                base, last = self.restarts.get(key, (counts, counts))
+                again, worst, total = readiness.restarted(base, last, counts)
+                self.restarts[key] = (base, counts)
+                ok = ok and not again
+                if total >= readiness.RESTARTS and app in self.switches:
+                    looping = worst
             since = readiness.ok_since(self.ok_since.get(key), ok, at)
             if since is None:
                 self.ok_since.pop(key, None)
@@ -395,16 +409,21 @@ class Agent:
             switch = self.switches.get(app)
             switched = switch.at if switch is not None else None
             verdict = readiness.verdict(since, switched, rules, at)
+            if looping is not None and verdict != "Ready":
+                verdict = "Failed"
+                stuck = next((c for c in mine if c.name == looping), stuck)
             self.ready[key] = verdict == "Ready"
             if verdict == "Ready":
                 self.switches.pop(app, None)
             elif verdict == "Failed" and switch is not None:
-                self._switch_back(want, switch, engine, stuck, rules)
+                self._switch_back(want, switch, engine, stuck, rules, looping is not None)
             else:
                 look = readiness.next_look(since, switched, rules, at)
                 if look is not None:
                     looks.append(look)
         self.ok_since = {k: v for k, v in self.ok_since.items() if k in live}
+        self.restarts = {k: v for k, v in self.restarts.items() if k in live}
+        self.ready_before = dict(self.ready)
         self.look = min(looks) if looks else None
         self._save_switches(before)
 
@@ -415,10 +434,13 @@ class Agent:
         engine: EngineState,
         stuck: ContainerState | None,
         rules: Readiness,
+        looping: bool = False,
     ) -> None:
         app = want.application
         seconds = rules.progress_deadline_seconds
-        if stuck is None:
+        if looping and stuck is not None:
+            reason = f"{stuck.container} keeps restarting: {readiness.RESTARTS} restarts or more"
+        elif stuck is None:
             reason = f"not Ready within {seconds} s of the switch"
         else:
             state = stuck.health if stuck.health in ("starting", "unhealthy") else stuck.state
@@ -530,8 +552,14 @@ class Agent:
         if _key(want) in self.held and want.deployment in self.degraded:
             return msgspec.structs.replace(found, degraded=self.degraded[want.deployment])
         if want.state == "Running":
-            ready = self.ready.get((found.application, found.release), False)
-            return msgspec.structs.replace(found, ready=ready)
+            key = (found.application, found.release)
+            counts = self.restarts.get(key, ({}, {}))[1]
+            containers = [
+                msgspec.structs.replace(c, restarts=counts[c.name]) if c.name in counts else c
+                for c in found.containers
+            ]
+            ready = self.ready.get(key, False)
+            return msgspec.structs.replace(found, ready=ready, containers=containers)
         return found
 
     def _send(self, base: StatusReport) -> None:

@@ -9,7 +9,7 @@ Pure: the agent's loop feeds it the engine's containers and the clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import msgspec
@@ -18,6 +18,7 @@ from agent.steps import ContainerState
 from reconciler.wire import Readiness
 
 Verdict = Literal["Ready", "Waiting", "Failed"]
+RESTARTS = 3  # restarts since the switch, before it is Ready, that fail it at once
 
 
 class Switch(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,3 +85,17 @@ def health_of(status: str) -> str | None:
     if status.endswith("(health: starting)"):
         return "starting"
     return None
+
+
+def restarted(
+    base: Mapping[str, int], last: Mapping[str, int], counts: Mapping[str, int]
+) -> tuple[bool, str | None, int]:
+    """Docker's restart counts of a release's containers (`counts`), against those at the
+    first look (`base`) and the last one (`last`): whether one restarted since the last look
+    (its release was not running all along, whatever the passes saw), the container that
+    restarted most since the first look, and how many restarts that was in all."""
+    since_last = any(n > last.get(name, n) for name, n in counts.items())
+    grown = {name: n - base.get(name, n) for name, n in counts.items()}
+    worst = max(grown, key=lambda name: (grown[name], name), default=None)
+    total = sum(max(0, g) for g in grown.values())
+    return since_last, worst if total else None, total

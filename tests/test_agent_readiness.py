@@ -181,3 +181,52 @@ def test_an_upgrade_not_ready_by_its_deadline_is_switched_back_and_survives_a_re
     clock.advance(60)
     make(tmp_path, controller, engine, clock).step(0)
     assert {c.release for c in engine.state.containers if c.up} == {"1.0.0"}
+
+
+@pytest.mark.parametrize(
+    ("base", "last", "counts", "expected"),
+    [
+        ({"a": 0}, {"a": 0}, {"a": 0}, (False, None, 0)),
+        ({"a": 0}, {"a": 0}, {"a": 1}, (True, "a", 1)),
+        ({"a": 0, "b": 2}, {"a": 1, "b": 2}, {"a": 1, "b": 4}, (True, "b", 3)),
+        ({"a": 0}, {"a": 2}, {"a": 2}, (False, "a", 2)),  # none since the last look
+        ({}, {}, {"a": 5}, (False, None, 0)),  # first seen now: its count is the base
+    ],
+)
+def test_restarts_since_the_last_look_and_since_the_first(
+    base: dict[str, int], last: dict[str, int], counts: dict[str, int], expected: object
+) -> None:
+    assert readiness.restarted(base, last, counts) == expected
+
+
+class Restarting(ModelEngine):
+    """A model engine whose containers of `release` restart once between two reads."""
+
+    def __init__(self, release: str) -> None:
+        super().__init__(EngineState(images=frozenset({IMAGE})), {})
+        self.release, self.count = release, 0
+
+    def restarts(self, names: object) -> dict[str, int]:
+        mine = [c.name for c in self.state.containers if c.release == self.release]
+        self.count += 1
+        return {name: self.count for name in mine}
+
+
+def test_a_release_that_keeps_restarting_is_switched_back_before_its_deadline(
+    tmp_path: Path,
+) -> None:
+    clock, engine = Clock(), Restarting("2.0.0")
+    controller = Controller(doc(web()))
+    agent = make(tmp_path, controller, engine, clock)
+    agent.step(0)
+    clock.advance(10)
+    agent.step(0)  # 1.0.0 Ready
+    controller.document = doc(web("2.0.0", digest="d2"))
+    for _ in range(4):  # each look finds a restart more: never Ready, and after 3, Failed
+        clock.advance(5)
+        agent.step(0)
+    assert {c.release for c in engine.state.containers if c.up} == {"1.0.0"}
+    found = next(r for r in controller.reports[-1].releases if r.release == "2.0.0")
+    assert found.degraded is not None and "keeps restarting" in found.degraded.reason
+    first = next(r for r in controller.reports[1].releases if r.release == "1.0.0")
+    assert first.ready is True
