@@ -79,6 +79,7 @@ def converge(
     hold: Set[str] = frozenset(),
     on_step: Callable[[Step], None] | None = None,
     switched: Mapping[str, EngineState] | None = None,
+    keep_aside: Set[str] = frozenset(),
 ) -> Outcome:
     """Run one pass; never raises `EngineError`: every failure is in the outcome.
 
@@ -86,6 +87,7 @@ def converge(
     until its deployment changes): their steps are skipped. `on_step` hears of each step just
     before it runs (the agent's `starting`/`stopping` events). `switched` is what earlier passes
     returned in `Outcome.switched`: where to go back to when a start has failed since.
+    `keep_aside`: the applications whose switch is still judged (see `plan_steps`).
     """
     outcome = Outcome()
     deployments = {d.application: d.deployment for d in desired.deployments}
@@ -97,7 +99,7 @@ def converge(
     except EngineError as error:
         outcome.failures.append(Failure(None, str(error)))
         return outcome
-    steps = plan_steps(desired, before)
+    steps = plan_steps(desired, before, keep_aside)
     outcome.planned = steps
     for step in steps:
         app = step.application

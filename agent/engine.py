@@ -44,6 +44,7 @@ from agent.steps import (
     RemoveContainer,
     RemoveImage,
     RemoveNetwork,
+    RenameContainer,
     StartContainer,
     Step,
     StopContainer,
@@ -201,6 +202,9 @@ class Engine:
             self._stop_all(step)
         elif isinstance(step, StopContainer):
             self._stop(step.name, step.timeout)
+        elif isinstance(step, RenameContainer):
+            self._starting.pop(step.name, None)  # set aside: no longer the one started
+            self.api.rename(step.name, step.to)
         elif isinstance(step, RemoveContainer):
             self._stop(step.name)
             _ignore_missing(lambda: self.api.remove_container(step.name, v=True, force=True))

@@ -38,6 +38,7 @@ from agent.steps import (
     StopContainer,
     StopContainers,
     present_images,
+    release_containers,
     release_reports,
     rollback_steps,
 )
@@ -319,7 +320,12 @@ class Agent:
                 self.journal.add(kind, step.describe(), name, self.now())
 
         outcome = converge(
-            self.engine, self.desired, hold=hold, on_step=before, switched=self.switched
+            self.engine,
+            self.desired,
+            hold=hold,
+            on_step=before,
+            switched=self.switched,
+            keep_aside=set(self.switches),
         )
         self.switched = {
             app: state
@@ -364,6 +370,10 @@ class Agent:
             up = tuple(c.id for c in state.containers if c.application == app and c.up)
             if up:  # a first deploy has nowhere to go back to
                 self.switches[app] = Switch(up=up, at=at)
+            if app in by_app:  # new containers: a redeploy's release is judged from scratch
+                key = (app, by_app[app].release)
+                for judged in (self.ok_since, self.restarts, self.ready_before):
+                    judged.pop(key, None)
         for app in list(self.switches):
             if app not in by_app or app in outcome.rolled_back or app in hold:
                 del self.switches[app]
@@ -376,7 +386,7 @@ class Agent:
         for app, record in list(self.switches.items()):
             kept = [ids[i] for i in record.up if i in ids]
             # nothing was stopped (a start, a repair): no switch; or what ran before is gone
-            # (a redeploy recreated it): nothing to go back to
+            # (removed by hand): nothing to go back to
             if not kept or all(c.up for c in kept):
                 del self.switches[app]
         looks: list[float] = []
@@ -387,7 +397,7 @@ class Agent:
                 continue
             key = (app, want.release)
             live.add(key)
-            mine = [c for c in engine.containers if (c.application, c.release) == key]
+            mine = release_containers(engine.containers, want)
             stuck = readiness.blocking(mine, len(want.containers))
             ok = stuck is None and bool(mine)
             looping: str | None = None

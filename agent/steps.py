@@ -13,8 +13,11 @@ controller uses to preview a change; here they are spelled out as engine operati
 4. per deployment, by application: an upgrade creates the new release's containers, stops the
    old release's (they stay, stopped, to switch back to) and starts the new ones in dependency
    order; releases older than the one it switches from are removed, so a device keeps two
-   releases of an application at most; a redeploy (new token, new digest) removes and
-   recreates the release's containers; drift repairs only what drifted: a container missing
+   releases of an application at most; a redeploy (new token, new digest) is a switch too:
+   the running containers are renamed aside, the new ones created under their names, the old
+   ones stopped and the new ones started; those set aside are kept while the agent judges the
+   switch (`keep_aside`), to switch back to, and removed once it is Ready; drift repairs only
+   what drifted: a container missing
    is created again, and so is one on a network or volume that went missing (recreated first)
    or one sharing the network namespace of a recreated container (`networkMode: container:X`,
    X a sibling: its namespace died with the old X), while its siblings keep running; otherwise
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from typing import Literal
@@ -237,6 +240,20 @@ class StopContainers:
 
 
 @dataclass(frozen=True, slots=True)
+class RenameContainer:
+    """A redeploy's old container moved out of its name's way, kept to switch back to."""
+
+    name: str
+    to: str
+    application: str
+    release: str
+    kind: Literal["rename"] = "rename"
+
+    def describe(self) -> str:
+        return f"set {self.name} aside as {self.to} ({self.application} {self.release})"
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveContainer:
     name: str
     application: str
@@ -285,6 +302,7 @@ Step = (
     | StartContainer
     | StopContainer
     | StopContainers
+    | RenameContainer
     | RemoveContainer
     | RemoveNetwork
     | RemoveVolume
@@ -304,6 +322,32 @@ def container_name(device: str, deployment: str, release: str, container: str) -
     """
     dashed = re.sub(r"[^A-Za-z0-9]+", "-", release).strip("-")
     return _bounded("-".join(p for p in ("hedgerow", device, deployment, dashed, container) if p))
+
+
+def aside_name(name: str) -> str:
+    """Where a redeploy sets a container aside: `{name}_aside`. A release's container names
+    are DNS labels, without `_`, so no container of a release is ever named so."""
+    return _bounded(f"{name}_aside")
+
+
+def outdated(container: ContainerState, want: Deployment) -> bool:
+    """Made from other content than `want` says (deployment, redeploy token or digest): a
+    redeploy replaces it. No digest label: unknown, taken as current (as in plan.py)."""
+    return (
+        container.deployment != want.deployment
+        or container.redeploy != want.redeploy
+        or (container.digest is not None and container.digest != want.digest)
+    )
+
+
+def release_containers(
+    containers: Iterable[ContainerState], want: Deployment
+) -> list[ContainerState]:
+    """`want`'s release on the engine: its containers made from `want`'s content, or, before a
+    redeploy has made any, those of the content it replaces."""
+    mine = [c for c in containers if (c.application, c.release) == (want.application, want.release)]
+    fresh = [c for c in mine if not outdated(c, want)]
+    return fresh or mine
 
 
 def scoped_name(device: str, name: str) -> str:
@@ -340,8 +384,13 @@ def normalise_image(reference: str) -> str:
 # -- planning -----------------------------------------------------------------------------------
 
 
-def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
-    """The steps that take the engine to `desired`, in the order to run them (see the module)."""
+def plan_steps(
+    desired: DesiredDocument, engine: EngineState, keep_aside: Set[str] = frozenset()
+) -> list[Step]:
+    """The steps that take the engine to `desired`, in the order to run them (see the module).
+
+    `keep_aside`: the applications whose switch the agent is still judging; the containers a
+    redeploy set aside for them are kept, to switch back to."""
     device = desired.device
     deployments = sorted(
         _on_engine(desired.deployments, device, engine), key=lambda d: d.application
@@ -373,7 +422,9 @@ def plan_steps(desired: DesiredDocument, engine: EngineState) -> list[Step]:
         )
     )
     for deployment in deployments:
-        plan.deployment(deployment, wanted_networks, wanted_volumes)
+        plan.deployment(
+            deployment, wanted_networks, wanted_volumes, deployment.application in keep_aside
+        )
 
     auth = {a.image: a for a in desired.registry_auth}
     pulls: list[Step] = []
@@ -419,6 +470,7 @@ class _Switch:
         self.device = device
         self.steps: list[Step] = []
         self.removed: set[str] = set()
+        self.renamed: set[str] = set()
         self.new_networks: set[str] = set()
         self.new_volumes: set[str] = set()
 
@@ -441,13 +493,14 @@ class _Switch:
         want: Deployment,
         networks: dict[str, Network],
         volumes: dict[str, Volume],
+        keep_aside: bool = False,
     ) -> None:
         """Deploy, upgrade, redeploy, repair drift, or start and stop `want`.
 
         A release whose content changed (deployment, redeploy token or digest) is recreated
-        whole. Otherwise only what drifted is: a container missing, one on a network or volume
-        missing, and one sharing the network namespace of a recreated one; its siblings keep
-        their containers."""
+        whole, its running containers set aside (see the module). Otherwise only what drifted
+        is: a container missing, one on a network or volume missing, and one sharing the
+        network namespace of a recreated one; its siblings keep their containers."""
         engine = self.engine
         ours = [
             c
@@ -464,24 +517,28 @@ class _Switch:
         }
         # an older agent's names, kept while its containers run (see `Engine.read`)
         legacy = {c.name: container_name("", want.deployment, want.release, c.name) for c in order}
-        changed = any(
-            c.deployment != want.deployment
-            or c.redeploy != want.redeploy
-            or (c.digest is not None and c.digest != want.digest)
-            for c in mine
-        )
         good: dict[str, ContainerState] = {}
         strays: list[ContainerState] = []  # not one of the release's containers as named
+        # its own names: this agent's, an older agent's, and either set aside (a revert)
+        named = {
+            c.name: {n for k in (names, legacy) for n in (k[c.name], aside_name(k[c.name]))}
+            for c in order
+        }
         for c in mine:
-            if (
-                changed
-                or c.container not in names
-                or c.container in good
-                or c.name not in (names[c.container], legacy[c.container])
-            ):
+            if outdated(c, want):
+                continue
+            if c.container not in named or c.container in good or c.name not in named[c.container]:
                 strays.append(c)
             else:
                 good[c.container] = c
+        # a redeploy's old content: what runs is set aside, to switch back to, one per container
+        aside: dict[str, ContainerState] = {}
+        for c in sorted((c for c in mine if outdated(c, want)), key=lambda c: (not c.up, c.name)):
+            keep = want.state == "Running" and (c.up or keep_aside)
+            if keep and c.container not in aside:
+                aside[c.container] = c
+            else:
+                strays.append(c)
         lost_networks = {
             n for s in order for n in s.networks if n in networks and n not in engine.networks
         }
@@ -502,13 +559,23 @@ class _Switch:
             if _namespace_owner(s, names) in recreate:
                 recreate.add(s.name)
         self.remove_all([*strays, *(good.pop(n) for n in sorted(recreate) if n in good)])
+        wanted = {names[n] for n in recreate}
+        moved = []
+        for c in sorted(aside.values(), key=lambda c: (c.order, c.name)):
+            if c.name in wanted:
+                self.renamed.add(c.name)
+                self.steps.append(
+                    RenameContainer(c.name, aside_name(c.name), c.application, c.release)
+                )
+                c = replace(c, name=aside_name(c.name))
+            moved.append(c)
         levels = dependency_levels(order)
         for position, spec in enumerate(order):
             if spec.name not in recreate:
                 continue
             name = names[spec.name]
             for occupant in engine.containers:  # a stale container holding the name
-                if occupant.name == name:
+                if occupant.name == name and occupant.name not in self.renamed:
                     self.remove(occupant)
             self.steps.append(
                 CreateContainer(
@@ -526,7 +593,7 @@ class _Switch:
             )
             self.new_networks.update(spec.networks)
             self.new_volumes.update(_named_volumes(spec))
-        self._stop(others)
+        self._stop([*moved, *others])
         if want.state == "Running":
             self.steps += [
                 StartContainer(names[s.name], want.application, want.release)
@@ -700,6 +767,9 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
             images.add(normalise_image(step.image))
         elif isinstance(step, CreateContainer):
             spec = step.container
+            made = f"planned:{step.name}:{step.redeploy}:{step.digest}"  # a new id, as Docker's
+            while made in {c.id for c in containers.values()}:
+                made += "+"
             containers[step.name] = ContainerState(
                 name=step.name,
                 application=step.application,
@@ -712,7 +782,7 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
                 image=spec.image,
                 networks=frozenset(spec.networks),
                 volumes=frozenset(_named_volumes(spec)),
-                id=f"planned:{step.name}",
+                id=made,
                 order=step.order,
                 level=step.level,
             )
@@ -722,6 +792,9 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
             for name in names:
                 if name in containers:
                     containers[name] = replace(containers[name], state=state)
+        elif isinstance(step, RenameContainer):
+            if step.name in containers:
+                containers[step.to] = replace(containers.pop(step.name), name=step.to)
         elif isinstance(step, RemoveContainer):
             containers.pop(step.name, None)
         elif isinstance(step, RemoveNetwork):
@@ -743,9 +816,10 @@ def rollback_steps(before: EngineState, now: EngineState, application: str) -> l
     """Put an application's containers back as they ran `before` a switch that failed.
 
     Containers started since are stopped (they stay, for the report and the next attempt), and
-    those that ran before are started again: after a failed upgrade the old release runs again.
-    A container recreated by a redeploy has a new id, so it is not mistaken for the one it
-    replaced; that one is gone and cannot be restored.
+    those that ran before are started again, by their id under the name they have now: after
+    a failed upgrade the old release runs again, and after a failed redeploy the containers it
+    set aside do. A container recreated by a redeploy has a new id, so it is not mistaken for
+    the one it replaced.
     """
     was_up = sorted(
         (c for c in before.containers if c.application == application and c.up),
@@ -759,7 +833,7 @@ def rollback_steps(before: EngineState, now: EngineState, application: str) -> l
         )
     ]
     steps += [
-        StartContainer(c.name, c.application, c.release)
+        StartContainer(current[c.id].name, c.application, c.release)
         for c in was_up
         if c.id in current and not current[c.id].up
     ]
@@ -785,6 +859,9 @@ def release_reports(desired: DesiredDocument, engine: EngineState) -> list[Relea
         groups.setdefault((c.application, c.release), []).append(c)
     reports = []
     for (app, version), found in sorted(groups.items()):
+        want = wanted.get((app, version))
+        if want is not None:  # a redeploy's new containers, not those it set aside
+            found = release_containers(found, want)
         found.sort(key=lambda c: (c.order, c.name))
         containers = [
             ContainerReport(
@@ -792,7 +869,6 @@ def release_reports(desired: DesiredDocument, engine: EngineState) -> list[Relea
             )
             for c in found
         ]
-        want = wanted.get((app, version))
         complete = True
         if want is not None:
             names = {c.container for c in found}

@@ -1,10 +1,12 @@
 """Readiness on a real Docker engine, through the agent's loop: a healthcheck that fails is
 switched back and reported Degraded with its output and the container's log, also by an agent
-restarted meanwhile; a healthcheck that passes after its startPeriod is Ready only then."""
+restarted meanwhile; a healthcheck that passes after its startPeriod is Ready only then; a
+redeploy whose new containers fail switches back to those it set aside, port and all."""
 
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from agent.client import Fetched
 from agent.engine import Engine
 from agent.poll import Agent
 from agent.steps import MANAGED
+from reconciler.demo.daemons import free_port
 from reconciler.wire import Deployment, DesiredDocument, ReleaseReport, StatusReport
 from tests.support.docker import DockerEngine, Images
 
@@ -43,16 +46,25 @@ class Controller:
         return found[0] if found else None
 
 
-def deployment(images: Images, version: str, check: dict[str, Any] | None) -> Deployment:
+def deployment(
+    images: Images,
+    version: str,
+    check: dict[str, Any] | None,
+    redeploy: str | None = None,
+    port: int | None = None,
+) -> Deployment:
     container: dict[str, Any] = {"name": "server", "image": images.sleeper}
     if check is not None:
         container["healthcheck"] = check
+    if port is not None:
+        container |= {"image": images.v1, "portBindings": [f"127.0.0.1:{port}:8080"]}
     return msgspec.convert(
         {
             "deployment": "web",
             "application": "web",
             "release": version,
             "state": "Running",
+            "redeploy": redeploy,
             "digest": f"digest-of-{version}",
             "networks": [],
             "volumes": [],
@@ -140,3 +152,31 @@ def test_a_healthcheck_passing_after_its_start_period_is_ready_only_then(
     assert ("starting", False) in states, "not Ready while the check has not passed"
     assert states[-1] == ("healthy", True)
     assert controller.release("1.0.0").degraded is None  # type: ignore[union-attr]
+
+
+def test_a_redeploy_whose_containers_fail_switches_back_to_those_it_set_aside(
+    tmp_path: Path, engine: Engine, images: Images
+) -> None:
+    port = free_port()
+    controller = Controller()
+    controller.document = document(deployment(images, "1.0.0", None, port=port))
+    agent = Agent(controller, engine, tmp_path, interval=30)  # type: ignore[arg-type]
+    until(agent, lambda: (r := controller.release("1.0.0")) is not None and r.ready, "Ready")
+    (first,) = [c.id for c in engine.read().containers]
+
+    failing = {"test": ["CMD-SHELL", "echo no-such-thing; exit 1"], "interval": "1s", "retries": 1}
+    controller.document = document(deployment(images, "1.0.0", failing, "r2", port))
+    agent.step(0)  # the old server set aside and stopped, its port handed to the new one
+    by_id = {c.id: c for c in engine.read().containers}
+    assert by_id[first].name.endswith("_aside") and not by_id[first].up
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/VERSION", timeout=5) as answer:
+        assert answer.status == 200, "the new server has the port"
+
+    until(agent, lambda: (r := controller.release("1.0.0")) is not None and r.error, "Degraded")
+    found = controller.release("1.0.0")
+    assert found is not None and found.redeploy == "r2" and found.degraded is not None
+    assert "no-such-thing" in (found.degraded.health or "")
+    running = [c for c in engine.read().containers if c.up]
+    assert [c.id for c in running] == [first], "the containers set aside run again"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/VERSION", timeout=5) as answer:
+        assert answer.read().decode().strip() == "1", "and serve on their port"

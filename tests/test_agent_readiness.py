@@ -230,3 +230,59 @@ def test_a_release_that_keeps_restarting_is_switched_back_before_its_deadline(
     assert found.degraded is not None and "keeps restarting" in found.degraded.reason
     first = next(r for r in controller.reports[1].releases if r.release == "1.0.0")
     assert first.ready is True
+
+
+def test_a_redeploy_not_ready_by_its_deadline_switches_back_to_what_it_set_aside(
+    tmp_path: Path,
+) -> None:
+    clock, engine = Clock(), ModelEngine(EngineState(images=frozenset({IMAGE})), {})
+    controller = Controller(doc(web()))
+    agent = make(tmp_path, controller, engine, clock)
+    agent.step(0)
+    clock.advance(10)
+    agent.step(0)  # 1.0.0 Ready
+    first = {c.id for c in engine.state.containers}
+    controller.document = doc(web(redeploy="r2"))
+    agent.step(0)  # the running containers set aside, new ones started
+    assert {c.id for c in engine.state.containers if c.up}.isdisjoint(first)
+    engine.state = dataclasses.replace(
+        engine.state,
+        containers=tuple(
+            dataclasses.replace(c, health="unhealthy") if c.redeploy == "r2" else c
+            for c in engine.state.containers
+        ),
+    )
+    clock.advance(150)
+    agent.step(0)
+    assert {c.id for c in engine.state.containers} > first, "kept while judged"
+    clock.advance(151)  # past the default deadline of 300 s
+    agent.step(0)
+    assert {c.id for c in engine.state.containers if c.up} == first, "the old ones run again"
+    (found,) = controller.reports[-1].releases
+    assert found.redeploy == "r2" and not found.running
+    assert found.degraded is not None and "is unhealthy" in found.degraded.reason
+
+    clock.advance(60)  # held: not tried again, by this agent or a restarted one
+    make(tmp_path, controller, engine, clock).step(0)
+    assert {c.id for c in engine.state.containers if c.up} == first
+
+
+def test_a_redeploy_removes_what_it_set_aside_once_ready(tmp_path: Path) -> None:
+    clock, engine = Clock(), ModelEngine(EngineState(images=frozenset({IMAGE})), {})
+    controller = Controller(doc(web()))
+    agent = make(tmp_path, controller, engine, clock)
+    agent.step(0)
+    clock.advance(10)
+    agent.step(0)
+    controller.document = doc(web(redeploy="r2"))
+    agent.step(0)
+    clock.advance(5)
+    agent.step(0)
+    assert {c.redeploy for c in engine.state.containers} == {None, "r2"}
+    assert ready_of(controller.reports[-1], "1.0.0") == (False, None)
+    clock.advance(5)
+    agent.step(0)  # Ready: the switch is over
+    assert ready_of(controller.reports[-1], "1.0.0") == (True, None)
+    agent.step(0)
+    assert {c.redeploy for c in engine.state.containers} == {"r2"}
+    assert all(c.up for c in engine.state.containers)

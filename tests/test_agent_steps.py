@@ -40,6 +40,7 @@ from agent.steps import (
     dependency_levels,
     dependency_order,
     normalise_image,
+    outdated,
     plan_steps,
     present_images,
     release_reports,
@@ -54,7 +55,7 @@ from reconciler.wire import (
     RegistryAuth,
     Volume,
 )
-from tests.support.agent import DEVICE, IMAGE, V1, V2, ModelEngine, ctr, doc, show, web
+from tests.support.agent import DEVICE, IMAGE, V1, V2, ModelEngine, ctr, doc, short, show, web
 from tests.support.properties import examples
 
 
@@ -99,10 +100,25 @@ def converged(desired: DesiredDocument, images: tuple[str, ...] = (IMAGE,)) -> E
 
 
 def run_and_check(desired: DesiredDocument, engine: EngineState) -> tuple[list[Step], EngineState]:
+    """Plan and apply; a second plan while the switch is judged has nothing left to do, and
+    once it is Ready only removes what a redeploy set aside. Returns the engine after that."""
     steps = plan_steps(desired, engine)
     after = apply(engine, steps)
-    assert plan_steps(desired, after) == [], "a second plan must have nothing left to do"
-    return steps, after
+    judging = {d.application for d in desired.deployments}
+    assert plan_steps(desired, after, judging) == [], "a second plan must have nothing to do"
+    ready = plan_steps(desired, after)
+    wanted = {(d.application, d.release): d for d in desired.deployments}
+    aside = {
+        c.name
+        for c in after.containers
+        if (c.application, c.release) in wanted and outdated(c, wanted[c.application, c.release])
+    }
+    assert {s.name for s in ready if isinstance(s, RemoveContainer)} <= aside
+    cleanup = RemoveContainer | RemoveImage | RemoveNetwork | RemoveVolume  # what it alone used
+    assert all(isinstance(s, cleanup) for s in ready), show(ready)
+    settled = apply(after, ready)
+    assert plan_steps(desired, settled) == [], "once Ready, nothing is left to do"
+    return steps, settled
 
 
 def by_name(engine: EngineState) -> dict[str, ContainerState]:
@@ -150,31 +166,31 @@ CASES: list[tuple[str, DesiredDocument, DesiredDocument, list[str]]] = [
         ],
     ),
     (
-        "redeploy token: remove and recreate, no pull of a present image",
+        "redeploy token: the old containers set aside, new ones made, no pull of a present image",
         doc(web()),
         doc(web(redeploy="again")),
         [
-            "stop web-lyon-1-0-0-server",
-            "stop web-lyon-1-0-0-db",
-            "remove web-lyon-1-0-0-db",
-            "remove web-lyon-1-0-0-server",
+            "rename web-lyon-1-0-0-db web-lyon-1-0-0-db_aside",
+            "rename web-lyon-1-0-0-server web-lyon-1-0-0-server_aside",
             "create web-lyon-1-0-0-db",
             "create web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-server_aside",
+            "stop web-lyon-1-0-0-db_aside",
             "start web-lyon-1-0-0-db",
             "start web-lyon-1-0-0-server",
         ],
     ),
     (
-        "digest changed: redeploy",
+        "digest changed: a redeploy",
         doc(web()),
         doc(web(digest="d2")),
         [
-            "stop web-lyon-1-0-0-server",
-            "stop web-lyon-1-0-0-db",
-            "remove web-lyon-1-0-0-db",
-            "remove web-lyon-1-0-0-server",
+            "rename web-lyon-1-0-0-db web-lyon-1-0-0-db_aside",
+            "rename web-lyon-1-0-0-server web-lyon-1-0-0-server_aside",
             "create web-lyon-1-0-0-db",
             "create web-lyon-1-0-0-server",
+            "stop web-lyon-1-0-0-server_aside",
+            "stop web-lyon-1-0-0-db_aside",
             "start web-lyon-1-0-0-db",
             "start web-lyon-1-0-0-server",
         ],
@@ -362,13 +378,77 @@ def test_a_changed_release_is_still_redeployed_whole_even_with_a_container_missi
     engine = drop(converged(doc(web())), "hedgerow-pi-1-web-lyon-1-0-0-db")
     steps, _ = run_and_check(doc(web(redeploy="again")), engine)
     assert show(steps) == [
-        "stop web-lyon-1-0-0-server",
-        "remove web-lyon-1-0-0-server",
+        "rename web-lyon-1-0-0-server web-lyon-1-0-0-server_aside",
         "create web-lyon-1-0-0-db",
         "create web-lyon-1-0-0-server",
+        "stop web-lyon-1-0-0-server_aside",
         "start web-lyon-1-0-0-db",
         "start web-lyon-1-0-0-server",
     ]
+
+
+def test_a_redeploy_keeps_what_it_set_aside_while_judged_and_removes_it_once_ready() -> None:
+    before = converged(doc(web()))
+    want = doc(web(redeploy="again"))
+    after = apply(before, plan_steps(want, before))
+    old = {c.id for c in before.containers}
+    aside = {c.name: c for c in after.containers if c.id in old}
+    assert sorted(short(n) for n in aside) == [
+        "web-lyon-1-0-0-db_aside",
+        "web-lyon-1-0-0-server_aside",
+    ]
+    assert not any(c.up for c in aside.values()), "the old content is stopped, not removed"
+    assert plan_steps(want, after, {"web"}) == [], "kept while the switch is judged"
+    reports = release_reports(want, after)
+    assert [(r.redeploy, [short(c.name) for c in r.containers]) for r in reports] == [
+        ("again", ["web-lyon-1-0-0-db", "web-lyon-1-0-0-server"])
+    ], "the report speaks of the new containers only"
+    assert show(plan_steps(want, after)) == [
+        "remove web-lyon-1-0-0-db_aside",
+        "remove web-lyon-1-0-0-server_aside",
+    ]
+
+
+def test_a_failed_redeploy_switches_back_to_the_containers_it_set_aside() -> None:
+    before = converged(doc(web()))
+    after = apply(before, plan_steps(doc(web(redeploy="again")), before))
+    back = rollback_steps(before, after, "web")
+    assert show(back) == [
+        "stop web-lyon-1-0-0-server",
+        "stop web-lyon-1-0-0-db",
+        "start web-lyon-1-0-0-db_aside",
+        "start web-lyon-1-0-0-server_aside",
+    ]
+    restored = apply(after, back)
+    assert {c.id for c in restored.containers if c.up} == {c.id for c in before.containers}
+
+
+def test_a_redeploy_back_to_the_content_set_aside_takes_it_back_as_it_is() -> None:
+    """A revert while the switch is judged: the aside containers are the release again."""
+    before = converged(doc(web()))
+    after = apply(before, plan_steps(doc(web(redeploy="again")), before))
+    after = apply(after, rollback_steps(before, after, "web"))
+    steps, settled = run_and_check(doc(web()), after)
+    assert show(steps) == ["remove web-lyon-1-0-0-db", "remove web-lyon-1-0-0-server"]
+    assert {c.id for c in settled.containers} == {c.id for c in before.containers}
+
+
+def test_a_second_redeploy_keeps_the_running_content_aside_and_drops_the_failed_one() -> None:
+    before = converged(doc(web()))
+    after = apply(before, plan_steps(doc(web(redeploy="r2")), before))
+    after = apply(after, rollback_steps(before, after, "web"))  # r2 failed: the first runs
+    steps, settled = run_and_check(doc(web(redeploy="r3")), after)
+    assert show(steps) == [
+        "remove web-lyon-1-0-0-db",
+        "remove web-lyon-1-0-0-server",
+        "create web-lyon-1-0-0-db",
+        "create web-lyon-1-0-0-server",
+        "stop web-lyon-1-0-0-server_aside",
+        "stop web-lyon-1-0-0-db_aside",
+        "start web-lyon-1-0-0-db",
+        "start web-lyon-1-0-0-server",
+    ]
+    assert {c.redeploy for c in settled.containers} == {"r3"}
 
 
 def test_drift_a_network_removed_by_hand_recreates_it_and_the_containers_on_it() -> None:

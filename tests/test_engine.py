@@ -227,10 +227,11 @@ def doc(
 
 
 def run(engine: Engine, desired: DesiredDocument) -> Outcome:
-    """One pass that must succeed and leave nothing to do, read back from the engine."""
+    """One pass that must succeed and leave nothing to do while it is judged (what a redeploy
+    set aside is kept meanwhile), read back from the engine."""
     outcome = converge(engine, desired)
     assert outcome.ok, [f.message for f in outcome.failures]
-    assert plan_steps(desired, engine.read()) == []
+    assert plan_steps(desired, engine.read(), {d.application for d in desired.deployments}) == []
     return outcome
 
 
@@ -323,7 +324,9 @@ def test_upgrade_keeps_the_old_release_stopped_then_redeploy_and_drift(
     assert inspect(engine, S2)["Id"] != ids[S2] and inspect(engine, W2)["Id"] != ids[W2]
     assert inspect(engine, S1)["Id"] == ids[S1], "the old release is left alone"
     assert inspect(engine, S2)["Config"]["Labels"]["hedgerow.redeploy"] == "again"
-    assert http(port) == "2"
+    assert http(port) == "2", "the port handed over: the old server is set aside, stopped"
+    aside = inspect(engine, f"{S2}_aside")
+    assert aside["Id"] == ids[S2] and aside["State"]["Status"] == "exited"
 
     engine.api.remove_container(W2, force=True)  # drift: removed by hand
     desired = doc(release(images, "1.1.0", image=images.v2, port=port, redeploy="again"))

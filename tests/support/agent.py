@@ -16,6 +16,7 @@ from agent.steps import (
     EngineState,
     PullImage,
     RemoveImage,
+    RenameContainer,
     StartContainer,
     Step,
     StopContainer,
@@ -93,6 +94,8 @@ def show(steps: list[Step]) -> list[str]:
             lines.append(f"{step.kind} {step.image}")
         elif isinstance(step, StopContainers):  # one dependency level, stopped at once
             lines.append(f"stop {', '.join(short(n) for n in step.names)}")
+        elif isinstance(step, RenameContainer):
+            lines.append(f"rename {short(step.name)} {short(step.to)}")
         else:
             lines.append(f"{step.kind} {short(step.name)}")
     return lines
