@@ -24,13 +24,19 @@ from agent.steps import (
     CreateVolume,
     EngineState,
     PullImage,
+    RenameContainer,
     StartContainer,
     Step,
+    StopContainer,
+    StopContainers,
     normalise_image,
     plan_steps,
     rollback_steps,
 )
 from reconciler.wire import DesiredDocument
+
+# the steps that change what runs: a switch begins with the first of them
+SWITCHING = (StartContainer, StopContainer, StopContainers, RenameContainer)
 
 
 class EngineLike(Protocol):
@@ -80,6 +86,7 @@ def converge(
     on_step: Callable[[Step], None] | None = None,
     switched: Mapping[str, EngineState] | None = None,
     keep_aside: Set[str] = frozenset(),
+    on_switch: Callable[[str, EngineState], None] | None = None,
 ) -> Outcome:
     """Run one pass; never raises `EngineError`: every failure is in the outcome.
 
@@ -88,6 +95,9 @@ def converge(
     before it runs (the agent's `starting`/`stopping` events). `switched` is what earlier passes
     returned in `Outcome.switched`: where to go back to when a start has failed since.
     `keep_aside`: the applications whose switch is still judged (see `plan_steps`).
+    `on_switch` hears of an application's switch, with the engine as it ran before, just before
+    the first step that stops, sets aside or starts one of its containers: so that a switch
+    interrupted by a crash is known to the agent that starts next.
     """
     outcome = Outcome()
     deployments = {d.application: d.deployment for d in desired.deployments}
@@ -101,11 +111,16 @@ def converge(
         return outcome
     steps = plan_steps(desired, before, keep_aside)
     outcome.planned = steps
+    switching: set[str] = set()
     for step in steps:
         app = step.application
         if app is not None and app in blocked:
             outcome.skipped.append(step)
             continue
+        if app in deployments and app not in switching and isinstance(step, SWITCHING):
+            switching.add(app)
+            if on_switch is not None:
+                on_switch(app, before)
         if on_step is not None:
             on_step(step)
         try:

@@ -326,6 +326,7 @@ class Agent:
             on_step=before,
             switched=self.switched,
             keep_aside=set(self.switches),
+            on_switch=lambda app, state: self._switching(app, state, self.now().timestamp()),
         )
         self.switched = {
             app: state
@@ -365,22 +366,20 @@ class Agent:
         its switch; Failed (not Ready by the deadline) switches it back, holds and explains
         it."""
         at = self.now().timestamp()
-        before = dict(self.switches)
         for app, state in outcome.switched.items():
-            up = tuple(c.id for c in state.containers if c.application == app and c.up)
-            if up:  # a first deploy has nowhere to go back to
-                self.switches[app] = Switch(up=up, at=at)
+            self._switching(app, state, at)
             if app in by_app:  # new containers: a redeploy's release is judged from scratch
                 key = (app, by_app[app].release)
                 for judged in (self.ok_since, self.restarts, self.ready_before):
                     judged.pop(key, None)
         for app in list(self.switches):
-            if app not in by_app or app in outcome.rolled_back or app in hold:
+            gone = app not in by_app or by_app[app].state != "Running"
+            if gone or app in outcome.rolled_back or app in hold:
                 del self.switches[app]
         try:
             engine = self.engine.read()
         except EngineError:
-            self._save_switches(before)
+            self._save_switches()
             return
         ids = {c.id: c for c in engine.containers}
         for app, record in list(self.switches.items()):
@@ -435,7 +434,16 @@ class Agent:
         self.restarts = {k: v for k, v in self.restarts.items() if k in live}
         self.ready_before = dict(self.ready)
         self.look = min(looks) if looks else None
-        self._save_switches(before)
+        self._save_switches()
+
+    def _switching(self, app: str, before: EngineState, at: float) -> None:
+        """Record a switch of `app` from what ran `before`, and write it down at once: an agent
+        killed in the middle of the switch must judge it when it starts again. A first deploy
+        has nowhere to go back to; a record of these very containers keeps its time."""
+        up = tuple(c.id for c in before.containers if c.application == app and c.up)
+        if up and (app not in self.switches or self.switches[app].up != up):
+            self.switches[app] = Switch(up=up, at=at)
+            self._save_switches()
 
     def _switch_back(
         self,
@@ -496,7 +504,7 @@ class Agent:
         self.held = dict(found.held)
         self.degraded = dict(found.degraded)
 
-    def _save_switches(self, before: dict[str, Switch]) -> None:
+    def _save_switches(self) -> None:
         """Write the record when it changed: a switch, a verdict, a switch back."""
         state = _SwitchFile(
             switches=self.switches, held=list(self.held.items()), degraded=self.degraded

@@ -12,9 +12,9 @@ import pytest
 
 from agent import readiness
 from agent.poll import Agent
-from agent.steps import ContainerState, EngineState
+from agent.steps import ContainerState, EngineState, Step
 from reconciler.wire import DesiredDocument, Readiness, StatusReport
-from tests.support.agent import IMAGE, ModelEngine, doc, web
+from tests.support.agent import IMAGE, ModelEngine, doc, show, web
 
 RULES = Readiness(min_ready_seconds=10, progress_deadline_seconds=60)
 
@@ -286,3 +286,35 @@ def test_a_redeploy_removes_what_it_set_aside_once_ready(tmp_path: Path) -> None
     agent.step(0)
     assert {c.redeploy for c in engine.state.containers} == {"r2"}
     assert all(c.up for c in engine.state.containers)
+
+
+class Killed(BaseException):
+    """The agent's process dying in the middle of a step."""
+
+
+class DyingAt(ModelEngine):
+    """A model engine whose agent dies as it runs the step shown as `line`."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(EngineState(images=frozenset({IMAGE})), {})
+        self.line = line
+
+    def run(self, step: Step) -> None:
+        if show([step])[0] == self.line:
+            raise Killed
+        super().run(step)
+
+
+@pytest.mark.parametrize(
+    "line", ["stop web-lyon-1-0-0-server", "start web-lyon-2-0-0-db", "start web-lyon-2-0-0-server"]
+)
+def test_a_switch_is_on_disk_before_it_stops_anything(tmp_path: Path, line: str) -> None:
+    clock, engine = Clock(), DyingAt(line)
+    controller = Controller(doc(web()))
+    make(tmp_path, controller, engine, clock).step(0)
+    first = tuple(sorted(c.id for c in engine.state.containers))
+    controller.document = doc(web("2.0.0", digest="d2"))
+    with pytest.raises(Killed):
+        make(tmp_path, controller, engine, clock).step(0)
+    again = make(tmp_path, controller, engine, clock)
+    assert tuple(sorted(again.switches["web"].up)) == first

@@ -320,6 +320,28 @@ def test_an_agent_killed_during_an_upgrade_finishes_it_when_restarted(
     assert site.degraded() is None
 
 
+def test_an_agent_killed_as_it_switches_judges_the_switch_when_restarted(
+    site: Site, images: Images
+) -> None:
+    """The switch is on disk before the old release stops: an agent killed right after it
+    started the new one switches back when the deadline passes; without it, 1.1.0 would stay."""
+    wait(lambda: site.served() == "1", "the release serving")
+    files = manifests(site.port, "1.1.0", images.v2)
+    files["releases/1.1.0.yaml"] += (
+        '    healthcheck: {test: ["CMD-SHELL", "exit 1"], interval: 1s, retries: 1}\n'
+    )
+    files["deployment.yaml"] = files["deployment.yaml"].replace(
+        "state: Running}", "state: Running, readiness: {progressDeadlineSeconds: 12}}"
+    )
+    site.apply("an upgrade that never gets healthy", files)
+    wait(lambda: site.containers() == {"1.0.0": "exited", "1.1.0": "running"}, "switched", 30)
+    site.stop("agent", signal.SIGKILL)
+    site.start_agent()
+    wait(lambda: site.containers() == {"1.0.0": "running", "1.1.0": "exited"}, "switched back")
+    assert site.served() == "1"
+    wait(lambda: "not Ready within 12 s" in (site.degraded() or ""), "Degraded", 30)
+
+
 def test_a_commit_made_while_the_controller_is_down_is_applied_when_it_returns(
     site: Site, images: Images
 ) -> None:
