@@ -52,9 +52,28 @@ class Healthcheck(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     start_period: str | None = None
 
 
-class Mount(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+class Mount(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
     volume: str
     target: str
+    read_only: bool = False
+
+
+class Endpoint(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """How a container joins one network beyond its name: a fixed address, more aliases."""
+
+    ipv4_address: str | None = None
+    ipv6_address: str | None = None
+    aliases: list[str] = field(default_factory=list)
+
+
+class Ulimit(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    soft: int
+    hard: int
+
+
+class Logging(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    driver: str
+    options: dict[str, str] = field(default_factory=dict)
 
 
 class Tmpfs(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -83,8 +102,13 @@ class DeviceRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     options: dict[str, str] = field(default_factory=dict)
 
 
-class Container(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """One container of a release, as the agent creates it (memory values in bytes)."""
+class Container(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """One container of a release, as the agent creates it (memory values in bytes). Fields at
+    their default are left out of the JSON: a document carries what its releases set.
+
+    `networks` names the networks (as older agents read them); `endpoints` adds, per network,
+    what joining it takes beyond the name. `dependsOn` names what starts first; `waitFor` the
+    dependencies to wait for beyond their start (healthy, completedSuccessfully)."""
 
     name: str
     image: str
@@ -112,6 +136,29 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     storage_opt: dict[str, str] = field(default_factory=dict)
     depends_on: list[str] = field(default_factory=list)
     healthcheck: Healthcheck | None = None
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    wait_for: dict[str, Literal["healthy", "completedSuccessfully"]] = field(default_factory=dict)
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    group_add: list[str] = field(default_factory=list)
+    max_retries: int | None = None
+    sysctls: dict[str, str] = field(default_factory=dict)
+    security_opt: list[str] = field(default_factory=list)
+    shm_size: int | None = None
+    ulimits: dict[str, Ulimit] = field(default_factory=dict)
+    init: bool | None = None
+    stop_signal: str | None = None
+    stop_grace_period: str | None = None  # a duration, as written
+    tty: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    pid_mode: str | None = None
+    ipc_mode: str | None = None
+    logging: Logging | None = None
+    volume_driver: str | None = None
 
 
 class Volume(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -121,12 +168,19 @@ class Volume(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
 
 
+class IpamPool(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    subnet: str
+    gateway: str | None = None
+    ip_range: str | None = None
+
+
 class Network(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     name: str
     driver: str = "bridge"
     options: dict[str, str] = field(default_factory=dict)
     enable_ipv6: bool = False
     internal: bool = False
+    ipam: list[IpamPool] = field(default_factory=list)
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

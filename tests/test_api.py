@@ -252,7 +252,10 @@ def test_the_desired_document_holds_the_release_its_resources_and_state(env: Env
     assert volume.options == {"type": "tmpfs"}
     (network,) = deployment.networks
     assert (network.name, network.driver, network.internal) == ("front", "bridge", True)
-    assert response.json()["deployments"][0]["containers"][0]["restartPolicy"] == "unless-stopped"
+    sent = response.json()["deployments"][0]["containers"]
+    assert sent[1]["portBindings"] == ["80:80"], "camelCase on the wire"
+    assert "restartPolicy" not in sent[0], "a default is left out: the agent knows it"
+    assert server.restart_policy == "unless-stopped"
 
     idle = client.get(desired("pi-2"), headers=env.auth("pi-2"))
     assert idle.status_code == 200 and idle.json()["deployments"] == []

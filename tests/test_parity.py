@@ -24,11 +24,18 @@ CONTROLLER_ONLY = {
         "a credential's name never leaves the controller; its secret goes in the document's "
         "registryAuth, keyed by image, and only for images the device lacks"
     ),
+    (release.NetworkAttachment, "network"): "the key of the container's `endpoints`",
 }
 # Wire fields that come from elsewhere than the model's own fields.
 WIRE_ONLY = {
     (wire.Volume, "name"): "metadata.name of the Volume",
     (wire.Network, "name"): "metadata.name of the Network",
+    (wire.Container, "endpoints"): "the mapping entries of `networks`, by network",
+    (wire.Container, "waitFor"): "the conditions of `dependsOn` other than started",
+}
+# Models whose values reach the device inside another field rather than as a struct.
+FLATTENED = {
+    release.Dependency: "its condition is the value of `waitFor`, by the container waited for",
 }
 PAIRS: list[tuple[type[pydantic.BaseModel], type[msgspec.Struct]]] = [
     (release.Container, wire.Container),
@@ -40,6 +47,10 @@ PAIRS: list[tuple[type[pydantic.BaseModel], type[msgspec.Struct]]] = [
     (release.Healthcheck, wire.Healthcheck),
     (simple.VolumeSpec, wire.Volume),
     (simple.NetworkSpec, wire.Network),
+    (simple.IpamPool, wire.IpamPool),
+    (release.NetworkAttachment, wire.Endpoint),
+    (release.Ulimit, wire.Ulimit),
+    (release.Logging, wire.Logging),
 ]
 
 
@@ -81,7 +92,7 @@ def nested_models(model: type[pydantic.BaseModel]) -> set[type[pydantic.BaseMode
 
 def test_every_model_inside_a_container_is_paired() -> None:
     paired = {model for model, _ in PAIRS}
-    assert nested_models(release.Container) <= paired
+    assert nested_models(release.Container) <= paired | set(FLATTENED)
 
 
 EVERYTHING = """\
@@ -102,7 +113,7 @@ spec:
       restartPolicy: on-failure
       networkMode: bridge
       networks: [front]
-      volumes: [{volume: data, target: /data}]
+      volumes: [{volume: data, target: /data, readOnly: true}]
       binds: ["/etc/hosts:/etc/hosts-host:ro"]
       portBindings: ["127.0.0.1:8080:80/tcp", "9000-9001:9000-9001/udp"]
       extraHosts: ["db:10.0.0.5"]
@@ -129,6 +140,27 @@ spec:
         timeout: 5s
         retries: 3
         startPeriod: 1m
+      command: [serve, --port, "80"]
+      entrypoint: [/bin/run]
+      user: "1000:1000"
+      workingDir: /srv
+      groupAdd: ["2000"]
+      maxRetries: 3
+      sysctls: {net.core.somaxconn: "1024"}
+      securityOpt: ["no-new-privileges:true"]
+      shmSize: 67108864
+      ulimits: {nofile: {soft: 1024, hard: 2048}}
+      init: true
+      stopSignal: SIGINT
+      stopGracePeriod: 5s
+      tty: true
+      labels: {org.example.team: edge}
+      dns: [192.0.2.53]
+      dnsSearch: [example.internal]
+      pidMode: host
+      ipcMode: shareable
+      logging: {driver: local, options: {max-size: 10m}}
+      volumeDriver: local
 """
 RESOURCES = """\
 apiVersion: hedgerow.dev/v1alpha1
@@ -141,6 +173,14 @@ kind: Volume
 metadata: {name: data}
 spec: {driver: local, options: {type: tmpfs}, deletionPolicy: Delete}
 """  # noqa: E501
+
+
+def every_field(struct: msgspec.Struct) -> dict[str, Any]:
+    """A struct as JSON with every field, also those at their default (which the wire omits)."""
+    return {
+        f.encode_name: msgspec.to_builtins(getattr(struct, f.name))
+        for f in msgspec.structs.fields(struct)
+    }
 
 
 def test_every_value_set_in_a_manifest_reaches_the_device(validate_repo: Any) -> None:
@@ -164,7 +204,8 @@ def test_every_value_set_in_a_manifest_reaches_the_device(validate_repo: Any) ->
     assert len(projected.containers) == len(containers) == 2
     for model, container in zip(containers, projected.containers, strict=True):
         expected = model.model_dump(mode="json", by_alias=True, exclude={"image_credential"})
-        assert msgspec.to_builtins(container) == expected
+        expected |= {"endpoints": {}, "waitFor": {}}  # none: plain names, dependsOn a list
+        assert every_field(container) == expected
     resources: list[wire.Network | wire.Volume] = [*projected.networks, *projected.volumes]
     assert [r.name for r in resources] == ["front", "data"]
     for resource in resources:

@@ -19,6 +19,7 @@ from reconciler.manifests.catalog import Catalog
 from reconciler.manifests.credentials import Credential
 from reconciler.manifests.model import Release
 from reconciler.manifests.model.imageref import parse_image
+from reconciler.manifests.model.release import Container
 from reconciler.manifests.validate import Report
 
 Fleet = Mapping[str, Mapping[str, DesiredDeployment]]
@@ -203,13 +204,45 @@ def pull_credentials(applied: Applied, device: str) -> dict[str, Credential]:
     return found
 
 
+def wire_container(container: Container) -> wire.Container:
+    """A release's container as the agent takes it: the credential's name stays here, network
+    names and dependencies in the lists older agents read, with what they do not know apart
+    (`endpoints`, `waitFor`), and ulimits written as a number given as soft and hard."""
+    dumped = container.model_dump(mode="json", by_alias=True, exclude={"image_credential"})
+    dumped["networks"] = container.network_names
+    dumped["endpoints"] = {
+        n.network: n.model_dump(mode="json", by_alias=True, exclude={"network"})
+        for n in container.networks
+        if not isinstance(n, str)
+    }
+    dumped["dependsOn"] = list(container.dependencies)
+    dumped["waitFor"] = {n: c for n, c in container.dependencies.items() if c != "started"}
+    dumped["ulimits"] = {
+        name: {"soft": limit, "hard": limit} if isinstance(limit, int) else limit
+        for name, limit in dumped["ulimits"].items()
+    }
+    # values equal to the defaults are left to msgspec, which omits its own defaults only
+    return msgspec.convert(
+        {k: v for k, v in dumped.items() if _CONTAINER_DEFAULTS.get(k, _NONE) != v},
+        wire.Container,
+    )
+
+
+_NONE = object()
+_CONTAINER_DEFAULTS = {
+    f.encode_name: f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
+    for f in msgspec.structs.fields(wire.Container)
+    if f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT
+}
+
+
 def wire_deployment(catalog: Catalog, want: DesiredDeployment, release: Release) -> wire.Deployment:
     containers = release.spec.containers
     ready = wire.Readiness(
         min_ready_seconds=want.readiness[0], progress_deadline_seconds=want.readiness[1]
     )
     volumes = sorted({mount.volume for c in containers for mount in c.volumes})
-    networks = sorted({network for c in containers for network in c.networks})
+    networks = sorted({network for c in containers for network in c.network_names})
     return wire.Deployment(
         deployment=want.deployment,
         application=want.application,
@@ -217,13 +250,7 @@ def wire_deployment(catalog: Catalog, want: DesiredDeployment, release: Release)
         state=want.state,
         redeploy=want.redeploy,
         digest=want.digest,
-        containers=[
-            msgspec.convert(
-                c.model_dump(mode="json", by_alias=True, exclude={"image_credential"}),
-                wire.Container,
-            )
-            for c in containers
-        ],
+        containers=[wire_container(c) for c in containers],
         volumes=[
             msgspec.convert(
                 {"name": name, **catalog.volumes[name].manifest.spec.model_dump(by_alias=True)},

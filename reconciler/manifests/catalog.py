@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TypeVar, cast
 
+from pydantic.alias_generators import to_camel
+
 from reconciler.manifests.check import Checked, suggest
 from reconciler.manifests.model import (
     Application,
@@ -19,7 +21,8 @@ from reconciler.manifests.model import (
     Volume,
 )
 from reconciler.manifests.model.imageref import parse_image
-from reconciler.manifests.problems import Problem, Severity
+from reconciler.manifests.model.release import NetworkAttachment
+from reconciler.manifests.problems import FieldPath, Problem, Severity
 
 M = TypeVar("M", bound=Manifest)
 DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -214,11 +217,31 @@ def _release_problems(catalog: Catalog, broken: Set[tuple[str, str]]) -> Iterato
                         (*at, "volumes", j, "volume"),
                         _missing("Volume", mount.volume, catalog.volumes),
                     )
-            for j, network in enumerate(container.networks):
-                if _absent(network, catalog.networks, "Network", broken):
-                    yield release.problem(
-                        (*at, "networks", j), _missing("Network", network, catalog.networks)
-                    )
+            for j, entry in enumerate(container.networks):
+                yield from _network_problems(release, (*at, "networks", j), entry, catalog, broken)
+
+
+def _network_problems(
+    release: Checked[Release],
+    at: FieldPath,
+    entry: str | NetworkAttachment,
+    catalog: Catalog,
+    broken: Set[tuple[str, str]],
+) -> Iterator[Problem]:
+    """A network a container joins must exist, and a fixed address must be in its subnets."""
+    name = entry if isinstance(entry, str) else entry.network
+    if _absent(name, catalog.networks, "Network", broken):
+        yield release.problem(at, _missing("Network", name, catalog.networks))
+    elif name in catalog.networks and not isinstance(entry, str):
+        network = catalog.networks[name].manifest.spec
+        for field in ("ipv4_address", "ipv6_address"):
+            address = getattr(entry, field)
+            if address is not None and not network.contains(address):
+                subnets = ", ".join(p.subnet for p in network.ipam) or "it has no ipam"
+                yield release.problem(
+                    (*at, to_camel(field)),
+                    f"{address} is outside every subnet of Network {name!r} ({subnets})",
+                )
 
 
 def _absent(

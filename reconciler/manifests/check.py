@@ -203,7 +203,10 @@ def _compact_value(value: Any) -> Any:
 
 
 def _to_problem(document: Document, model: type[BaseModel], error: ErrorDetails) -> Problem:
-    loc: FieldPath = tuple(p for p in error["loc"] if p != "[key]")
+    # "[key]" marks a mapping's key; "union:*" the form tried of a field taking two forms
+    loc: FieldPath = tuple(
+        p for p in error["loc"] if p != "[key]" and not str(p).startswith("union:")
+    )
     kind = error["type"]
     at_key = False
     if kind == "extra_forbidden":
@@ -294,8 +297,10 @@ def _unwrap(annotation: Any) -> Any:
             annotation = typing.get_args(annotation)[0]
         elif origin in (typing.Union, types.UnionType):
             rest = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = rest[0] if len(rest) == 1 else annotation
-            if len(rest) != 1:
-                return annotation
+            if len(rest) != 1:  # two forms (a name or a mapping): the mapping's fields
+                models = [a for a in map(_unwrap, rest) if isinstance(a, type)]
+                found = [a for a in models if issubclass(a, BaseModel)]
+                return found[0] if found else annotation
+            annotation = rest[0]
         else:
             return annotation

@@ -107,9 +107,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         target = defs[node["$ref"].rsplit("/", 1)[-1]]
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
         return _structural(merged, defs)
-    options = node.get("anyOf")
+    options = node.get("anyOf", node.get("oneOf"))
     if options is not None:
-        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        rest = {k: v for k, v in node.items() if k not in ("anyOf", "oneOf")}
         non_null = [o for o in options if o.get("type") != "null"]
         types = {o.get("type") for o in non_null}
         if types == {"integer", "string"}:
@@ -121,6 +121,14 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             if inner.get("default", 0) is None:
                 del inner["default"]
             return inner
+        # two forms (a string or a list, a name or a mapping): Kubernetes has no union of
+        # types; the node keeps what it is given and `hedgerow validate` checks it
+        kept: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
+        if "description" in rest:
+            kept["description"] = rest["description"]
+        if len(non_null) < len(options):
+            kept["nullable"] = True
+        return kept
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP or (key == "additionalProperties" and value is False):

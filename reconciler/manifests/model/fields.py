@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from decimal import Decimal, localcontext
 from typing import Annotated, Any, Self
@@ -216,6 +217,7 @@ Memory = Annotated[
 MemorySwap = Annotated[
     int, BeforeValidator(parse_bytes), AfterValidator(_swap), WithJsonSchema(_QUANTITY_SCHEMA)
 ]
+Bytes = Annotated[int, BeforeValidator(parse_bytes), WithJsonSchema(_QUANTITY_SCHEMA)]
 
 # -- container fields --------------------------------------------------------------------------
 
@@ -516,3 +518,134 @@ def _without_later_defaults(model: BaseModel, dumped: dict[str, Any]) -> dict[st
                 if isinstance(item, BaseModel):
                     _without_later_defaults(item, item_json)
     return dumped
+
+
+# -- compose's container fields ----------------------------------------------------------------
+
+
+def split_words(value: object) -> object:
+    """A command written as one string is split as compose splits it: shell words, quotes
+    honoured, nothing expanded. A list is taken as written."""
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise _fail(f"cannot split {value!r} into words: {exc}") from None
+    return value
+
+
+Command = Annotated[
+    list[str],
+    BeforeValidator(split_words),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+
+_USER = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+User = Annotated[
+    str,
+    checked(_pattern_check(f"{_USER}(:{_USER})?", "user: a name or uid, optionally ':group'", 256)),
+]
+Group = Annotated[str, checked(_pattern_check(_USER, "group: a name or gid", 256))]
+Signal = Annotated[
+    str,
+    checked(_pattern_check(r"SIG[A-Z0-9]+([+-][0-9]+)?|[0-9]{1,2}", "signal such as SIGTERM", 32)),
+]
+SysctlKey = Annotated[
+    str,
+    checked(
+        _pattern_check(r"[a-z0-9_]+(\.[A-Za-z0-9_-]+)+", "sysctl such as net.ipv4.ip_forward", 253)
+    ),
+]
+
+
+def _word(value: object) -> object:
+    """A sysctl's or an option's value: compose writes numbers unquoted; Docker takes strings."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Word = Annotated[str, BeforeValidator(_word)]
+
+
+def check_ip(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def check_ipv4(value: str) -> None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address") from None
+
+
+def check_ipv6(value: str) -> None:
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv6 address") from None
+
+
+def check_subnet(value: str) -> None:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a subnet such as 172.28.0.0/16: {exc}") from None
+
+
+IpAddress = Annotated[str, checked(check_ip)]
+Ipv4Address = Annotated[str, checked(check_ipv4)]
+Ipv6Address = Annotated[str, checked(check_ipv6)]
+Subnet = Annotated[str, checked(check_subnet)]
+
+ULIMITS = frozenset(
+    [
+        "as",
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ]
+)
+
+
+def check_ulimit(value: str) -> None:
+    if value not in ULIMITS:
+        raise ValueError(f"{value!r} is not a ulimit; use one of {', '.join(sorted(ULIMITS))}")
+
+
+UlimitName = Annotated[str, checked(check_ulimit)]
+
+
+def check_sibling_mode(value: str) -> None:
+    """`pidMode`/`ipcMode`: a mode name, or `container:NAME` (a container of the release)."""
+    mode, colon, name = value.partition(":")
+    if colon and (mode != "container" or not name):
+        raise ValueError(f"{value!r}: write a mode such as 'host', or 'container:NAME'")
+
+
+SiblingMode = Annotated[str, checked(check_sibling_mode)]
+
+RESERVED_LABELS = "hedgerow."
+
+
+def check_container_label(value: str) -> None:
+    if not value or "\0" in value:
+        raise ValueError("a label key must not be empty")
+    if value.startswith(RESERVED_LABELS):
+        raise ValueError(f"label {value!r}: the prefix 'hedgerow.' is Hedgerow's own")
+
+
+ContainerLabel = Annotated[str, checked(check_container_label)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag
 from pydantic.alias_generators import to_camel
 
 from reconciler.manifests.model.base import Finding, Manifest, Spec
@@ -13,19 +13,32 @@ from reconciler.manifests.model.fields import (
     LATER,
     AbsolutePath,
     Bind,
+    Bytes,
     Capability,
     CgroupPermissions,
+    Command,
+    ContainerLabel,
     DnsLabel,
     Duration,
     EnvName,
     ExtraHost,
+    Group,
     Hostname,
     ImageRef,
+    IpAddress,
+    Ipv4Address,
+    Ipv6Address,
     Memory,
     MemorySwap,
     Model,
     PortBinding,
+    SiblingMode,
+    Signal,
+    SysctlKey,
+    UlimitName,
+    User,
     Version,
+    Word,
 )
 from reconciler.manifests.problems import render_path
 from reconciler.wire import duration_ns
@@ -34,6 +47,62 @@ from reconciler.wire import duration_ns
 class VolumeMount(Model):
     volume: DnsLabel = Field(description="Name of a Volume.")
     target: AbsolutePath
+    read_only: Annotated[bool, LATER] = Field(False, description="compose's ':ro'.")
+
+
+class NetworkAttachment(Model):
+    """A network joined with a fixed address or more names than the container's own."""
+
+    network: DnsLabel = Field(description="Name of a Network.")
+    ipv4_address: Ipv4Address | None = Field(None, description="Within the Network's ipam.")
+    ipv6_address: Ipv6Address | None = None
+    aliases: list[DnsLabel] = Field(default_factory=list)
+
+
+class Dependency(Model):
+    condition: Literal["started", "healthy", "completedSuccessfully"] = Field(
+        "started",
+        description="started: once it runs; healthy: once its healthcheck passes; "
+        "completedSuccessfully: once it has exited with 0 (a one-shot job).",
+    )
+
+
+class Ulimit(Model):
+    soft: int = Field(ge=-1)
+    hard: int = Field(ge=-1)
+
+
+class Logging(Model):
+    driver: str = Field(min_length=1, description="Docker's log driver: local, json-file, ...")
+    options: dict[str, Annotated[str, Word]] = Field(default_factory=dict)
+
+
+def _as_name_or_mapping(value: Any) -> str:
+    return "union:name" if isinstance(value, str) else "union:mapping"
+
+
+def _as_list_or_mapping(value: Any) -> str:
+    return "union:list" if isinstance(value, list) else "union:mapping"
+
+
+def _as_number_or_mapping(value: Any) -> str:
+    return "union:number" if isinstance(value, int) else "union:mapping"
+
+
+# Either form, as compose takes it; errors name the field, not the form tried (see check.py).
+NetworkEntry = Annotated[
+    Annotated[DnsLabel, Tag("union:name")] | Annotated[NetworkAttachment, Tag("union:mapping")],
+    Discriminator(_as_name_or_mapping),
+]
+DependsOn = Annotated[
+    Annotated[list[DnsLabel], Tag("union:list")]
+    | Annotated[dict[DnsLabel, Dependency], Tag("union:mapping")],
+    Discriminator(_as_list_or_mapping),
+]
+UlimitValue = Annotated[
+    Annotated[int, Tag("union:number")] | Annotated[Ulimit, Tag("union:mapping")],
+    Discriminator(_as_number_or_mapping),
+]
 
 
 class Tmpfs(Model):
@@ -96,7 +165,8 @@ _DEFAULT_NETWORK_MODES = ("bridge", "default")
 
 
 class Container(Model):
-    """One image and everything needed to run it; the image's own command is used."""
+    """One image and everything needed to run it, as compose describes a service; what is not
+    set is the image's (its command, user, working directory) or Docker's default."""
 
     name: DnsLabel
     image: ImageRef = Field(description="Docker image reference, used verbatim.")
@@ -105,7 +175,10 @@ class Container(Model):
     env: dict[EnvName, str] = Field(default_factory=dict)
     restart_policy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     network_mode: str = Field("bridge", min_length=1)
-    networks: list[DnsLabel] = Field(default_factory=list)
+    networks: list[NetworkEntry] = Field(
+        default_factory=list,
+        description="Names of Networks, or {network, ipv4Address, ipv6Address, aliases}.",
+    )
     volumes: list[VolumeMount] = Field(default_factory=list)
     binds: list[Bind] = Field(default_factory=list)
     port_bindings: list[PortBinding] = Field(default_factory=list)
@@ -123,15 +196,90 @@ class Container(Model):
     read_only_rootfs: bool = False
     tmpfs: list[Tmpfs] = Field(default_factory=list)
     storage_opt: dict[str, str] = Field(default_factory=dict)
-    depends_on: list[DnsLabel] = Field(default_factory=list)
+    depends_on: DependsOn = Field(
+        default_factory=list,
+        description="Containers started first: a list (started), or name: {condition}.",
+    )
     healthcheck: Annotated[Healthcheck | None, LATER] = None
+    command: Annotated[Command | None, LATER] = Field(
+        None, description="Replaces the image's CMD; a string is split into words as compose does."
+    )
+    entrypoint: Annotated[Command | None, LATER] = Field(
+        None, description="Replaces the image's ENTRYPOINT; a string is split as compose does."
+    )
+    user: Annotated[User | None, LATER] = Field(None, description="uid[:gid] or name[:group].")
+    working_dir: Annotated[AbsolutePath | None, LATER] = None
+    group_add: Annotated[list[Group], LATER] = Field(default_factory=list)
+    max_retries: Annotated[int | None, LATER] = Field(
+        None, ge=0, description="With restartPolicy on-failure: how many restarts at most."
+    )
+    sysctls: Annotated[dict[SysctlKey, Word], LATER] = Field(default_factory=dict)
+    security_opt: Annotated[list[str], LATER] = Field(default_factory=list)
+    shm_size: Annotated[Bytes | None, LATER] = Field(None, description="Size of /dev/shm.")
+    ulimits: Annotated[dict[UlimitName, UlimitValue], LATER] = Field(
+        default_factory=dict, description="A number (soft and hard), or {soft, hard}."
+    )
+    init: Annotated[bool | None, LATER] = Field(None, description="Run an init as PID 1.")
+    stop_signal: Annotated[Signal | None, LATER] = None
+    stop_grace_period: Annotated[Duration | None, LATER] = Field(
+        None, description="Between the stop signal and SIGKILL (Docker's default: 10s)."
+    )
+    tty: Annotated[bool, LATER] = False
+    labels: Annotated[dict[ContainerLabel, str], LATER] = Field(
+        default_factory=dict, description="Docker labels; the prefix hedgerow. is reserved."
+    )
+    dns: Annotated[list[IpAddress], LATER] = Field(default_factory=list)
+    dns_search: Annotated[list[Hostname], LATER] = Field(default_factory=list)
+    pid_mode: Annotated[SiblingMode | None, LATER] = Field(
+        None, description="host, or container:NAME (a container of this release)."
+    )
+    ipc_mode: Annotated[SiblingMode | None, LATER] = Field(
+        None, description="none, private, shareable, host, or container:NAME."
+    )
+    logging: Annotated[Logging | None, LATER] = Field(
+        None, description="On flash storage, prefer the local driver with a max-size."
+    )
+    volume_driver: Annotated[str | None, LATER] = Field(None, min_length=1)
+
+    @property
+    def network_names(self) -> list[str]:
+        return [n if isinstance(n, str) else n.network for n in self.networks]
+
+    @property
+    def dependencies(self) -> dict[str, str]:
+        """Each container this one needs first, with the condition to wait for."""
+        if isinstance(self.depends_on, list):
+            return dict.fromkeys(self.depends_on, "started")
+        return {name: d.condition for name, d in self.depends_on.items()}
+
+    def dependency_paths(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """(path in the manifest, name) of each dependency, for findings at its line."""
+        if isinstance(self.depends_on, list):
+            for i, name in enumerate(self.depends_on):
+                yield ("dependsOn", i), name
+        else:
+            for name in self.depends_on:
+                yield ("dependsOn", name), name
+
+    def siblings(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """(path, name) of each container whose namespace this one joins (`container:NAME`):
+        a container of the release by its name there, or another on the device."""
+        for field in ("network_mode", "pid_mode", "ipc_mode"):
+            mode = getattr(self, field)
+            if mode is not None and mode.startswith("container:"):
+                yield (to_camel(field),), mode.removeprefix("container:")
 
     def findings(self) -> Iterator[Finding]:
         yield from _unique_mounts(self)
         if self.healthcheck is not None:
             for path, message in self.healthcheck.findings():
                 yield ("healthcheck", *path), message
-        yield from _unique(self.networks, "networks", "network")
+        yield from _unique(self.network_names, "networks", "network")
+        if self.max_retries is not None and self.restart_policy != "on-failure":
+            yield ("maxRetries",), "maxRetries goes with restartPolicy on-failure"
+        for name, limit in self.ulimits.items():
+            if isinstance(limit, Ulimit) and limit.soft > limit.hard >= 0:
+                yield ("ulimits", name, "soft"), f"ulimit {name}: soft must not exceed hard"
         cpu = self.cpu
         if cpu is not None and (cpu.period is None) != (cpu.quota is None):
             missing = "quota" if cpu.quota is None else "period"
@@ -208,19 +356,34 @@ class ReleaseSpec(Spec):
             names.setdefault(container.name, i)
             for path, message in container.findings():
                 yield ("containers", i, *path), message
+        known = ", ".join(sorted(names))
         for i, container in enumerate(self.containers):
-            for j, dep in enumerate(container.depends_on):
+            for path, dep in container.dependency_paths():
                 if dep == container.name:
-                    yield ("containers", i, "dependsOn", j), "a container cannot depend on itself"
+                    yield ("containers", i, *path), "a container cannot depend on itself"
                 elif dep not in names:
                     yield (
-                        ("containers", i, "dependsOn", j),
+                        ("containers", i, *path),
                         (
                             f"no container {dep!r} in this release; dependsOn names containers "
-                            f"of the same release ({', '.join(sorted(names))})"
+                            f"of the same release ({known})"
                         ),
                     )
-        cycle = _find_cycle({c.name: c.depends_on for c in self.containers})
+            for path, sibling in container.siblings():
+                if sibling == container.name:
+                    yield ("containers", i, *path), "a container cannot join its own namespace"
+        by_name = {c.name: c for c in self.containers}
+        for i, container in enumerate(self.containers):
+            for path, dep in container.dependency_paths():
+                one_shot = container.dependencies[dep] == "completedSuccessfully"
+                policy = by_name[dep].restart_policy if dep in by_name else "no"
+                if one_shot and policy not in ("no", "on-failure"):
+                    yield (
+                        ("containers", i, *path),
+                        f"{dep!r} must run to completion, but its restartPolicy {policy!r} "
+                        "restarts it when it exits: give it restartPolicy 'no' or 'on-failure'",
+                    )
+        cycle = _find_cycle({c.name: list(c.dependencies) for c in self.containers})
         if cycle:
             i = names[cycle[0]]
             yield ("containers", i, "dependsOn"), "dependsOn has a cycle: " + " -> ".join(cycle)
