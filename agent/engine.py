@@ -11,6 +11,7 @@ interrupted at any point and the next one plans from what is really there. Every
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from agent.steps import (
     ORDER,
     REDEPLOY,
     RELEASE,
+    STOP_GRACE,
     ContainerState,
     CreateContainer,
     CreateNetwork,
@@ -248,6 +250,16 @@ class Engine:
             enable_ipv6=network.enable_ipv6,
             labels=_owned(step.device),
             check_duplicate=True,
+            ipam=docker.types.IPAMConfig(
+                pool_configs=[
+                    docker.types.IPAMPool(
+                        subnet=pool.subnet, gateway=pool.gateway, iprange=pool.ip_range
+                    )
+                    for pool in network.ipam
+                ]
+            )
+            if network.ipam
+            else None,
         )
 
     def _create_volume(self, step: CreateVolume) -> None:
@@ -340,23 +352,33 @@ class Engine:
         if bindings:
             host_config["PortBindings"] = bindings
         networking = (
-            {"EndpointsConfig": {mode: {"Aliases": [spec.name]}}} if mode in spec.networks else None
+            {"EndpointsConfig": {mode: endpoint_config(spec, mode)}}
+            if mode in spec.networks
+            else None
         )
         self.api.create_container(
             spec.image,
             name=step.name,
             hostname=spec.hostname,
             environment=dict(spec.env),
-            labels=step.labels(),
+            labels={**spec.labels, **step.labels()},
             ports=exposed or None,
             host_config=host_config,
             networking_config=networking,
             healthcheck=healthcheck_config(spec.healthcheck),
             detach=True,
+            **container_options(spec),
         )
         try:
             for network in later:
-                self.api.connect_container_to_network(step.name, network, aliases=[spec.name])
+                joined = endpoint_config(spec, network)
+                self.api.connect_container_to_network(
+                    step.name,
+                    network,
+                    aliases=joined["Aliases"],
+                    ipv4_address=joined.get("IPAMConfig", {}).get("IPv4Address"),
+                    ipv6_address=joined.get("IPAMConfig", {}).get("IPv6Address"),
+                )
         except BaseException:
             # half made, it would carry the labels of a complete one: never leave it behind
             _ignore_missing(lambda: self.api.remove_container(step.name, force=True))
@@ -431,6 +453,8 @@ class Engine:
         exited = state.get("Status") in ("exited", "dead") or state.get("Restarting")
         if not exited and restarts <= 0:
             return
+        if step.job and state.get("Status") == "exited" and state.get("ExitCode") == 0:
+            return  # a one-shot job, done
         code = state.get("ExitCode") if exited else None  # running again: its exit code is gone
         logs = self.api.logs(name, tail=5).decode("utf-8", "replace").strip()
         self._stop(name)
@@ -529,16 +553,57 @@ def network_plan(spec: Container) -> tuple[str, list[str]]:
     return spec.network_mode, list(spec.networks)
 
 
+def endpoint_config(spec: Container, network: str) -> dict[str, Any]:
+    """How the container joins `network`: its name in the release and any more aliases, and a
+    fixed address when the release gives one."""
+    endpoint = spec.endpoints.get(network)
+    config: dict[str, Any] = {"Aliases": [spec.name, *(endpoint.aliases if endpoint else ())]}
+    addresses = {
+        key: value
+        for key, value in (
+            ("IPv4Address", endpoint.ipv4_address if endpoint else None),
+            ("IPv6Address", endpoint.ipv6_address if endpoint else None),
+        )
+        if value is not None
+    }
+    if addresses:
+        config["IPAMConfig"] = addresses
+    return config
+
+
+def container_options(spec: Container) -> dict[str, Any]:
+    """Keyword arguments of docker-py's `create_container` beyond the image and its name;
+    what the release leaves unset is not passed, so the image's own stays."""
+    options: dict[str, Any] = {
+        "command": spec.command,
+        "entrypoint": spec.entrypoint,
+        "user": spec.user,
+        "working_dir": spec.working_dir,
+        "stop_signal": spec.stop_signal,
+        "tty": spec.tty or None,
+    }
+    if spec.stop_grace_period is not None:
+        options["stop_timeout"] = grace_seconds(spec.stop_grace_period)
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def grace_seconds(duration: str) -> int:
+    """Docker counts a stop's grace period in whole seconds: a part second is rounded up."""
+    return -(-duration_ns(duration) // 10**9)
+
+
 def host_config_options(spec: Container, network_mode: str) -> dict[str, Any]:
     """Keyword arguments of docker-py's `create_host_config` for one wire container."""
     cpu = spec.cpu
     policy: dict[str, str | int] = {"Name": spec.restart_policy}
     if spec.restart_policy == "on-failure":
-        policy["MaximumRetryCount"] = 0
+        policy["MaximumRetryCount"] = spec.max_retries or 0
     return {
         "binds": list(spec.binds) or None,
         "mounts": [
-            docker.types.Mount(target=m.target, source=m.volume, type="volume")
+            docker.types.Mount(
+                target=m.target, source=m.volume, type="volume", read_only=m.read_only
+            )
             for m in spec.volumes
         ]
         or None,
@@ -575,6 +640,26 @@ def host_config_options(spec: Container, network_mode: str) -> dict[str, Any]:
         "read_only": spec.read_only_rootfs or None,
         "tmpfs": {t.path: t.options for t in spec.tmpfs} or None,
         "storage_opt": dict(spec.storage_opt) or None,
+        "group_add": list(spec.group_add) or None,
+        "sysctls": dict(spec.sysctls) or None,
+        "security_opt": list(spec.security_opt) or None,
+        "shm_size": spec.shm_size,
+        "ulimits": [
+            docker.types.Ulimit(name=name, soft=limit.soft, hard=limit.hard)
+            for name, limit in sorted(spec.ulimits.items())
+        ]
+        or None,
+        "init": spec.init,
+        "dns": list(spec.dns) or None,
+        "dns_search": list(spec.dns_search) or None,
+        "pid_mode": spec.pid_mode,
+        "ipc_mode": spec.ipc_mode,
+        "log_config": (
+            docker.types.LogConfig(type=spec.logging.driver, config=dict(spec.logging.options))
+            if spec.logging is not None
+            else None
+        ),
+        "volume_driver": spec.volume_driver,
     }
 
 
@@ -624,7 +709,15 @@ def _container_state(listed: Mapping[str, Any]) -> ContainerState:
         order=int(order) if (order := labels.get(ORDER, "0")).isdigit() else 0,
         level=int(level) if (level := labels.get(LEVEL, "")).isdigit() else None,
         health=health_of(str(listed.get("Status", ""))),
+        exit_code=exit_code_of(str(listed.get("Status", ""))),
+        stop_grace=int(grace) if (grace := labels.get(STOP_GRACE, "")).isdigit() else None,
     )
+
+
+def exit_code_of(status: str) -> int | None:
+    """The exit code in a listed container's `Status` ("Exited (0) 5 seconds ago")."""
+    match = re.match(r"Exited \((-?\d+)\)", status)
+    return int(match.group(1)) if match else None
 
 
 def _owned(device: str) -> dict[str, str]:

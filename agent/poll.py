@@ -37,6 +37,7 @@ from agent.steps import (
     Step,
     StopContainer,
     StopContainers,
+    one_shots,
     present_images,
     release_containers,
     release_reports,
@@ -397,7 +398,7 @@ class Agent:
             key = (app, want.release)
             live.add(key)
             mine = release_containers(engine.containers, want)
-            stuck = readiness.blocking(mine, len(want.containers))
+            stuck = readiness.blocking(mine, len(want.containers), one_shots(want))
             ok = stuck is None and bool(mine)
             looping: str | None = None
             counting = getattr(self.engine, "restarts", None)

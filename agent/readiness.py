@@ -9,7 +9,7 @@ Pure: the agent's loop feeds it the engine's containers and the clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from typing import Literal
 
 import msgspec
@@ -29,12 +29,17 @@ class Switch(msgspec.Struct, frozen=True, kw_only=True):
     at: float
 
 
-def blocking(containers: Iterable[ContainerState], expected: int) -> ContainerState | None:
+def blocking(
+    containers: Iterable[ContainerState], expected: int, jobs: Set[str] = frozenset()
+) -> ContainerState | None:
     """The first container (in dependency order) keeping the release from being Ready now,
     or None when none does. Fewer containers than `expected`: one is missing, and the first
-    found stands for it (a container removed by hand is recreated at the next pass)."""
+    found stands for it (a container removed by hand is recreated at the next pass). A
+    one-shot job (named in `jobs`) counts once it has exited with 0."""
     found = sorted(containers, key=lambda c: (c.order, c.name))
     for container in found:
+        if container.container in jobs and container.completed:
+            continue
         if container.state != "running" or container.health in ("starting", "unhealthy"):
             return container
     if len(found) < expected:

@@ -51,6 +51,7 @@ from reconciler.wire import (
     RegistryAuth,
     ReleaseReport,
     Volume,
+    duration_ns,
 )
 
 MANAGED = "hedgerow.managed"
@@ -64,6 +65,7 @@ ORDER = "hedgerow.order"  # position in the release's dependency order, to stop 
 LEVEL = "hedgerow.level"  # dependency level: 0 depends on nothing, n on something at n - 1
 DELETION_POLICY = "hedgerow.deletion-policy"
 DEVICE = "hedgerow.device"  # the device whose agent owns it: several agents can share an engine
+STOP_GRACE = "hedgerow.stop-grace"  # seconds between the stop signal and SIGKILL, when set
 
 # Docker's states in which a container holds its resources (ports, aliases) and must be stopped.
 UP_STATES = frozenset({"running", "restarting", "paused"})
@@ -92,10 +94,17 @@ class ContainerState:
     order: int = 0  # position in its release's dependency order (label hedgerow.order)
     level: int | None = None  # its dependency level (hedgerow.level); None: an older agent's
     health: str | None = None  # Docker's: starting, healthy, unhealthy; None: not checked
+    exit_code: int | None = None  # once it has exited
+    stop_grace: int | None = None  # its stopGracePeriod in seconds (None: the agent's default)
 
     @property
     def up(self) -> bool:
         return self.state in UP_STATES
+
+    @property
+    def completed(self) -> bool:
+        """Exited with 0: a one-shot job done."""
+        return self.state == "exited" and self.exit_code == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +197,9 @@ class CreateContainer:
             labels[REDEPLOY] = self.redeploy
         if self.device:
             labels[DEVICE] = self.device
+        grace = stop_grace(self.container)
+        if grace is not None:
+            labels[STOP_GRACE] = str(grace)
         return labels
 
     def describe(self) -> str:
@@ -196,10 +208,13 @@ class CreateContainer:
 
 @dataclass(frozen=True, slots=True)
 class StartContainer:
+    """`job`: a one-shot job, which exits when done: exiting with 0 is no crash."""
+
     name: str
     application: str
     release: str
     kind: Literal["start"] = "start"
+    job: bool = False
 
     def describe(self) -> str:
         return f"start {self.name} ({self.application} {self.release})"
@@ -322,6 +337,22 @@ def container_name(device: str, deployment: str, release: str, container: str) -
     """
     dashed = re.sub(r"[^A-Za-z0-9]+", "-", release).strip("-")
     return _bounded("-".join(p for p in ("hedgerow", device, deployment, dashed, container) if p))
+
+
+def stop_grace(container: Container) -> int | None:
+    """A container's `stopGracePeriod` in whole seconds, as Docker counts it (rounded up)."""
+    period = container.stop_grace_period
+    return None if period is None else -(-duration_ns(period) // 10**9)
+
+
+def one_shots(want: Deployment) -> set[str]:
+    """The containers of a release that others wait to complete: jobs run once, not kept up."""
+    return {
+        name
+        for c in want.containers
+        for name, condition in c.wait_for.items()
+        if condition == "completedSuccessfully"
+    }
 
 
 def aside_name(name: str) -> str:
@@ -595,16 +626,48 @@ class _Switch:
             self.new_volumes.update(_named_volumes(spec))
         self._stop([*moved, *others])
         if want.state == "Running":
-            self.steps += [
-                StartContainer(names[s.name], want.application, want.release)
-                if s.name in recreate
-                else StartContainer(good[s.name].name, want.application, want.release)
-                for s in order
-                if s.name in recreate or not good[s.name].up
-            ]
+            self._start(want, order, names, recreate, good)
         else:  # by the release's levels: those of an older agent's containers are not labelled
             self.steps += stop_groups(replace(c, level=levels[n]) for n, c in good.items())
         self._prune(others)
+
+    def _start(
+        self,
+        want: Deployment,
+        order: list[Container],
+        names: dict[str, str],
+        recreate: set[str],
+        good: dict[str, ContainerState],
+    ) -> None:
+        """Start what is not up, in dependency order. A one-shot job (one another waits to
+        complete) is started once, when made, and left as it ends. A container waiting for
+        another to be healthy or complete is started at a later pass, once it is: the agent
+        passes again at the engine's events (health status, exit)."""
+        shots = one_shots(want)
+        found = {n: c for n, c in good.items() if n not in recreate}
+        deferred: set[str] = set()
+        for spec in order:
+            current = found.get(spec.name)
+            ready = all(
+                found.get(dep) is not None
+                and (
+                    found[dep].health == "healthy"
+                    if condition == "healthy"
+                    else found[dep].completed
+                )
+                for dep, condition in spec.wait_for.items()
+            )
+            if not ready or deferred.intersection(spec.depends_on):
+                deferred.add(spec.name)
+                continue
+            if spec.name in shots:
+                start = current is None or current.state == "created"
+            else:
+                start = current is None or not current.up
+            if start:
+                name = names[spec.name] if current is None else current.name
+                job = spec.name in shots
+                self.steps.append(StartContainer(name, want.application, want.release, job=job))
 
     def _prune(self, others: list[ContainerState]) -> None:
         """At a switch, keep the release switched from (to switch back to) and remove the
@@ -632,7 +695,9 @@ def stop_groups(containers: Iterable[ContainerState]) -> list[StopContainers]:
         if c.up:
             releases.setdefault((c.application, c.release), []).append(c)
     return [
-        StopContainers(tuple(StopContainer(c.name, app, version) for c in level), app, version)
+        StopContainers(
+            tuple(StopContainer(c.name, app, version, c.stop_grace) for c in level), app, version
+        )
         for (app, version), found in sorted(releases.items())
         for level in _by_level(found)
     ]
@@ -704,6 +769,7 @@ def _on_engine(
         return msgspec.structs.replace(
             c,
             networks=[network(n) for n in c.networks],
+            endpoints={network(n): e for n, e in c.endpoints.items()},
             volumes=[msgspec.structs.replace(m, volume=volume(m.volume)) for m in c.volumes],
             binds=[bind(b) for b in c.binds],
         )
@@ -719,15 +785,23 @@ def _on_engine(
     ]
 
 
+NAMESPACES = ("network_mode", "pid_mode", "ipc_mode")  # each may be `container:X`
+
+
+def _joined(container: Container) -> list[str]:
+    """The containers whose namespaces (network, pid, ipc) `container` joins."""
+    modes = (getattr(container, namespace) or "" for namespace in NAMESPACES)
+    return [m.removeprefix("container:") for m in modes if m.startswith("container:")]
+
+
 def _needs(container: Container) -> list[str]:
-    """What must run first: `dependsOn`, and the container whose network namespace it joins."""
-    mode = container.network_mode
-    owner = [mode.removeprefix("container:")] if mode.startswith("container:") else []
-    return [*container.depends_on, *owner]
+    """What must run first: `dependsOn`, and the containers whose namespaces it joins."""
+    return [*container.depends_on, *_joined(container)]
 
 
 def _namespace_owner(container: Container, names: dict[str, str]) -> str | None:
-    """The sibling whose network namespace `container` joins (`networkMode: container:X`)."""
+    """The sibling whose network namespace `container` joins (`networkMode: container:X`):
+    recreating X kills that namespace, so `container` is recreated with it."""
     mode = container.network_mode
     owner = mode.removeprefix("container:")
     return owner if mode.startswith("container:") and owner in names else None
@@ -736,10 +810,13 @@ def _namespace_owner(container: Container, names: dict[str, str]) -> str | None:
 def _resolved(container: Container, names: dict[str, str]) -> Container:
     """`container:X` naming a sibling points at the sibling's Docker name: the engine knows
     containers by those, and a release names its containers by their short names."""
-    owner = _namespace_owner(container, names)
-    if owner is None:
-        return container
-    return msgspec.structs.replace(container, network_mode=f"container:{names[owner]}")
+    changes = {}
+    for namespace in NAMESPACES:
+        mode = getattr(container, namespace) or ""
+        owner = mode.removeprefix("container:")
+        if mode.startswith("container:") and owner in names:
+            changes[namespace] = f"container:{names[owner]}"
+    return msgspec.structs.replace(container, **changes) if changes else container
 
 
 def _named_volumes(container: Container) -> set[str]:
@@ -785,6 +862,7 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
                 id=made,
                 order=step.order,
                 level=step.level,
+                stop_grace=stop_grace(spec),
             )
         elif isinstance(step, StartContainer | StopContainer | StopContainers):
             state = "running" if isinstance(step, StartContainer) else "exited"

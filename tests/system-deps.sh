@@ -2,7 +2,7 @@
 # Install the Debian packages the tests run as real parts, when they are missing: PostgreSQL for
 # the store, and dockerd, a registry, htpasswd and a static busybox for the agent's engine tests.
 # Services are never started by the packages (policy-rc.d): tests start their own, on loopback.
-# With --bench, also what the benchmarks compare against (Debian's docker-compose).
+# Debian's docker-compose is what the compose parity tests and bench/apply.py compare against.
 set -euo pipefail
 
 need=()
@@ -11,9 +11,8 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the load generator of bench/polls.py
-if [ "${1:-}" = --bench ]; then
-    command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)  # bench/apply.py
-fi
+# what the compose parity tests compare against, and bench/apply.py
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # the images' only binary: it must be the static build (an image has no libc)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
     || need+=(busybox-static)

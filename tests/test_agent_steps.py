@@ -40,6 +40,7 @@ from agent.steps import (
     dependency_levels,
     dependency_order,
     normalise_image,
+    one_shots,
     outdated,
     plan_steps,
     present_images,
@@ -1038,3 +1039,83 @@ def test_a_save_replaces_the_previous_document_whole(tmp_path: Path) -> None:
     save_desired(tmp_path, doc(web()))
     save_desired(tmp_path, doc())
     assert load_desired(tmp_path) == doc()
+
+
+# -- waiting for a dependency's health or completion ------------------------------------------
+
+
+def staged(condition: str) -> DesiredDocument:
+    """`app` waits for `dep` to be healthy or to complete; `tail` only for `app` to start."""
+    policy = "no" if condition == "completedSuccessfully" else "unless-stopped"
+    return doc(
+        msgspec.convert(
+            {
+                "deployment": "stack",
+                "application": "stack",
+                "release": "1.0.0",
+                "state": "Running",
+                "digest": "d1",
+                "containers": [
+                    ctr("dep", restartPolicy=policy),
+                    ctr("app", dependsOn=["dep"], waitFor={"dep": condition}),
+                    ctr("tail", dependsOn=["app"]),
+                ],
+            },
+            Deployment,
+        )
+    )
+
+
+def with_state(engine: EngineState, container: str, **changes: object) -> EngineState:
+    found = tuple(
+        replace(c, **changes) if c.container == container else c  # type: ignore[arg-type]
+        for c in engine.containers
+    )
+    return replace(engine, containers=found)
+
+
+def test_a_container_waiting_for_health_starts_at_the_pass_that_finds_it_healthy() -> None:
+    desired = staged("healthy")
+    first = plan_steps(desired, EngineState(images=frozenset({IMAGE})))
+    assert [s for s in show(first) if s.startswith("start")] == ["start stack-1-0-0-dep"]
+    engine = apply(EngineState(images=frozenset({IMAGE})), first)
+    assert plan_steps(desired, with_state(engine, "dep", health="starting")) == []
+    healthy = with_state(engine, "dep", health="healthy")
+    assert show(plan_steps(desired, healthy)) == ["start stack-1-0-0-app", "start stack-1-0-0-tail"]
+
+
+def test_a_job_is_started_once_and_its_dependents_after_it_completed() -> None:
+    desired = staged("completedSuccessfully")
+    first = plan_steps(desired, EngineState(images=frozenset({IMAGE})))
+    (start,) = [s for s in first if isinstance(s, StartContainer)]
+    assert start.job and short(start.name) == "stack-1-0-0-dep"
+    engine = apply(EngineState(images=frozenset({IMAGE})), first)
+    failed = with_state(engine, "dep", state="exited", exit_code=1)
+    assert plan_steps(desired, failed) == [], "a failed job is not run again: its release fails"
+    done = with_state(engine, "dep", state="exited", exit_code=0)
+    assert show(plan_steps(desired, done)) == ["start stack-1-0-0-app", "start stack-1-0-0-tail"]
+    running = apply(done, plan_steps(desired, done))
+    assert plan_steps(desired, running) == [], "the job done stays as it ended"
+
+
+def test_a_job_that_completed_does_not_keep_its_release_from_being_ready() -> None:
+    from agent.readiness import blocking
+
+    desired = staged("completedSuccessfully")
+    engine = apply(EngineState(images=frozenset({IMAGE})), plan_steps(desired, EngineState()))
+    done = with_state(engine, "dep", state="exited", exit_code=0)
+    done = apply(done, plan_steps(desired, done))
+    want = desired.deployments[0]
+    assert blocking(done.containers, 3, {"dep"}) is None
+    assert blocking(done.containers, 3) is not None, "without knowing it is a job"
+    failed = with_state(done, "dep", exit_code=2)
+    assert blocking(failed.containers, 3, {"dep"}) is not None
+    assert one_shots(want) == {"dep"}
+
+
+def test_a_stop_grace_period_is_the_stop_s_timeout() -> None:
+    desired = doc(msgspec.structs.replace(web(), containers=[ctr("db", stopGracePeriod="1500ms")]))
+    engine = apply(EngineState(images=frozenset({IMAGE})), plan_steps(desired, EngineState()))
+    stopped = msgspec.structs.replace(desired.deployments[0], state="Stopped")
+    (stop,) = [s for s in plan_steps(doc(stopped), engine) if isinstance(s, StopContainers)]
+    assert [s.timeout for s in stop.stops] == [2], "whole seconds, rounded up, as Docker counts"
