@@ -24,6 +24,7 @@ import requests.exceptions
 
 from agent.errors import ContainerFailed, DiskSpaceError, EngineError, PullError
 from agent.readiness import health_of
+from agent.secretfiles import SecretFiles
 from agent.steps import (
     APPLICATION,
     CONTAINER,
@@ -36,6 +37,7 @@ from agent.steps import (
     ORDER,
     REDEPLOY,
     RELEASE,
+    SECRETS,
     STOP_GRACE,
     ContainerState,
     CreateContainer,
@@ -54,7 +56,14 @@ from agent.steps import (
     normalise_image,
 )
 from reconciler.logs import get_logger
-from reconciler.wire import MAX_LOG_LINES, Container, Healthcheck, RegistryAuth, duration_ns
+from reconciler.wire import (
+    MAX_LOG_LINES,
+    Container,
+    Healthcheck,
+    RegistryAuth,
+    SecretValue,
+    duration_ns,
+)
 
 MANAGED_FILTER = {"label": f"{MANAGED}=true"}
 log = get_logger("hedgerow.agent")
@@ -91,8 +100,12 @@ class Engine:
         min_free_bytes: int = 256 * MiB,
         start_grace: float = 1.0,
         stop_timeout: int = 10,
+        secret_files: SecretFiles | None = None,
     ) -> None:
         self.client = client
+        self.secret_files = secret_files  # None: containers needing Secret files are refused
+        # (Secret, key) → value, from the last document the controller sent: memory only
+        self._values: dict[tuple[str, str], str] = {}
         self.api = client.api
         self.device = device
         self.pull_timeout = pull_timeout
@@ -102,12 +115,16 @@ class Engine:
         self._starting: dict[str, tuple[StartContainer, int, float]] = {}
         self.stop_timeout = stop_timeout
 
+    def hold_secrets(self, values: Iterable[SecretValue]) -> None:
+        """The Secret values of the document the controller sent last: kept in memory only."""
+        self._values = {(v.secret, v.key): v.value for v in values}
+
     @classmethod
-    def from_env(cls, device: str) -> Engine:
+    def from_env(cls, device: str, secret_files: SecretFiles | None = None) -> Engine:
         """The engine `DOCKER_HOST` names (or the default socket), as every Docker client;
         raises EngineError when it does not answer."""
         try:
-            return cls(docker.from_env(), device=device)
+            return cls(docker.from_env(), device=device, secret_files=secret_files)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
             raise EngineError(f"no engine answers at {host}: {_explain(error)}") from None
@@ -150,6 +167,7 @@ class Engine:
                 if ours(v)
             },
             adopted=frozenset(t["Name"] for t in [*networks, *volumes] if adopted(t)),
+            secret_folders=self.secret_files.present() if self.secret_files else None,
             images=frozenset(
                 ref
                 for image in images
@@ -209,7 +227,10 @@ class Engine:
             self.api.rename(step.name, step.to)
         elif isinstance(step, RemoveContainer):
             self._stop(step.name)
+            folder = self._secrets_folder(step.name)
             _ignore_missing(lambda: self.api.remove_container(step.name, v=True, force=True))
+            if folder and self.secret_files is not None:
+                self.secret_files.remove(folder)
         elif isinstance(step, RemoveNetwork):
             _ignore_missing(lambda: self.api.remove_network(step.name))
         elif isinstance(step, RemoveImage):
@@ -344,11 +365,73 @@ class Engine:
                 f"{self.min_free_bytes // MiB} MiB kept free; remove unused images or data"
             )
 
+    def _secrets_folder(self, name: str) -> str | None:
+        try:
+            info: dict[str, Any] = self.api.inspect_container(name)
+        except docker.errors.NotFound:
+            return None
+        return ((info.get("Config") or {}).get("Labels") or {}).get(SECRETS)
+
+    def _secret_env(self, spec: Container) -> dict[str, str]:
+        """The env values a container takes from Secrets (raises while one is not known)."""
+        return {name: self._value(ref.secret, ref.key) for name, ref in spec.secret_env.items()}
+
+    def _value(self, secret: str, key: str) -> str:
+        value = self._values.get((secret, key))
+        if value is None:
+            raise EngineError(
+                f"the value of Secret {secret!r} (key {key!r}) has not come from the controller "
+                "yet: values are kept in memory only, so after a restart the agent waits for "
+                "the controller before it makes a container needing one"
+            )
+        return value
+
+    def _write_secret_files(self, step: CreateContainer) -> tuple[str | None, list[str]]:
+        """A container's Secret files, written to the tmpfs: their folder and the binds."""
+        spec = step.container
+        if not spec.secrets:
+            return None, []
+        if self.secret_files is None:
+            raise EngineError(
+                f"{step.container.name} needs Secret files, and this agent has no secrets "
+                "folder on a tmpfs (--secrets-dir)"
+            )
+        files = [
+            (f"{i}-{f.key}", self._value(f.secret, f.key), f.mode)
+            for i, f in enumerate(spec.secrets)
+        ]
+        folder = self.secret_files.write(step.name, files)
+        binds = [
+            f"{self.secret_files.path(folder, name)}:{f.target}:ro"
+            for (name, _, _), f in zip(files, spec.secrets, strict=True)
+        ]
+        return folder, binds
+
     def _create_container(self, step: CreateContainer) -> None:
+        spec = step.container
+        environment = {**spec.env, **self._secret_env(spec)}
+        folder, secret_binds = self._write_secret_files(step)
+        try:
+            self._make(step, environment, folder, secret_binds)
+        except BaseException:
+            if folder is not None and self.secret_files is not None:
+                self.secret_files.remove(folder)
+            raise
+
+    def _make(
+        self,
+        step: CreateContainer,
+        environment: dict[str, str],
+        folder: str | None,
+        secret_binds: list[str],
+    ) -> None:
         spec = step.container
         exposed, bindings = port_bindings(spec.port_bindings)
         mode, later = network_plan(spec)
-        host_config = self.api.create_host_config(**host_config_options(spec, mode))
+        options = host_config_options(spec, mode)
+        if secret_binds:
+            options["binds"] = [*(options["binds"] or []), *secret_binds]
+        host_config = self.api.create_host_config(**options)
         if bindings:
             host_config["PortBindings"] = bindings
         networking = (
@@ -360,8 +443,8 @@ class Engine:
             spec.image,
             name=step.name,
             hostname=spec.hostname,
-            environment=dict(spec.env),
-            labels={**spec.labels, **step.labels()},
+            environment=environment,
+            labels={**spec.labels, **step.labels(), **({SECRETS: folder} if folder else {})},
             ports=exposed or None,
             host_config=host_config,
             networking_config=networking,
@@ -711,6 +794,7 @@ def _container_state(listed: Mapping[str, Any]) -> ContainerState:
         health=health_of(str(listed.get("Status", ""))),
         exit_code=exit_code_of(str(listed.get("Status", ""))),
         stop_grace=int(grace) if (grace := labels.get(STOP_GRACE, "")).isdigit() else None,
+        secrets=labels.get(SECRETS),
     )
 
 

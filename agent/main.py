@@ -19,6 +19,7 @@ from agent.controllers import parse_urls
 from agent.engine import Engine
 from agent.errors import EngineError
 from agent.poll import Agent, Debounce
+from agent.secretfiles import SecretFiles
 from reconciler import logs
 
 log = logs.get_logger("hedgerow.agent")
@@ -37,6 +38,7 @@ def wait_for_engine(
     interval: float,
     device: str,
     sleep: Callable[[float], None] = time.sleep,
+    secret_files: SecretFiles | None = None,
 ) -> Engine | None:
     """The engine DOCKER_HOST names, once it answers (it may start after the agent at boot),
     seen as `device`'s; None when asked to stop first. Waits 1 s, doubling up to the poll
@@ -44,7 +46,7 @@ def wait_for_engine(
     failures = 0
     while not stopping():
         try:
-            return Engine.from_env(device)
+            return Engine.from_env(device, secret_files)
         except EngineError as exc:
             failures += 1
             log.warning("waiting for the engine", error=str(exc), attempts=failures)
@@ -60,6 +62,7 @@ def run(
     poll_interval: float,
     ca_file: Path | None = None,
     proxy: str | None = None,
+    secrets_dir: Path | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT. `controller`: one URL, or several replicas of
     one controller (tried in turn when one cannot answer)."""
@@ -74,7 +77,9 @@ def run(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    engine = wait_for_engine(lambda: stopping, poll_interval, device)
+    engine = wait_for_engine(
+        lambda: stopping, poll_interval, device, secret_files=secret_folder(secrets_dir)
+    )
     if engine is None:
         client.close()
         return
@@ -97,6 +102,18 @@ def run(
         agent.run(stop=lambda: stopping)
     finally:
         client.close()
+
+
+def secret_folder(path: Path | None) -> SecretFiles | None:
+    """Where Secret files go, when it is a tmpfs; else None, and containers needing Secret
+    files are refused with the reason (the others run)."""
+    if path is None:
+        return None
+    try:
+        return SecretFiles(path)
+    except (EngineError, OSError) as exc:
+        log.warning("no Secret files on this device", error=str(exc))
+        return None
 
 
 def proxy_url(text: str) -> str:
@@ -122,6 +139,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-file", required=True, type=Path)
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/hedgerow"))
     parser.add_argument("--poll-interval", type=duration, default=30.0)
+    parser.add_argument(
+        "--secrets-dir",
+        type=Path,
+        default=Path("/run/hedgerow/secrets"),
+        help="Where Secret files are written: a folder on a tmpfs, never on disk",
+    )
     parser.add_argument(
         "--ca-file",
         type=Path,
@@ -171,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         command.error(str(exc))
     logs.configure(args.log_format)
     run(urls, args.device, args.token_file, args.data_dir, args.poll_interval,
-        args.ca_file, args.proxy)  # fmt: skip
+        args.ca_file, args.proxy, args.secrets_dir)  # fmt: skip
     return 0
 
 

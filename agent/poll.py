@@ -299,6 +299,9 @@ class Agent:
             return False
         self.etag = fetched.etag
         self.desired = fetched.document
+        hold = getattr(self.engine, "hold_secrets", None)
+        if hold is not None:  # in memory only: save_desired writes none of them
+            hold(fetched.document.secrets)
         save_desired(self.data_dir, fetched.document)
         return True
 

@@ -1,7 +1,9 @@
 """The last desired document, kept on the device so the agent works offline and after a reboot.
 
-Registry credentials are dropped before writing: they are only needed for a pull, the controller
-sends them again while an image is missing, and a device's disk is the least safe place for them.
+Registry credentials and Secret values are dropped before writing: credentials are only needed
+for a pull, the controller sends both again, and a device's disk is the least safe place for
+them (Secret values never touch it: after a reboot the agent waits for the controller before it
+makes a container needing one again).
 Writes are atomic (temporary file, fsync, rename, fsync of the folder), so a power cut leaves the
 previous document or the new one, never half of either.
 """
@@ -21,8 +23,9 @@ FILE_NAME = "desired.json"
 
 
 def save_desired(folder: Path, document: DesiredDocument) -> Path:
-    """Write `document` without its registry credentials; returns the file written."""
-    without_auth = msgspec.structs.replace(document, registry_auth=[])
+    """Write `document` without its registry credentials and Secret values; returns the file
+    written."""
+    without_auth = msgspec.structs.replace(document, registry_auth=[], secrets=[])
     return write_atomically(
         folder, FILE_NAME, msgspec.json.format(msgspec.json.encode(without_auth), indent=1)
     )

@@ -66,6 +66,7 @@ LEVEL = "hedgerow.level"  # dependency level: 0 depends on nothing, n on somethi
 DELETION_POLICY = "hedgerow.deletion-policy"
 DEVICE = "hedgerow.device"  # the device whose agent owns it: several agents can share an engine
 STOP_GRACE = "hedgerow.stop-grace"  # seconds between the stop signal and SIGKILL, when set
+SECRETS = "hedgerow.secrets"  # the folder of its Secret files on the agent's tmpfs
 
 # Docker's states in which a container holds its resources (ports, aliases) and must be stopped.
 UP_STATES = frozenset({"running", "restarting", "paused"})
@@ -96,6 +97,7 @@ class ContainerState:
     health: str | None = None  # Docker's: starting, healthy, unhealthy; None: not checked
     exit_code: int | None = None  # once it has exited
     stop_grace: int | None = None  # its stopGracePeriod in seconds (None: the agent's default)
+    secrets: str | None = None  # the folder of its Secret files (see agent.secretfiles)
 
     @property
     def up(self) -> bool:
@@ -120,6 +122,17 @@ class EngineState:
     volumes: dict[str, str] = field(default_factory=dict)  # managed volume → deletion policy
     images: frozenset[str] = frozenset()  # references present (any form; compared normalised)
     adopted: frozenset[str] = frozenset()
+    # the Secret-file folders on the tmpfs; None: not known (no secrets folder)
+    secret_folders: frozenset[str] | None = None
+
+    def lost_secrets(self, container: ContainerState) -> bool:
+        """Its Secret files are gone (a reboot emptied the tmpfs): it cannot start again."""
+        folders = self.secret_folders
+        return (
+            container.secrets is not None
+            and folders is not None
+            and container.secrets not in folders
+        )
 
     def has_image(self, reference: str) -> bool:
         return normalise_image(reference) in {normalise_image(i) for i in self.images}
@@ -583,6 +596,7 @@ class _Switch:
             s.name
             for s in order
             if s.name not in good
+            or engine.lost_secrets(good[s.name])
             or lost_networks.intersection(s.networks)
             or lost_volumes.intersection(m.volume for m in s.volumes)
         }
@@ -863,6 +877,7 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
                 order=step.order,
                 level=step.level,
                 stop_grace=stop_grace(spec),
+                secrets=f"planned:{step.name}" if spec.secrets else None,
             )
         elif isinstance(step, StartContainer | StopContainer | StopContainers):
             state = "running" if isinstance(step, StartContainer) else "exited"
@@ -881,12 +896,16 @@ def apply(engine: EngineState, steps: Iterable[Step]) -> EngineState:
             images = {i for i in images if normalise_image(i) != normalise_image(step.image)}
         else:
             volumes.pop(step.name, None)
+    folders = engine.secret_folders
+    if folders is not None:
+        folders = folders | {c.secrets for c in containers.values() if c.secrets is not None}
     return EngineState(
         tuple(containers.values()),
         frozenset(networks),
         volumes,
         frozenset(images),
         engine.adopted,
+        folders,
     )
 
 

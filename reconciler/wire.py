@@ -71,6 +71,22 @@ class Ulimit(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     hard: int
 
 
+class SecretRef(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A Secret's value by name: the value travels apart, in `DesiredDocument.secrets`."""
+
+    secret: str
+    key: str
+
+
+class SecretFile(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A Secret's value as a read-only file at `target`, written by the agent to a tmpfs."""
+
+    secret: str
+    key: str
+    target: str
+    mode: int = 0o400
+
+
 class Logging(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
     driver: str
     options: dict[str, str] = field(default_factory=dict)
@@ -159,6 +175,8 @@ class Container(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_
     ipc_mode: str | None = None
     logging: Logging | None = None
     volume_driver: str | None = None
+    secret_env: dict[str, SecretRef] = field(default_factory=dict)  # beside `env`
+    secrets: list[SecretFile] = field(default_factory=list)
 
 
 class Volume(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -232,13 +250,32 @@ class RegistryAuth(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
         return [("image", self.image), ("serveraddress", self.serveraddress)]
 
 
+class SecretValue(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One value of a Secret the device's containers use; never written to disk or logged by
+    the agent, and its repr hides it."""
+
+    secret: str
+    key: str
+    value: str
+
+    def __repr__(self) -> str:
+        return f"SecretValue(secret={self.secret!r}, key={self.key!r}, ...)"
+
+    __str__ = __repr__
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [("secret", self.secret), ("key", self.key)]
+
+
 class DesiredDocument(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """GET /v1/devices/{name}/desired."""
+    """GET /v1/devices/{name}/desired. `secrets` holds the values of every Secret key its
+    containers use, and only those."""
 
     device: str
     revision: str
     deployments: list[Deployment]
     registry_auth: list[RegistryAuth] = field(default_factory=list)
+    secrets: list[SecretValue] = field(default_factory=list)
 
 
 # -- what an agent reports: every number, time, string and list bounded --------------------------

@@ -21,7 +21,7 @@ from reconciler.manifests.validate import validate_tree
 from tests.support.leaks import PLAINTEXT_SECRETS
 from tests.support.repos import BASE, write_tree
 
-PASSWORD, OTHER_PASSWORD, _ = PLAINTEXT_SECRETS
+PASSWORD, OTHER_PASSWORD, *_ = PLAINTEXT_SECRETS
 SOPS_CONFIG = """\
 creation_rules:
   - path_regex: (^|/)credentials/[^/]+\\.ya?ml$

@@ -24,7 +24,7 @@ from tests.support.leaks import PLAINTEXT_SECRETS
 from tests.support.repos import BASE, write_tree
 from tests.support.sops import KEY1, KEY2, NOW, STRANGER, sops_encrypt
 
-PASSWORD, OTHER_SECRET, _ = PLAINTEXT_SECRETS
+PASSWORD, OTHER_SECRET, *_ = PLAINTEXT_SECRETS
 FILE = "credentials/registry.yaml"
 CREDENTIAL = f"""\
 apiVersion: hedgerow.dev/v1alpha1

@@ -35,7 +35,7 @@ from tests.support.properties import examples
 from tests.support.repos import BASE, RELEASE_110
 from tests.support.sops import KEY1, STRANGER
 
-PASSWORD, OTHER_PASSWORD, _ = PLAINTEXT_SECRETS
+PASSWORD, OTHER_PASSWORD, *_ = PLAINTEXT_SECRETS
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
 IMAGE = "image: registry.example:5000/web/server:1.0.0\n"
 

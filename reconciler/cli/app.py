@@ -13,6 +13,7 @@ from reconciler.cli import (
     observe,
     review,
     rollout,
+    secret,
 )
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.command()(manifests.validate)
 app.command()(manifests.crds)
 app.command()(review.plan)
 app.add_typer(credential.app, name="credential")
+app.add_typer(secret.app, name="secret")
 app.command()(controller.controller)
 app.command()(observe.status)
 app.command()(observe.events)

@@ -43,6 +43,7 @@ from reconciler.core.immutable import (
     release_changed,
     resource_changed,
     resources,
+    secret_changed,
 )
 from reconciler.core.observed import observed_releases
 from reconciler.core.plan import Action, plan_device
@@ -50,6 +51,7 @@ from reconciler.core.reports import InvalidReport, SequenceConflict, checked_eve
 from reconciler.core.rollout import OFFLINE_AFTER, RolloutEvent
 from reconciler.core.status import deployment_status
 from reconciler.logs import get_logger
+from reconciler.manifests.appsecrets import fingerprints as secret_fingerprints
 from reconciler.manifests.credentials import changed, fingerprints
 from reconciler.manifests.incremental import Keyed, Validation, keyed, validate_changes
 from reconciler.manifests.problems import Problem
@@ -425,6 +427,7 @@ class Controller:
             ("release", _release_digests(report)),
             *_resource_digests(report).items(),
             ("credential", fingerprints(report.credentials, self.key)),
+            ("secret", secret_fingerprints(report.secrets, self.key)),
         ]
         for kind, current in digests:
             self.store.put_fingerprints(kind, {**self.store.fingerprints(kind), **current})
@@ -462,6 +465,9 @@ class Controller:
         credentials = fingerprints(report.credentials, self.key)
         for name in changed(self.store.fingerprints("credential"), credentials):
             problems.append(credential_changed(catalog.credentials[name]))
+        secrets = secret_fingerprints(report.secrets, self.key)
+        for name in changed(self.store.fingerprints("secret"), secrets):
+            problems.append(secret_changed(catalog.secrets[name]))
         return problems
 
     # -- devices -------------------------------------------------------------------------------

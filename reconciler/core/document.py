@@ -21,6 +21,7 @@ from reconciler.manifests.model import Release
 from reconciler.manifests.model.imageref import parse_image
 from reconciler.manifests.model.release import Container
 from reconciler.manifests.validate import Report
+from reconciler.secrets.secret import Secret
 
 Fleet = Mapping[str, Mapping[str, DesiredDeployment]]
 
@@ -39,10 +40,12 @@ class StoredDocument:
     revision: str
     body: bytes  # canonical JSON of the document with no registry credentials
     credential_images: tuple[str, ...]
+    needs_secrets: bool = False  # its containers use Secret values, never stored
 
     def serves(self, present: Set[str]) -> bool:
-        """Whether this body is the whole document for a device holding `present` images."""
-        return all(image in present for image in self.credential_images)
+        """Whether this body is the whole document for a device holding `present` images:
+        never when it needs Secret values, which only a decrypted revision has."""
+        return not self.needs_secrets and all(i in present for i in self.credential_images)
 
 
 def canonical_json(document: wire.DesiredDocument) -> bytes:
@@ -55,10 +58,13 @@ def etag(body: bytes) -> str:
 
 
 def stored_document(applied: Applied, device: str, revision: str) -> StoredDocument:
-    """What the store keeps of `device`'s document at `revision` (pure)."""
+    """What the store keeps of `device`'s document at `revision` (pure): no credential, no
+    Secret value."""
     images = tuple(sorted(pull_credentials(applied, device)))
     document = desired_document(applied, device, frozenset(images), revision)
-    return StoredDocument(revision, canonical_json(document), images)
+    kept = msgspec.structs.replace(document, secrets=[])
+    refs = bool(secret_refs(applied, device))
+    return StoredDocument(revision, canonical_json(kept), images, refs)
 
 
 # the deployment's name in a shared part, cut out: no name can hold a NUL
@@ -116,8 +122,9 @@ class Projection:
             found = self._parts[shape] = (head, tail)
         return b"".join((found[0], msgspec.json.encode(want.deployment), found[1]))
 
-    def body(self, device: str, present: Set[str], revision: str) -> bytes:
-        """`device`'s document: credentials only for images it does not hold."""
+    def body(self, device: str, present: Set[str], revision: str, *, values: bool = True) -> bytes:
+        """`device`'s document: credentials only for images it does not hold, and the values
+        of the Secrets its containers use (`values`: False for the body kept in the store)."""
         wanted = sorted(self.applied.fleet.get(device, {}).values(), key=lambda d: d.deployment)
         auth = [
             msgspec.json.encode(
@@ -143,7 +150,12 @@ class Projection:
                 b",".join(auth),
                 b'],"revision":',
                 msgspec.json.encode(revision),
-                b"}",
+                b',"secrets":[',
+                b",".join(
+                    msgspec.json.encode({"key": key, "secret": name, "value": value.reveal()})
+                    for name, key, value in (secret_values(self.applied, device) if values else ())
+                ),
+                b"]}",
             )
         )
 
@@ -151,7 +163,8 @@ class Projection:
         """What the store keeps of `device`'s document: no credential, and which images
         would need one."""
         images = tuple(sorted(pull_credentials(self.applied, device)))
-        return StoredDocument(revision, self.body(device, frozenset(images), revision), images)
+        body = self.body(device, frozenset(images), revision, values=False)
+        return StoredDocument(revision, body, images, bool(secret_refs(self.applied, device)))
 
 
 @dataclass(frozen=True)
@@ -184,9 +197,39 @@ def desired_document(
         for image, credential in sorted(pull_credentials(applied, device).items())
         if image not in present
     ]
+    secrets = [
+        wire.SecretValue(secret=name, key=key, value=value.reveal())
+        for name, key, value in secret_values(applied, device)
+    ]
     return wire.DesiredDocument(
-        device=device, revision=revision, deployments=deployments, registry_auth=auth
+        device=device,
+        revision=revision,
+        deployments=deployments,
+        registry_auth=auth,
+        secrets=secrets,
     )
+
+
+def secret_refs(applied: Applied, device: str) -> list[tuple[str, str]]:
+    """The (Secret, key) pairs the device's containers use, sorted, each once."""
+    catalog = applied.report.catalog
+    refs: set[tuple[str, str]] = set()
+    for want in applied.fleet.get(device, {}).values():
+        release = catalog.release(want.application, want.release)
+        for container in release.manifest.spec.containers if release else ():
+            refs.update((secret, key) for _, secret, key in container.secret_refs)
+    return sorted(refs)
+
+
+def secret_values(applied: Applied, device: str) -> list[tuple[str, str, Secret]]:
+    """The decrypted values of `secret_refs`; those the controller could not decrypt (no age
+    key) are left out, and the agent reports the containers needing them as blocked."""
+    found = applied.report.secrets
+    return [
+        (name, key, found[name][key])
+        for name, key in secret_refs(applied, device)
+        if name in found and key in found[name]
+    ]
 
 
 def pull_credentials(applied: Applied, device: str) -> dict[str, Credential]:
@@ -209,6 +252,16 @@ def wire_container(container: Container) -> wire.Container:
     names and dependencies in the lists older agents read, with what they do not know apart
     (`endpoints`, `waitFor`), and ulimits written as a number given as soft and hard."""
     dumped = container.model_dump(mode="json", by_alias=True, exclude={"image_credential"})
+    dumped["env"] = {k: v for k, v in container.env.items() if isinstance(v, str)}
+    dumped["secretEnv"] = {
+        k: v.secret_key_ref.model_dump(mode="json")
+        for k, v in container.env.items()
+        if not isinstance(v, str)
+    }
+    dumped["secrets"] = [
+        {"secret": f.secret, "key": f.key, "target": f.path, "mode": f.mode}
+        for f in container.secrets
+    ]
     dumped["networks"] = container.network_names
     dumped["endpoints"] = {
         n.network: n.model_dump(mode="json", by_alias=True, exclude={"network"})

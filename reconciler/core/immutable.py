@@ -1,9 +1,10 @@
 """What never changes under its name once applied, and how a change in place is reported.
 
-Releases are compared by content on the devices, credentials are looked up by name, and Docker
-cannot change a network or a volume in place (a volume holds data): the agent creates each once
-and never recreates it. So all four are immutable, and the controller (which rejects the commit)
-and the review (which flags it before the merge) report a change with one wording, at one place.
+Releases are compared by content on the devices, credentials and Secrets are looked up by
+name, and Docker cannot change a network or a volume in place (a volume holds data): the agent
+creates each once and never recreates it. So all five are immutable, and the controller (which
+rejects the commit) and the review (which flags it before the merge) report a change with one
+wording, at one place.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 
 from reconciler.manifests.catalog import Catalog
 from reconciler.manifests.check import Checked
-from reconciler.manifests.model import ImageCredential, Network, Release, Volume
+from reconciler.manifests.model import ImageCredential, Network, Release, Secret, Volume
 from reconciler.manifests.problems import Problem
 
 Resource = Volume | Network
@@ -39,6 +40,14 @@ def credential_changed(entry: Checked[ImageCredential]) -> Problem:
         ("spec",),
         f"ImageCredential {entry.name} changed: credentials are immutable; create a new "
         "credential and switch releases to it",
+    )
+
+
+def secret_changed(entry: Checked[Secret]) -> Problem:
+    return entry.problem(
+        ("spec",),
+        f"Secret {entry.name} changed: Secrets are immutable; create a new Secret and switch "
+        "releases to it",
     )
 
 

@@ -18,6 +18,7 @@ from reconciler.manifests.model import (
     Manifest,
     Network,
     Release,
+    Secret,
     Volume,
 )
 from reconciler.manifests.model.imageref import parse_image
@@ -35,6 +36,7 @@ class Catalog:
     applications: Mapping[str, Checked[Application]] = field(default_factory=dict)
     releases: Mapping[str, Checked[Release]] = field(default_factory=dict)
     credentials: Mapping[str, Checked[ImageCredential]] = field(default_factory=dict)
+    secrets: Mapping[str, Checked[Secret]] = field(default_factory=dict)
     volumes: Mapping[str, Checked[Volume]] = field(default_factory=dict)
     networks: Mapping[str, Checked[Network]] = field(default_factory=dict)
     devices: Mapping[str, Checked[Device]] = field(default_factory=dict)
@@ -150,6 +152,7 @@ def build_catalog(
         applications=kind("Application", Application),
         releases=kind("Release", Release),
         credentials=kind("ImageCredential", ImageCredential),
+        secrets=kind("Secret", Secret),
         volumes=kind("Volume", Volume),
         networks=kind("Network", Network),
         devices=kind("Device", Device),
@@ -211,6 +214,10 @@ def _release_problems(catalog: Catalog, broken: Set[tuple[str, str]]) -> Iterato
                         f"{credential.manifest.spec.registry!r}, not this image's registry",
                         Severity.WARNING,
                     )
+            for path, secret, data_key in container.secret_refs:
+                yield from _secret_problems(
+                    release, (*at, *path), secret, data_key, catalog, broken
+                )
             for j, mount in enumerate(container.volumes):
                 if _absent(mount.volume, catalog.volumes, "Volume", broken):
                     yield release.problem(
@@ -219,6 +226,24 @@ def _release_problems(catalog: Catalog, broken: Set[tuple[str, str]]) -> Iterato
                     )
             for j, entry in enumerate(container.networks):
                 yield from _network_problems(release, (*at, "networks", j), entry, catalog, broken)
+
+
+def _secret_problems(
+    release: Checked[Release],
+    at: FieldPath,
+    secret: str,
+    key: str,
+    catalog: Catalog,
+    broken: Set[tuple[str, str]],
+) -> Iterator[Problem]:
+    """A Secret a container uses must exist and hold the key (keys are readable in git)."""
+    if _absent(secret, catalog.secrets, "Secret", broken):
+        yield release.problem(at, _missing("Secret", secret, catalog.secrets))
+    elif secret in catalog.secrets:
+        keys = sorted(catalog.secrets[secret].manifest.spec.data)
+        if key not in keys:
+            hint = suggest(key, keys) or f"; its keys: {', '.join(keys)}"
+            yield release.problem(at, f"Secret {secret!r} has no key {key!r}{hint}")
 
 
 def _network_problems(

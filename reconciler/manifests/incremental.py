@@ -29,6 +29,7 @@ from reconciler.manifests.validate import (
     combine,
     no_gc_pauses,
     with_credentials,
+    with_secrets,
 )
 from reconciler.secrets.sops import Identity
 
@@ -133,7 +134,7 @@ def validate_changes(
     ) -> tuple[dict[str, Credential], list[Problem]]:
         return gather_credentials(catalog, decrypt)
 
-    report = with_credentials(report, keys, gather)
+    report = with_secrets(with_credentials(report, keys, gather), keys)
     return Validation(report, now, fresh, keys)
 
 

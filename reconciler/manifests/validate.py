@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from reconciler.manifests.appsecrets import decrypt_secrets
 from reconciler.manifests.catalog import ANY_NAME, Catalog, build_catalog
 from reconciler.manifests.check import Checked, check_document
 from reconciler.manifests.credentials import (
@@ -20,6 +21,7 @@ from reconciler.manifests.credentials import (
 from reconciler.manifests.load import Document, load_bytes, read_tree
 from reconciler.manifests.model import Manifest
 from reconciler.manifests.problems import Problem, Severity
+from reconciler.secrets.secret import Secret
 from reconciler.secrets.sops import Identity
 
 
@@ -29,6 +31,8 @@ class Report:
     problems: list[Problem]
     catalog: Catalog
     credentials: Mapping[str, Credential] = field(default_factory=dict, repr=False)
+    # Secret name → key → value, decrypted (see reconciler.manifests.appsecrets)
+    secrets: Mapping[str, Mapping[str, Secret]] = field(default_factory=dict, repr=False)
 
     @property
     def errors(self) -> list[Problem]:
@@ -55,7 +59,7 @@ def validate_files(
     """
     with no_gc_pauses():
         report = combine([check_file(path, content, identities or ()) for path, content in files])
-    return with_credentials(report, identities, decrypt_credentials)
+    return with_secrets(with_credentials(report, identities, decrypt_credentials), identities)
 
 
 @contextmanager
@@ -136,6 +140,15 @@ def with_credentials(
         credentials, extra = decrypt(report.catalog, identities)
     problems = sorted([*report.problems, *extra], key=Problem.sort_key)
     return replace(report, problems=problems, credentials=credentials)
+
+
+def with_secrets(report: Report, identities: Sequence[Identity] | None) -> Report:
+    """`report` with its Secrets decrypted, as its credentials (see `validate_files`)."""
+    if identities is None or not report.catalog.secrets:
+        return report
+    secrets, extra = decrypt_secrets(report.catalog, identities)
+    problems = sorted([*report.problems, *extra], key=Problem.sort_key)
+    return replace(report, problems=problems, secrets=secrets)
 
 
 def _names(document: Document) -> Iterator[tuple[str, str]]:

@@ -11,7 +11,7 @@ from reconciler import wire
 from reconciler.core.status import DeploymentStatus
 
 JSONObject = dict[str, Any]
-FingerprintKind = Literal["credential", "release", "volume", "network"]
+FingerprintKind = Literal["credential", "release", "volume", "network", "secret"]
 FINGERPRINT_KINDS: tuple[str, ...] = get_args(FingerprintKind)
 
 

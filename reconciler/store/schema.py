@@ -112,7 +112,9 @@ class Event(Base):
 class Fingerprint(Base):
     __tablename__ = "fingerprints"
     __table_args__ = (
-        CheckConstraint("kind IN ('credential', 'release', 'volume', 'network')", name="kind"),
+        CheckConstraint(
+            "kind IN ('credential', 'release', 'volume', 'network', 'secret')", name="kind"
+        ),
     )
 
     kind: Mapped[str] = mapped_column(String, primary_key=True)
@@ -131,6 +133,7 @@ class DocumentRevision(Base):
     revision: Mapped[str] = mapped_column(String)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     credential_images: Mapped[list[str] | None] = mapped_column(JSON)
+    needs_secrets: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Leadership(Base):

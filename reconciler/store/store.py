@@ -414,6 +414,7 @@ class Store:
                     "revision": statement.excluded.revision,
                     "body": statement.excluded.body,
                     "credential_images": statement.excluded.credential_images,
+                    "needs_secrets": statement.excluded.needs_secrets,
                 },
             ),
             [
@@ -422,6 +423,7 @@ class Store:
                     "revision": revision,
                     "body": document.body if document else None,
                     "credential_images": list(document.credential_images) if document else None,
+                    "needs_secrets": document.needs_secrets if document else None,
                 }
                 for device, (revision, document) in sorted(rows.items())
             ],
@@ -442,13 +444,14 @@ class Store:
         if not devices:
             return {}
         columns = (DocumentRevision.device, DocumentRevision.revision, DocumentRevision.body)
-        query = select(*columns, DocumentRevision.credential_images).where(
+        more = (DocumentRevision.credential_images, DocumentRevision.needs_secrets)
+        query = select(*columns, *more).where(
             DocumentRevision.device.in_(sorted(devices)), DocumentRevision.body.is_not(None)
         )
         with self._sessions() as session:
             return {
-                device: StoredDocument(revision, body, tuple(images or ()))
-                for device, revision, body, images in session.execute(query)
+                device: StoredDocument(revision, body, tuple(images or ()), bool(secrets))
+                for device, revision, body, images, secrets in session.execute(query)
                 if body is not None
             }
 

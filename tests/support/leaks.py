@@ -7,4 +7,5 @@ PLAINTEXT_SECRETS = (
     "pl41n-Secret-do-not-leak",
     "an0ther-Secret-do-not-leak",
     "demo-password-change-me",
+    "app-S3cret-value-do-not-leak",  # an application Secret's value (tests/test_app_secrets.py)
 )

@@ -67,6 +67,28 @@ class Dependency(Model):
     )
 
 
+class SecretKeyRef(Model):
+    secret: DnsLabel = Field(description="Name of a Secret.")
+    key: str = Field(min_length=1, description="One of its data keys.")
+
+
+class EnvSource(Model):
+    secret_key_ref: SecretKeyRef
+
+
+class SecretFile(Model):
+    """A Secret's value as a file: written by the agent to a tmpfs, bind-mounted read-only."""
+
+    secret: DnsLabel = Field(description="Name of a Secret.")
+    key: str = Field(min_length=1, description="One of its data keys.")
+    target: AbsolutePath | None = Field(None, description="Default: /run/secrets/KEY.")
+    mode: int = Field(0o400, ge=0, le=0o777, description="File mode; YAML 0400 is octal.")
+
+    @property
+    def path(self) -> str:
+        return self.target or f"/run/secrets/{self.key}"
+
+
 class Ulimit(Model):
     soft: int = Field(ge=-1)
     hard: int = Field(ge=-1)
@@ -85,6 +107,10 @@ def _as_list_or_mapping(value: Any) -> str:
     return "union:list" if isinstance(value, list) else "union:mapping"
 
 
+def _as_string_or_mapping(value: Any) -> str:
+    return "union:string" if isinstance(value, str) else "union:mapping"
+
+
 def _as_number_or_mapping(value: Any) -> str:
     return "union:number" if isinstance(value, int) else "union:mapping"
 
@@ -98,6 +124,10 @@ DependsOn = Annotated[
     Annotated[list[DnsLabel], Tag("union:list")]
     | Annotated[dict[DnsLabel, Dependency], Tag("union:mapping")],
     Discriminator(_as_list_or_mapping),
+]
+EnvValue = Annotated[
+    Annotated[str, Tag("union:string")] | Annotated[EnvSource, Tag("union:mapping")],
+    Discriminator(_as_string_or_mapping),
 ]
 UlimitValue = Annotated[
     Annotated[int, Tag("union:number")] | Annotated[Ulimit, Tag("union:mapping")],
@@ -172,7 +202,9 @@ class Container(Model):
     image: ImageRef = Field(description="Docker image reference, used verbatim.")
     image_credential: DnsLabel | None = Field(None, description="Name of an ImageCredential.")
     hostname: Hostname | None = None
-    env: dict[EnvName, str] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict, description="A string, or {secretKeyRef: {secret, key}}."
+    )
     restart_policy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     network_mode: str = Field("bridge", min_length=1)
     networks: list[NetworkEntry] = Field(
@@ -240,6 +272,19 @@ class Container(Model):
         None, description="On flash storage, prefer the local driver with a max-size."
     )
     volume_driver: Annotated[str | None, LATER] = Field(None, min_length=1)
+    secrets: Annotated[list[SecretFile], LATER] = Field(
+        default_factory=list, description="Secret values as read-only files, never on disk."
+    )
+
+    @property
+    def secret_refs(self) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+        """(path in the manifest, secret, key) of each Secret value this container uses."""
+        for name, value in self.env.items():
+            if not isinstance(value, str):
+                ref = value.secret_key_ref
+                yield ("env", name, "secretKeyRef"), ref.secret, ref.key
+        for i, file in enumerate(self.secrets):
+            yield ("secrets", i), file.secret, file.key
 
     @property
     def network_names(self) -> list[str]:
@@ -325,6 +370,7 @@ def _unique_mounts(container: Container) -> Iterator[Finding]:
     mounts = [(("volumes", i, "target"), v.target) for i, v in enumerate(container.volumes)]
     mounts += [(("binds", i), b.split(":")[1]) for i, b in enumerate(container.binds)]
     mounts += [(("tmpfs", i, "path"), t.path) for i, t in enumerate(container.tmpfs)]
+    mounts += [(("secrets", i, "target"), f.path) for i, f in enumerate(container.secrets)]
     for path, target in mounts:
         where = render_path(path[:2])
         key = target.rstrip("/") or "/"
