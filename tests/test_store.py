@@ -130,7 +130,7 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     migrate(engine)
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
-    assert current_revision(engine) == head() == "0009"
+    assert current_revision(engine) == head() == "0010"
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]
@@ -763,3 +763,18 @@ def test_a_token_hash_finds_its_device(store: Store) -> None:
     assert store.token_owner("hash-2") is None
     store.revoke_token("pi-1")
     assert store.token_owner("hash-1") is None
+
+
+def test_an_older_store_gains_secret_fingerprints_and_keeps_its_own(engine: sa.Engine) -> None:
+    """0010 rebuilds the fingerprints' CHECK (SQLite cannot alter one): rows are kept, a
+    Secret's fingerprint is taken, a made-up kind still refused."""
+    migrate(engine, "0009")
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO fingerprints VALUES ('credential', 'c', 'f1')"))
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO fingerprints VALUES ('secret', 'db', 'f2')"))
+        rows = connection.execute(sa.text("SELECT kind, name FROM fingerprints ORDER BY kind"))
+        assert rows.all() == [("credential", "c"), ("secret", "db")]
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO fingerprints VALUES ('bogus', 'x', 'f3')"))

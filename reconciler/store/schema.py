@@ -133,7 +133,7 @@ class DocumentRevision(Base):
     revision: Mapped[str] = mapped_column(String)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     credential_images: Mapped[list[str] | None] = mapped_column(JSON)
-    needs_secrets: Mapped[bool | None] = mapped_column(Boolean)
+    withheld_values: Mapped[bool | None] = mapped_column(Boolean)  # Secret values left out
 
 
 class Leadership(Base):

@@ -414,7 +414,7 @@ class Store:
                     "revision": statement.excluded.revision,
                     "body": statement.excluded.body,
                     "credential_images": statement.excluded.credential_images,
-                    "needs_secrets": statement.excluded.needs_secrets,
+                    "withheld_values": statement.excluded.withheld_values,
                 },
             ),
             [
@@ -423,7 +423,7 @@ class Store:
                     "revision": revision,
                     "body": document.body if document else None,
                     "credential_images": list(document.credential_images) if document else None,
-                    "needs_secrets": document.needs_secrets if document else None,
+                    "withheld_values": document.needs_secrets if document else None,
                 }
                 for device, (revision, document) in sorted(rows.items())
             ],
@@ -444,7 +444,7 @@ class Store:
         if not devices:
             return {}
         columns = (DocumentRevision.device, DocumentRevision.revision, DocumentRevision.body)
-        more = (DocumentRevision.credential_images, DocumentRevision.needs_secrets)
+        more = (DocumentRevision.credential_images, DocumentRevision.withheld_values)
         query = select(*columns, *more).where(
             DocumentRevision.device.in_(sorted(devices)), DocumentRevision.body.is_not(None)
         )

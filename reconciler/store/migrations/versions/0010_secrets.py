@@ -1,5 +1,5 @@
 """Application secrets: their fingerprints (kind `secret`), so a Secret stays immutable under
-its name, and per stored document whether it needs Secret values, which are never stored: such
+its name, and per stored document whether Secret values were withheld from it (never stored): such
 a document is served only once the controller has decrypted its revision.
 
 Revision ID: 0010
@@ -20,20 +20,25 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 KINDS = "'credential', 'release', 'volume', 'network'"
+NAME = "ck_fingerprints_kind"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("fingerprints") as batch:
-        batch.drop_constraint(op.f("ck_fingerprints_kind"), type_="check")
-        batch.create_check_constraint("kind", f"kind IN ({KINDS}, 'secret')")
+    _kinds(f"{KINDS}, 'secret'")
     with op.batch_alter_table("document_revisions") as batch:
-        batch.add_column(sa.Column("needs_secrets", sa.Boolean(), nullable=True))
+        batch.add_column(sa.Column("withheld_values", sa.Boolean(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("document_revisions") as batch:
-        batch.drop_column("needs_secrets")
+        batch.drop_column("withheld_values")
     op.execute("DELETE FROM fingerprints WHERE kind = 'secret'")
+    _kinds(KINDS)
+
+
+def _kinds(kinds: str) -> None:
+    """The fingerprints' kinds, as 0002 changed them (batch mode: SQLite cannot alter a CHECK,
+    so the table is made again and its rows copied)."""
     with op.batch_alter_table("fingerprints") as batch:
-        batch.drop_constraint(op.f("ck_fingerprints_kind"), type_="check")
-        batch.create_check_constraint("kind", f"kind IN ({KINDS})")
+        batch.drop_constraint(NAME, type_="check")
+        batch.create_check_constraint(NAME, f"kind IN ({kinds})")
