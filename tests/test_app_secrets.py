@@ -5,11 +5,13 @@ carries none, and a Secret changed in place is refused."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
+import git
 import msgspec
 import pyrage
 import pytest
@@ -17,14 +19,17 @@ from typer.testing import CliRunner
 
 from reconciler import wire
 from reconciler.cli.app import app
+from reconciler.controller.controller import Controller
 from reconciler.core.desired import desired_fleet
 from reconciler.core.document import Applied, Projection, desired_document, stored_document
 from reconciler.manifests.appsecrets import DEFAULT_RULES, render_secret
 from reconciler.manifests.credentials import CreationRule
 from reconciler.manifests.validate import Report, validate_files
 from reconciler.secrets.secret import Secret
+from reconciler.store import Store
 from tests.support.leaks import PLAINTEXT_SECRETS
-from tests.support.repos import BASE
+from tests.support.repos import BASE, commit
+from tests.test_controller import BranchSource
 
 IDENTITY = pyrage.x25519.Identity.generate()
 PASSWORD = PLAINTEXT_SECRETS[-1]  # a value the suite's leak check looks for everywhere
@@ -163,3 +168,57 @@ def test_without_an_age_key_the_values_are_left_out_with_a_warning() -> None:
     report = validated({"release.yaml": USING, "secrets/db.yaml": secret()}, keys=[])
     assert report.errors == [] and report.secrets == {}
     assert any("not decrypted" in w.message for w in report.warnings)
+
+
+def test_a_pull_request_changing_a_secret_in_place_is_flagged() -> None:
+    from reconciler.core.review import review
+
+    base = validated({"release.yaml": USING, "secrets/db.yaml": secret()})
+    head = validated({"release.yaml": USING, "secrets/db.yaml": secret(password="new", user="w")})
+    same = validated({"release.yaml": USING, "secrets/db.yaml": base_text(base)})
+    messages = [p.message for p in review(base, head).errors]
+    assert any("Secret db changed: Secrets are immutable" in m for m in messages), messages
+    assert review(base, same).errors == []
+
+
+def base_text(report: Report) -> str:
+    return report.catalog.secrets["db"].document.text
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    """On SQLite and on PostgreSQL."""
+    with Store.open(database_url) as opened:
+        yield opened
+
+
+def test_the_controller_serves_values_stores_none_and_refuses_a_secret_changed(
+    upstream: git.Repo, store: Store
+) -> None:
+    commit(upstream, "a secret", {"release.yaml": USING, "secrets/db.yaml": secret()})
+    clock = iter(datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in range(60))
+    ctl = Controller(
+        BranchSource(Path(upstream.working_dir)),
+        store,
+        identities=[IDENTITY],
+        fingerprint_key=b"k" * 32,
+        now=lambda: next(clock),
+    )
+    outcome = ctl.sync()
+    assert outcome is not None and outcome.applied, outcome
+    good = store.applied_revision()
+    body = ctl.document("pi-1")
+    assert body is not None
+    served = msgspec.json.decode(body, type=wire.DesiredDocument)
+    assert [(s.secret, s.key) for s in served.secrets] == [("db", "password"), ("db", "user")]
+    ctl.reconcile("pi-1")
+    stored = store.stored_document("pi-1")
+    assert stored is not None and stored.needs_secrets and PASSWORD.encode() not in stored.body
+
+    commit(upstream, "changed in place", {"secrets/db.yaml": secret(password="other", user="w")})
+    outcome = ctl.sync()
+    assert outcome is not None and not outcome.applied
+    assert [p.message for p in outcome.errors] == [
+        "Secret db changed: Secrets are immutable; create a new Secret and switch releases to it"
+    ]
+    assert store.applied_revision() == good

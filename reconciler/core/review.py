@@ -22,6 +22,7 @@ from reconciler.core.immutable import (
     credential_changed,
     release_changed,
     resource_changed,
+    secret_changed,
 )
 from reconciler.core.plan import Action, converged, plan_device
 from reconciler.core.rollout import RolloutStart, Wave, limits, started
@@ -134,8 +135,16 @@ def review(base: Report, head: Report, fingerprints: Fingerprints | None = None)
     volumes, volume_errors = _resources(base.catalog.volumes, head.catalog.volumes)
     networks, network_errors = _resources(base.catalog.networks, head.catalog.networks)
     credentials, credential_errors = _credentials(base.catalog, head.catalog, fingerprints)
+    secret_errors = _secrets_changed(base.catalog, head.catalog)
     errors = sorted(
-        [*head.errors, *release_errors, *volume_errors, *network_errors, *credential_errors],
+        [
+            *head.errors,
+            *release_errors,
+            *volume_errors,
+            *network_errors,
+            *credential_errors,
+            *secret_errors,
+        ],
         key=Problem.sort_key,
     )
     devices = _devices(base, head)
@@ -262,6 +271,17 @@ def _credentials(
             changes.append(CredentialChange(name, "changed"))
             errors.append(credential_changed(after))
     return changes, errors
+
+
+def _secrets_changed(base: Catalog, head: Catalog) -> list[Problem]:
+    """Secrets are immutable: one whose keys or encrypted values differ under the same name is
+    an error (a mere re-encryption too: leave the file as it is, or create a new Secret)."""
+    return [
+        secret_changed(after)
+        for name, after in sorted(head.secrets.items())
+        if (before := base.secrets.get(name)) is not None
+        and before.manifest.spec.data != after.manifest.spec.data
+    ]
 
 
 def _secret_changed(
