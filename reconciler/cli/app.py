@@ -9,6 +9,7 @@ from reconciler.cli import (
     credential,
     demo,
     device,
+    importer,
     manifests,
     observe,
     review,
@@ -27,6 +28,7 @@ app.command()(manifests.crds)
 app.command()(review.plan)
 app.add_typer(credential.app, name="credential")
 app.add_typer(secret.app, name="secret")
+app.add_typer(importer.app, name="import")
 app.command()(controller.controller)
 app.command()(observe.status)
 app.command()(observe.events)
