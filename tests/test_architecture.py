@@ -24,6 +24,7 @@ LAYERS = {
     "reconciler.errors": "shared",
     "reconciler.logs": "shared",
     "reconciler.manifests": "manifests",
+    "reconciler.compose": "manifests",  # another way in to the manifests: compose files
     "reconciler.secrets": "secrets",
     "reconciler.core": "core",
     "reconciler.store": "store",

@@ -186,9 +186,12 @@ def compared(info: dict[str, Any], image_env: set[str]) -> dict[str, Any]:
     """What must be equal, from one container's `docker inspect`."""
     config, host = info["Config"], info["HostConfig"]
     networks = info["NetworkSettings"]["Networks"]
+    policy = dict(host.get("RestartPolicy") or {})
+    policy["Name"] = policy.get("Name") or "no"  # Docker's "" is "no", which Hedgerow writes
     return {
         **{key: config.get(key) for key in CONFIG},
         **{key: host.get(key) for key in HOST},
+        "RestartPolicy": policy,
         "Env": sorted(set(config.get("Env") or []) - image_env),
         "Labels": {
             k: v for k, v in (config.get("Labels") or {}).items() if not k.startswith(OWN_LABELS)

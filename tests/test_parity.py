@@ -32,10 +32,12 @@ WIRE_ONLY = {
     (wire.Network, "name"): "metadata.name of the Network",
     (wire.Container, "endpoints"): "the mapping entries of `networks`, by network",
     (wire.Container, "waitFor"): "the conditions of `dependsOn` other than started",
+    (wire.Container, "secretEnv"): "the `env` entries that name a Secret's key",
 }
 # Models whose values reach the device inside another field rather than as a struct.
 FLATTENED = {
     release.Dependency: "its condition is the value of `waitFor`, by the container waited for",
+    release.EnvSource: "its secretKeyRef is the value of `secretEnv`, by variable",
 }
 PAIRS: list[tuple[type[pydantic.BaseModel], type[msgspec.Struct]]] = [
     (release.Container, wire.Container),
@@ -51,6 +53,8 @@ PAIRS: list[tuple[type[pydantic.BaseModel], type[msgspec.Struct]]] = [
     (release.NetworkAttachment, wire.Endpoint),
     (release.Ulimit, wire.Ulimit),
     (release.Logging, wire.Logging),
+    (release.SecretKeyRef, wire.SecretRef),
+    (release.SecretFile, wire.SecretFile),
 ]
 
 
@@ -204,7 +208,7 @@ def test_every_value_set_in_a_manifest_reaches_the_device(validate_repo: Any) ->
     assert len(projected.containers) == len(containers) == 2
     for model, container in zip(containers, projected.containers, strict=True):
         expected = model.model_dump(mode="json", by_alias=True, exclude={"image_credential"})
-        expected |= {"endpoints": {}, "waitFor": {}}  # none: plain names, dependsOn a list
+        expected |= {"endpoints": {}, "waitFor": {}, "secretEnv": {}}  # none of those forms
         assert every_field(container) == expected
     resources: list[wire.Network | wire.Volume] = [*projected.networks, *projected.volumes]
     assert [r.name for r in resources] == ["front", "data"]

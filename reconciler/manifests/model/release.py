@@ -100,19 +100,21 @@ class Logging(Model):
 
 
 def _as_name_or_mapping(value: Any) -> str:
-    return "union:name" if isinstance(value, str) else "union:mapping"
+    return "union:mapping" if isinstance(value, dict | Model) else "union:name"
 
 
 def _as_list_or_mapping(value: Any) -> str:
-    return "union:list" if isinstance(value, list) else "union:mapping"
+    return "union:mapping" if isinstance(value, dict) else "union:list"
 
 
 def _as_string_or_mapping(value: Any) -> str:
-    return "union:string" if isinstance(value, str) else "union:mapping"
+    """A mapping (or its model, when dumped) is the other form; anything else is a string, or
+    gets the error a string gets."""
+    return "union:mapping" if isinstance(value, dict | Model) else "union:string"
 
 
 def _as_number_or_mapping(value: Any) -> str:
-    return "union:number" if isinstance(value, int) else "union:mapping"
+    return "union:mapping" if isinstance(value, dict | Model) else "union:number"
 
 
 # Either form, as compose takes it; errors name the field, not the form tried (see check.py).
