@@ -196,6 +196,38 @@ def test_a_password_goes_to_a_secret_with_a_warning() -> None:
     assert any("looks like a password" in w.message for w in kept.warnings)
 
 
+def test_compose_secrets_become_a_secret_read_as_files() -> None:
+    result, _ = imported(
+        """
+        services:
+          db:
+            image: postgres
+            secrets: [db_password, {source: api_key, target: key.txt, mode: 0400}]
+        secrets:
+          db_password: {file: app.env}
+          api_key: {environment: API_KEY}
+    """,
+        environment={"API_KEY": "k-123"},
+    )
+    assert result.errors == []
+    assert release_of(result)["db"]["secrets"] == [
+        {"secret": "shop-secrets", "key": "db_password", "target": "/run/secrets/db_password",
+         "mode": 0o444},
+        {"secret": "shop-secrets", "key": "api_key", "target": "/run/secrets/key.txt",
+         "mode": 0o400},
+    ]  # fmt: skip
+    assert result.secrets == {
+        "shop-secrets": {"db_password": "FROM_FILE=1\nGREETING=from-file\n", "api_key": "k-123"}
+    }
+    plain, _ = imported(
+        "services: {db: {image: postgres, secrets: [p]}}\nsecrets: {p: {file: app.env}}\n",
+        secrets=False,
+    )
+    assert [(e.where, e.message[:40]) for e in plain.errors] == [
+        ("secrets.p", "a compose secret needs --age or a .sops.")
+    ]
+
+
 @pytest.mark.parametrize(
     ("service", "where", "message"),
     [

@@ -75,7 +75,14 @@ def import_compose(
                      or folder.name)  # fmt: skip
     rule = _rule(output, age)
     options = Options(
-        name, version, str(folder), str(Path.home()), device, pair, secrets=rule is not None
+        name,
+        version,
+        str(folder),
+        str(Path.home()),
+        device,
+        pair,
+        secrets=rule is not None,
+        environment=env,
     )
 
     def read(path: str) -> str:

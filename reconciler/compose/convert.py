@@ -35,7 +35,6 @@ NOT_CARRIED = {
     "links": "use networks: services on one network reach each other by name",
     "external_links": "use networks: services on one network reach each other by name",
     "extends": "write the service out in full",
-    "secrets": "create a Secret (`hedgerow secret create`) and use it in `secrets:`",
     "configs": "use a bind mount of a file that exists on the device",
     "deploy": "swarm's deploy section has no meaning on a single device",
     "profiles": "a Deployment chooses what runs where",
@@ -75,6 +74,7 @@ class Options:
     device: str | None = None
     selector: tuple[str, str] | None = None
     secrets: bool = True  # password-like env values go to Secrets (False: kept, with a warning)
+    environment: Mapping[str, str] = field(default_factory=dict)  # for `environment:` secrets
 
 
 def dns_label(name: str) -> str:
@@ -112,6 +112,7 @@ class _Converter:
         self.volumes: dict[str, str] = {}  # compose name → Volume name
         self.networks: dict[str, str] = {}  # compose name → Network name
         self.default_network: str | None = None
+        self.files: dict[str, str] = {}  # compose secret → its file's content
 
     # -- findings --------------------------------------------------------------------------
 
@@ -129,12 +130,12 @@ class _Converter:
             self.error((), "a compose file has a `services:` mapping")
             return self.out
         for key in compose:
-            if key not in ("version", "name", "services", "volumes", "networks") and not str(
-                key
-            ).startswith("x-"):
+            known = ("version", "name", "services", "volumes", "networks", "secrets")
+            if key not in known and not str(key).startswith("x-"):
                 self.error((key,), f"Hedgerow cannot carry the top-level `{key}`")
         self._volumes()
         self._networks()
+        self._secrets()
         containers = [
             self._service(str(name), service) for name, service in compose["services"].items()
         ]
@@ -208,6 +209,38 @@ class _Converter:
             allowed = {"driver", "driver_opts", "enable_ipv6", "internal", "ipam", "labels", "name"}
             self._unknown(path, spec, allowed)
             self._add("Network", network, made)
+
+    @property
+    def secret_name(self) -> str:
+        """The Secret holding the application's compose secrets, one key each."""
+        return f"{self.app}-secrets"
+
+    def _secrets(self) -> None:
+        """Top-level compose secrets (`file:`, or `environment:` naming a variable) become the
+        keys of one Secret; never written in plain text: without a way to encrypt, an error."""
+        for name, spec in (self.compose.get("secrets") or {}).items():
+            path: FieldPath = ("secrets", name)
+            spec = spec or {}
+            if not self.options.secrets:
+                self.error(path, "a compose secret needs --age or a .sops.yaml rule for the "
+                           "output: Hedgerow never writes a secret in plain text")  # fmt: skip
+                continue
+            if "file" in spec:
+                try:
+                    value = self.read(str(spec["file"]))
+                except OSError as exc:
+                    self.error((*path, "file"), f"cannot read {spec['file']}: "
+                               f"{exc.strerror or exc}")  # fmt: skip
+                    continue
+            elif "environment" in spec:
+                value = self.options.environment.get(str(spec["environment"]), "")
+            else:
+                self.error(path, "Hedgerow takes a compose secret from `file:` or "
+                           "`environment:`")  # fmt: skip
+                continue
+            self._unknown(path, spec, {"file", "environment", "name"})
+            self.files[str(name)] = value
+            self.out.secrets.setdefault(self.secret_name, {})[_key(str(name))] = value
 
     def _unknown(self, path: FieldPath, spec: Mapping[str, Any], allowed: set[str]) -> None:
         for key in spec:
@@ -318,6 +351,33 @@ def _pairs(value: Any, separator: str = "=") -> dict[str, Any]:
 
 def _words(value: Any) -> list[Any]:
     return [value] if isinstance(value, str) else list(value or [])
+
+
+def _key(name: str) -> str:
+    """A compose secret's name as a Secret's key (letters, digits, '-', '_', '.')."""
+    return re.sub(r"[^-._a-zA-Z0-9]", "-", name)
+
+
+def _service_secrets(c: _Converter, path: FieldPath, value: Any, out: dict[str, Any]) -> None:
+    """Each secret as a read-only file, at /run/secrets/NAME (or its target), mode 0444 as
+    compose gives it (root-owned: uid and gid are not carried)."""
+    for i, entry in enumerate(value or []):
+        spec = entry if isinstance(entry, Mapping) else {"source": entry}
+        source = str(spec.get("source", ""))
+        if source not in c.files:
+            if c.options.secrets:
+                c.error((*path, i), f"secret {source!r} is not declared under top-level secrets:")
+            continue
+        target = str(spec.get("target") or source)
+        if not target.startswith("/"):
+            target = f"/run/secrets/{target}"
+        mode = spec.get("mode", 0o444)
+        if spec.get("uid") is not None or spec.get("gid") is not None:
+            c.warn((*path, i), "uid and gid are not carried: the file is root's, mode "
+                   f"{int(mode):o}")  # fmt: skip
+        out.setdefault("secrets", []).append(
+            {"secret": c.secret_name, "key": _key(source), "target": target, "mode": int(mode)}
+        )
 
 
 def _environment(c: _Converter, path: FieldPath, value: Any, out: dict[str, Any]) -> None:
@@ -591,6 +651,7 @@ def _logging(c: _Converter, path: FieldPath, value: Any, out: dict[str, Any]) ->
 
 _FIELDS: dict[str, Callable[[_Converter, FieldPath, Any, dict[str, Any]], None]] = {
     "environment": _environment,
+    "secrets": _service_secrets,
     "env_file": _env_file,
     "restart": _restart,
     "ports": _ports,
