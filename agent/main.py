@@ -23,6 +23,12 @@ from agent.secretfiles import SecretFiles
 from reconciler import logs
 
 log = logs.get_logger("hedgerow.agent")
+STOP_WAIT = 8.0  # seconds a pass under way may take to finish at a stop (systemd waits 15)
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT during a long poll: a BaseException, so no `except Exception` in the
+    loop mistakes it for a failed pass."""
 
 
 def duration(text: str) -> float:
@@ -70,10 +76,15 @@ def run(
     verify = str(ca_file) if ca_file else True
     client = ControllerClient(controller, device, token, verify=verify, proxy=proxy)
     stopping = False
+    agent: Agent | None = None
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        """Finish the pass under way (its steps, the report), then exit; a long poll, which
+        has nothing to finish, is cut short at once (it may hold for the poll interval)."""
         nonlocal stopping
         stopping = True
+        if agent is not None and agent.polling:
+            raise Stopped
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -84,6 +95,7 @@ def run(
         client.close()
         return
     agent = Agent(client, engine, data_dir, interval=poll_interval)
+    log.info("agent started", device=device)
     debounce = Debounce(2.0)  # a burst of engine events: at most one pass every 2 s
     watcher = Engine.from_env(device)  # its own connection for the event stream
     threading.Thread(target=watcher.watch, args=(debounce.notify,), daemon=True).start()
@@ -100,8 +112,14 @@ def run(
     threading.Thread(target=react_to_engine, daemon=True).start()
     try:
         agent.run(stop=lambda: stopping)
+    except Stopped:
+        pass
     finally:
+        # a pass started by an engine event finishes its steps before the process ends
+        if agent.lock.acquire(timeout=STOP_WAIT):
+            agent.lock.release()
         client.close()
+    log.info("agent stopped", device=device)
 
 
 def secret_folder(path: Path | None) -> SecretFiles | None:

@@ -291,6 +291,7 @@ class Agent:
         self.failures = 0
         self._last_failures: set[tuple[str | None, str]] = set()
         self.lock = threading.Lock()  # one pass at a time: the loop, or a Docker event
+        self.polling = False  # in the long poll: nothing to finish, a stop may cut it short
 
     def fetch(self, wait: float) -> bool:
         """Ask for the desired document; True when a new one arrived."""
@@ -615,7 +616,11 @@ class Agent:
         if self.look is not None:  # a verdict on readiness is due: judge it in time
             wait = min(wait, self.look + 0.2)
         try:
-            self.fetch(wait)
+            self.polling = True
+            try:
+                self.fetch(wait)
+            finally:
+                self.polling = False
             reachable = True
         except ControllerUnreachable as exc:
             log.warning("keeping the last desired state", error=str(exc))

@@ -13,6 +13,7 @@ command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the load generator of bench/polls.py
 # what the compose parity tests compare against, and bench/apply.py
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verifies the agent's unit
 # the images' only binary: it must be the static build (an image has no libc)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
     || need+=(busybox-static)

@@ -342,6 +342,29 @@ def test_an_agent_killed_as_it_switches_judges_the_switch_when_restarted(
     wait(lambda: "not Ready within 12 s" in (site.degraded() or ""), "Degraded", 30)
 
 
+def test_an_agent_in_a_long_poll_stops_on_sigterm_at_once_and_exits_0(
+    site: Site, images: Images
+) -> None:
+    """A service manager stops it with SIGTERM: it must not hold on for its poll interval."""
+    wait(lambda: site.served() == "1", "the release serving")
+    site.stop("agent")
+    site._spawn("agent", [
+        "agent", "--controller", site.url, "--device", "pi-1",
+        "--token-file", str(site.root / "token"), "--data-dir", str(site.root / "agent"),
+        "--poll-interval", "60s",
+    ], {"DOCKER_HOST": site.engine.host})  # fmt: skip
+    log = site.logs / "agent.log"
+    wait(lambda: "agent started" in log.read_text(), "the agent started")
+    time.sleep(4)  # converged: now in a long poll of up to 60 s
+    process = site.processes.pop("agent")
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+    assert time.monotonic() - started < 10
+    assert "agent stopped" in log.read_text()
+    assert site.containers() == {"1.0.0": "running"}, "what it runs keeps running"
+
+
 def test_a_commit_made_while_the_controller_is_down_is_applied_when_it_returns(
     site: Site, images: Images
 ) -> None:

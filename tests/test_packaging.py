@@ -1,8 +1,11 @@
 """A device installs the agent alone: `pip install hedgerow` (no extra) into a fresh virtual
-environment gives a working `hedgerow-agent`, and none of the controller's libraries."""
+environment gives a working `hedgerow-agent`, and none of the controller's libraries; the
+systemd unit that runs it verifies with that agent, and passes it only options it takes."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +64,22 @@ def test_the_controller_command_says_what_to_install(agent_venv: Path) -> None:
     assert answered.returncode == 2
     assert "pip install 'hedgerow[controller]'" in answered.stderr
     assert "Traceback" not in answered.stderr
+
+
+def test_the_systemd_unit_verifies_and_passes_the_agent_only_its_options(
+    agent_venv: Path, tmp_path: Path
+) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None, "systemd-analyze is missing: tests/system-deps.sh installs it"
+    unit = (ROOT / "packaging" / "systemd" / "hedgerow-agent.service").read_text()
+    (start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert start.startswith("ExecStart=/usr/local/bin/hedgerow-agent ")
+    copy = tmp_path / "hedgerow-agent.service"  # verify checks that the program exists
+    agent = str(agent_venv / "bin" / "hedgerow-agent")
+    copy.write_text(unit.replace("/usr/local/bin/hedgerow-agent", agent))
+    verified = run(analyze, "verify", copy)
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout + verified.stderr == "", "no warning either (an unknown key, ...)"
+    help_text = run(agent, "--help").stdout
+    for option in re.findall(r"--[a-z-]+", start):
+        assert option in help_text, option
