@@ -87,3 +87,29 @@ def test_device_token_revoke(tmp_path: Path) -> None:
 def test_device_token_refuses_a_name_that_is_no_device_name(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["device", "token", "Not_A_Name", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "error:" in result.stderr
+
+
+def test_a_token_says_which_store_it_went_to_and_warns_of_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token issued into a store no controller reads would be lost silently: the command
+    names the store, warns when it made it, and finds it as the controller does."""
+    runner = CliRunner()
+    first = runner.invoke(app, ["device", "token", "pi-1", "--data-dir", str(tmp_path)])
+    assert first.exit_code == 0
+    where = str(tmp_path / "hedgerow.db")
+    assert f"made a new store at {where}" in first.stderr and f"store: {where}" in first.stderr
+    second = runner.invoke(app, ["device", "token", "pi-2", "--data-dir", str(tmp_path)])
+    assert "made a new store" not in second.stderr and f"store: {where}" in second.stderr
+
+    monkeypatch.setenv("HEDGEROW_DATA_DIR", str(tmp_path))  # as the controller reads it
+    monkeypatch.chdir(tmp_path.parent)
+    third = runner.invoke(app, ["device", "token", "pi-3"])
+    assert third.exit_code == 0 and f"store: {where}" in third.stderr
+    with Store.open(sqlite_url(tmp_path)) as store:
+        assert store.token_hash("pi-3") == tokens.hash_token(third.stdout.strip())
+
+    hidden = runner.invoke(
+        app, ["device", "token", "pi-4", "--db", f"sqlite:///{tmp_path / 'x.db'}"]
+    )
+    assert hidden.exit_code == 0 and "store: sqlite:///" in hidden.stderr

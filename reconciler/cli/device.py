@@ -14,7 +14,14 @@ from typing import Annotated
 import typer
 
 from reconciler import logs
-from reconciler.cli.options import DataDir, Db, LogFormatOption, open_store
+from reconciler.cli.options import (
+    DataDir,
+    Db,
+    LogFormatOption,
+    open_store,
+    store_is_new,
+    store_name,
+)
 from reconciler.cli.output import fail
 from reconciler.manifests.model.fields import check_dns_label
 from reconciler.secrets import tokens
@@ -42,6 +49,7 @@ def device_token(
         check_dns_label(name)
     except ValueError as exc:
         fail(str(exc))
+    new = store_is_new(db, data_dir)
     with open_store(db, data_dir) as store:
         if revoke:
             if not store.revoke_token(name):
@@ -63,8 +71,16 @@ def device_token(
         typer.echo(f"issued a token for device {name}; it is not shown again", err=True)
     else:
         typer.echo(f"wrote {output}: a token for device {name}", err=True)
-    if warning is not None:
+    if new:
+        typer.echo(
+            f"warning: made a new store at {store_name(db, data_dir)}: no controller has read it "
+            "yet; if yours runs elsewhere, name its store as it does (--data-dir or "
+            "HEDGEROW_DATA_DIR, --db or HEDGEROW_DB), or its agent gets 401",
+            err=True,
+        )
+    elif warning is not None:
         typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"store: {store_name(db, data_dir)}", err=True)
 
 
 def unknown_device(name: str, applied: str | None, devices: Collection[str]) -> str | None:

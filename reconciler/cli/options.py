@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -12,6 +13,7 @@ import typer
 
 from reconciler.cli.output import Output, fail
 from reconciler.store import Store, StoreError, StoreUnavailable, sqlite_url
+from reconciler.store.store import DATABASE_FILE
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
 AgeKeyFile = Annotated[
@@ -22,10 +24,21 @@ AgeKeyFile = Annotated[
         help="age identities; default: SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, ~/.config/sops/age.",
     ),
 ]
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the controller keeps its state.")]
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="HEDGEROW_DATA_DIR",
+        help="Where the controller keeps its state (its store, by default).",
+    ),
+]
 Db = Annotated[
     str | None,
-    typer.Option("--db", help="Store URL (postgresql+psycopg://...); default: SQLite in data dir."),
+    typer.Option(
+        "--db",
+        envvar="HEDGEROW_DB",
+        help="Store URL (postgresql+psycopg://...); default: SQLite in data dir.",
+    ),
 ]
 
 
@@ -52,6 +65,19 @@ def open_store(db: str | None, data_dir: Path) -> Store:
         return Store.open(store_url(db, data_dir))
     except StoreError as exc:
         fail(str(exc), code=1)
+
+
+def store_is_new(db: str | None, data_dir: Path) -> bool:
+    """Whether the default store is not there yet: opening it makes it, and no controller has
+    read it (the command runs elsewhere than the controller, or before its first start)."""
+    return db is None and not (data_dir / DATABASE_FILE).is_file()
+
+
+def store_name(db: str | None, data_dir: Path) -> str:
+    """The store, as a message names it (a database URL without its password)."""
+    if db is None:
+        return str(data_dir / DATABASE_FILE)
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", db)
 
 
 def wait_for_store(
