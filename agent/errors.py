@@ -25,3 +25,7 @@ class ContainerFailed(EngineError):
         super().__init__(message)
         self.step = step
         self.exit_code = exit_code
+
+
+class Stopped(HedgerowError):
+    """SIGTERM or SIGINT cut a long poll short: the loop ends without calling it a failure."""

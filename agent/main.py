@@ -17,18 +17,13 @@ from types import FrameType
 from agent.client import ControllerClient
 from agent.controllers import parse_urls
 from agent.engine import Engine
-from agent.errors import EngineError
+from agent.errors import EngineError, Stopped
 from agent.poll import Agent, Debounce
 from agent.secretfiles import SecretFiles
 from reconciler import logs
 
 log = logs.get_logger("hedgerow.agent")
 STOP_WAIT = 8.0  # seconds a pass under way may take to finish at a stop (systemd waits 15)
-
-
-class Stopped(BaseException):
-    """SIGTERM or SIGINT during a long poll: a BaseException, so no `except Exception` in the
-    loop mistakes it for a failed pass."""
 
 
 def duration(text: str) -> float:
@@ -112,8 +107,6 @@ def run(
     threading.Thread(target=react_to_engine, daemon=True).start()
     try:
         agent.run(stop=lambda: stopping)
-    except Stopped:
-        pass
     finally:
         # a pass started by an engine event finishes its steps before the process ends
         if agent.lock.acquire(timeout=STOP_WAIT):

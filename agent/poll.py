@@ -653,6 +653,8 @@ class Agent:
             try:
                 self.step(wait=self.interval * self.rng.uniform(0.9, 1.0))
             except Exception:  # a bug in one pass must not stop the device's agent
+                if stop():  # a stop cut the pass short (`agent.errors.Stopped`): no failure
+                    return
                 log.exception("pass failed; retrying")
                 self.failures += 1
                 self.sleep(backoff(self.failures, self.interval, self.rng))
