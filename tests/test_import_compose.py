@@ -11,6 +11,8 @@ from typing import Any
 
 import pyrage
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from agent.converge import converge
@@ -25,6 +27,7 @@ from reconciler.demo import images as demo_images
 from reconciler.manifests.load import load_bytes, read_tree
 from reconciler.manifests.validate import Report, validate_files
 from tests.support.docker import DockerEngine
+from tests.support.properties import examples
 
 STACKS = Path(__file__).parent / "compose"
 IDENTITY = pyrage.x25519.Identity.generate()
@@ -247,6 +250,32 @@ def test_what_cannot_be_carried_is_an_error_at_its_line(
     result, _ = imported(text)
     assert [(e.line, e.where) for e in result.errors] == [(4, where)]
     assert message in result.errors[0].message
+
+
+KEYS = sorted({"image", "command", "environment", "env_file", "restart", "ports", "volumes",
+               "tmpfs", "networks", "network_mode", "depends_on", "healthcheck", "devices",
+               "extra_hosts", "sysctls", "labels", "dns", "shm_size", "mem_limit", "cpu_period",
+               "ulimits", "group_add", "logging", "secrets", "user", "links"})  # fmt: skip
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                  max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5),
+    st.dictionaries(st.sampled_from(["volumes", "networks", "secrets", "name"]), VALUES,
+                    max_size=2),
+)  # fmt: skip
+def test_any_shape_of_value_is_a_finding_never_a_traceback(
+    service: dict[str, Any], top: dict[str, Any]
+) -> None:
+    compose = {"services": {"app": service}, **top}
+    result = convert(compose, lambda path: 1, lambda path: "A=1\n", Options("shop"))
+    assert isinstance(result.errors, list)
 
 
 # -- six real stacks ---------------------------------------------------------------------------

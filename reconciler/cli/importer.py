@@ -71,8 +71,8 @@ def import_compose(
         data = interpolate_tree(document.data, env)
     except InterpolationError as exc:
         fail(f"{file}: {exc}", code=2)
-    name = dns_label(application or (data.get("name") if isinstance(data, dict) else None)
-                     or folder.name)  # fmt: skip
+    given = data.get("name") if isinstance(data, dict) else None
+    name = dns_label(application or (str(given) if given else "") or folder.name)
     rule = _rule(output, age)
     options = Options(
         name,

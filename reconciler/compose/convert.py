@@ -133,9 +133,18 @@ class _Converter:
             known = ("version", "name", "services", "volumes", "networks", "secrets")
             if key not in known and not str(key).startswith("x-"):
                 self.error((key,), f"Hedgerow cannot carry the top-level `{key}`")
-        self._volumes()
-        self._networks()
-        self._secrets()
+        for section, read in (
+            ("volumes", self._volumes),
+            ("networks", self._networks),
+            ("secrets", self._secrets),
+        ):
+            if not isinstance(compose.get(section) or {}, Mapping):
+                self.error((section,), f"`{section}` is a mapping of names")
+                continue
+            try:
+                read()
+            except _SHAPES as exc:
+                self.error((section,), f"cannot read `{section}`: {_shape(exc)}")
         containers = [
             self._service(str(name), service) for name, service in compose["services"].items()
         ]
@@ -284,7 +293,10 @@ class _Converter:
             elif key in SIMPLE:
                 container[SIMPLE[key]] = value
             elif key in _FIELDS:
-                _FIELDS[key](self, path, value, container)
+                try:
+                    _FIELDS[key](self, path, value, container)
+                except _SHAPES as exc:  # a value not in any form compose writes
+                    self.error(path, f"cannot read `{key}`: {_shape(exc)}")
             else:
                 self.error(path, f"Hedgerow cannot carry `{key}`")
         container.setdefault("restartPolicy", "no")  # compose's default; Hedgerow's differs
@@ -676,6 +688,15 @@ _FIELDS: dict[str, Callable[[_Converter, FieldPath, Any, dict[str, Any]], None]]
     "group_add": _group_add,
     "logging": _logging,
 }
+
+
+# what reading a value of the wrong shape raises (a number where compose takes a list, ...)
+_SHAPES = (TypeError, ValueError, AttributeError, KeyError, IndexError)
+
+
+def _shape(error: Exception) -> str:
+    """Why a value could not be read, in the user's words rather than Python's."""
+    return "it is not written in any form compose takes for it"
 
 
 def _dotted(path: FieldPath) -> str:
