@@ -10,16 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-import yaml
-
-from reconciler import API_VERSION
 from reconciler.manifests.catalog import Catalog
 from reconciler.manifests.check import Checked
-from reconciler.manifests.credentials import CreationError, CreationRule, _documents_in, _scrub
+from reconciler.manifests.credentials import (
+    NO_KEY,
+    CreationError,
+    CreationRule,
+    decrypted_spec,
+    encrypt_manifest,
+)
 from reconciler.manifests.model import Secret as SecretManifest
 from reconciler.manifests.problems import Problem, Severity
 from reconciler.secrets.secret import Secret, fingerprint
-from reconciler.secrets.sops import Identity, Rules, SopsError, decrypt, encrypt
+from reconciler.secrets.sops import Identity, Rules
 
 DEFAULT_RULES = Rules(encrypted_regex="^(data)$")
 Values = Mapping[str, Secret]  # a Secret's data, decrypted: key → value
@@ -34,14 +37,7 @@ def decrypt_secrets(
     problems: list[Problem] = []
     for name, entry in sorted(catalog.secrets.items()):
         if not identities:
-            problems.append(
-                entry.problem(
-                    ("spec",),
-                    "not decrypted: no age key found (set SOPS_AGE_KEY_FILE or SOPS_AGE_KEY, "
-                    "or pass --age-key-file); only the structure was checked",
-                    Severity.WARNING,
-                )
-            )
+            problems.append(entry.problem(("spec",), NO_KEY, Severity.WARNING))
             continue
         result = decrypt_secret(entry, identities)
         if isinstance(result, str):
@@ -53,15 +49,10 @@ def decrypt_secrets(
 
 def decrypt_secret(entry: Checked[SecretManifest], identities: Sequence[Identity]) -> Values | str:
     """One Secret's values, or why not (a message without any value)."""
-    document = entry.document
-    if _documents_in(document.text) != 1:
-        return "sops encrypts whole files: keep each Secret in a file of its own"
-    try:
-        tree, _ = decrypt(document.text, identities, file=document.file)
-    except SopsError as exc:
-        return f"cannot decrypt: {exc.reason}"
-    spec = tree.get("spec") if isinstance(tree, dict) else None
-    data = spec.get("data") if isinstance(spec, dict) else None
+    spec = decrypted_spec(entry.document, "Secret", identities)
+    if isinstance(spec, str):
+        return spec
+    data = spec.get("data") if spec is not None else None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         return "decrypted data values must be strings"
     return {str(key): Secret(value) for key, value in data.items()}
@@ -96,16 +87,5 @@ def render_secret(
     name: str, data: Mapping[str, Secret], rule: CreationRule, *, now: datetime, file: str
 ) -> str:
     """The encrypted manifest text. The plaintext exists only inside this call."""
-    document = {
-        "apiVersion": API_VERSION,
-        "kind": "Secret",
-        "metadata": {"name": name},
-        "spec": {"data": {key: value.reveal() for key, value in data.items()}},
-    }
-    plain = yaml.safe_dump(document, sort_keys=False)
-    try:
-        return encrypt(plain, rule.recipients, rule.rules, now=now, file=file)
-    except SopsError as exc:
-        raise CreationError(f"{file}: {exc.reason}") from None
-    except ValueError as exc:
-        raise CreationError(f"{file}: {_scrub(str(exc), *data.values())}") from None
+    spec = {"data": {key: value.reveal() for key, value in data.items()}}
+    return encrypt_manifest("Secret", name, spec, list(data.values()), rule, now=now, file=file)

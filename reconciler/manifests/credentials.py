@@ -84,30 +84,41 @@ def decrypt_credential(
     return result if isinstance(result, Credential) else entry.problem(("sops",), result)
 
 
+NO_KEY = (
+    "not decrypted: no age key found (set SOPS_AGE_KEY_FILE or SOPS_AGE_KEY, or pass "
+    "--age-key-file); only the structure was checked"
+)
+
+
 def structure_only(catalog: Catalog) -> list[Problem]:
     """One warning per credential when no age key was found: say what was not checked."""
     return [
-        entry.problem(
-            ("spec",),
-            "not decrypted: no age key found (set SOPS_AGE_KEY_FILE or SOPS_AGE_KEY, or pass "
-            "--age-key-file); only the structure was checked",
-            Severity.WARNING,
-        )
+        entry.problem(("spec",), NO_KEY, Severity.WARNING)
         for _, entry in sorted(catalog.credentials.items())
     ]
 
 
-def _decrypt_one(
-    entry: Checked[ImageCredential], identities: Sequence[Identity]
-) -> Credential | str:
-    document = entry.document
+def decrypted_spec(
+    document: Document, kind: str, identities: Sequence[Identity]
+) -> dict[str, Any] | str | None:
+    """The decrypted `spec` of a document holding secrets (None: it has none), or why it
+    cannot be had, as a message without any value."""
     if _documents_in(document.text) != 1:
-        return "sops encrypts whole files: keep each ImageCredential in a file of its own"
+        return f"sops encrypts whole files: keep each {kind} in a file of its own"
     try:
         tree, _ = decrypt(document.text, identities, file=document.file)
     except SopsError as exc:
         return f"cannot decrypt: {exc.reason}"
     spec = tree.get("spec") if isinstance(tree, dict) else None
+    return spec if isinstance(spec, dict) else None
+
+
+def _decrypt_one(
+    entry: Checked[ImageCredential], identities: Sequence[Identity]
+) -> Credential | str:
+    spec = decrypted_spec(entry.document, "ImageCredential", identities)
+    if isinstance(spec, str):
+        return spec
     username = spec.get("username") if isinstance(spec, dict) else None
     password = spec.get("password") if isinstance(spec, dict) else None
     if not isinstance(username, str) or not isinstance(password, str):
@@ -281,19 +292,30 @@ def render_credential(
         spec["registry"] = registry
     spec["username"] = username.reveal()
     spec["password"] = password.reveal()
-    document = {
-        "apiVersion": API_VERSION,
-        "kind": "ImageCredential",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    hidden = (username, password)
+    return encrypt_manifest("ImageCredential", name, spec, hidden, rule, now=now, file=file)
+
+
+def encrypt_manifest(
+    kind: str,
+    name: str,
+    spec: Mapping[str, Any],
+    hidden: Sequence[Secret],
+    rule: CreationRule,
+    *,
+    now: datetime,
+    file: str,
+) -> str:
+    """A manifest holding the plaintext `hidden` (in `spec`), encrypted by `rule`: the
+    plaintext exists only inside this call, and an error never repeats it."""
+    document = {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": spec}
     plain = yaml.safe_dump(document, sort_keys=False)
     try:
         return encrypt(plain, rule.recipients, rule.rules, now=now, file=file)
     except SopsError as exc:
         raise CreationError(f"{file}: {exc.reason}") from None
     except ValueError as exc:
-        raise CreationError(f"{file}: {_scrub(str(exc), username, password)}") from None
+        raise CreationError(f"{file}: {_scrub(str(exc), *hidden)}") from None
 
 
 def _scrub(message: str, *secrets: Secret) -> str:
