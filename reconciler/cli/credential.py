@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from reconciler.cli.options import AgeRecipients, ManifestFile, write_once
 from reconciler.cli.output import fail
 from reconciler.manifests.credentials import CreationError, creation_rule, render_credential
 from reconciler.manifests.model.fields import check_dns_label
@@ -25,14 +26,8 @@ def credential_create(
     registry: Annotated[
         str | None, typer.Option("--registry", help="Registry host[:port] it is for.")
     ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", dir_okay=False, help="File to write; default: stdout."),
-    ] = None,
-    age: Annotated[
-        list[str] | None,
-        typer.Option("--age", help="age recipient (repeatable); default: .sops.yaml rules."),
-    ] = None,
+    output: ManifestFile = None,
+    age: AgeRecipients = None,
 ) -> None:
     """Write an encrypted ImageCredential manifest.
 
@@ -63,13 +58,8 @@ def credential_create(
         now=datetime.now(UTC),
         file=str(output or "<stdout>"),
     )
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("x", encoding="utf-8") as fh:  # never replace a credential
-        fh.write(text)
-    typer.echo(f"wrote {output} (recipients from {rule.source})", err=True)
+    if write_once(output, text):
+        typer.echo(f"wrote {output} (recipients from {rule.source})", err=True)
 
 
 def _read_password() -> Secret:

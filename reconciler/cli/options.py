@@ -24,6 +24,28 @@ AgeKeyFile = Annotated[
         help="age identities; default: SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, ~/.config/sops/age.",
     ),
 ]
+ManifestFile = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", dir_okay=False, help="File to write; default: stdout."),
+]
+AgeRecipients = Annotated[
+    list[str] | None,
+    typer.Option("--age", help="age recipient (repeatable); default: .sops.yaml rules."),
+]
+
+
+def write_once(output: Path | None, text: str) -> bool:
+    """An encrypted manifest to stdout, or to a new file: never over one (what it holds is
+    immutable). False when it went to stdout."""
+    if output is None:
+        typer.echo(text, nl=False)
+        return False
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("x", encoding="utf-8") as fh:
+        fh.write(text)
+    return True
+
+
 DataDir = Annotated[
     Path,
     typer.Option(

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from reconciler.cli.options import AgeRecipients, ManifestFile, write_once
 from reconciler.cli.output import fail
 from reconciler.manifests.appsecrets import render_secret, secret_rule
 from reconciler.manifests.credentials import CreationError, creation_rule
@@ -29,14 +30,8 @@ def secret_create(
         list[str] | None,
         typer.Option("--from-file", help="KEY=PATH (repeatable): the file's content, as text."),
     ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", dir_okay=False, help="File to write; default: stdout."),
-    ] = None,
-    age: Annotated[
-        list[str] | None,
-        typer.Option("--age", help="age recipient (repeatable); default: .sops.yaml rules."),
-    ] = None,
+    output: ManifestFile = None,
+    age: AgeRecipients = None,
 ) -> None:
     """Write an encrypted Secret manifest.
 
@@ -74,15 +69,9 @@ def secret_create(
         )
     except CreationError as exc:
         fail(str(exc))
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("x", encoding="utf-8") as fh:  # never replace a Secret
-        fh.write(text)
-    typer.echo(
-        f"wrote {output} (keys: {', '.join(sorted(data))}; recipients from {rule.source})", err=True
-    )
+    if write_once(output, text):
+        keys = ", ".join(sorted(data))
+        typer.echo(f"wrote {output} (keys: {keys}; recipients from {rule.source})", err=True)
 
 
 def _read(path: Path, key: str) -> Secret:
