@@ -254,13 +254,7 @@ def test_every_compose_field_makes_the_same_container_as_docker_compose(
         wait_for(app_running, "the agent to start app once db is healthy and job completed")
         ours = inspect_all(docker_engine, f"{MANAGED}=true")
     finally:
-        api = docker_engine.client.api
-        for container in api.containers(all=True, filters={"label": f"{MANAGED}=true"}):
-            api.remove_container(container["Id"], force=True, v=True)
-        for network in api.networks(filters={"label": f"{MANAGED}=true"}):
-            api.remove_network(network["Id"])
-        for volume in api.volumes(filters={"label": f"{MANAGED}=true"}).get("Volumes") or []:
-            api.remove_volume(volume["Name"], force=True)
+        docker_engine.remove_managed()
 
     assert sorted(ours) == sorted(theirs) == ["app", "db", "job"]
     for service in ("app", "db", "job"):

@@ -80,16 +80,6 @@ def absent_bind_sources(services: dict[str, Any]) -> list[Path]:
     return found
 
 
-def remove_managed(docker_engine: DockerEngine) -> None:
-    api = docker_engine.client.api
-    for container in api.containers(all=True, filters={"label": f"{MANAGED}=true"}):
-        api.remove_container(container["Id"], force=True, v=True)
-    for network in api.networks(filters={"label": f"{MANAGED}=true"}):
-        api.remove_network(network["Id"])
-    for volume in api.volumes(filters={"label": f"{MANAGED}=true"}).get("Volumes") or []:
-        api.remove_volume(volume["Name"], force=True)
-
-
 @pytest.mark.parametrize("stack", BROUGHT_UP)
 def test_a_real_stack_runs_the_same_under_compose_and_hedgerow(
     tmp_path: Path, docker_engine: DockerEngine, stack: str
@@ -144,7 +134,7 @@ def test_a_real_stack_runs_the_same_under_compose_and_hedgerow(
             time.sleep(0.5)
         ours = by_service(docker_engine, f"{MANAGED}=true")
     finally:
-        remove_managed(docker_engine)
+        docker_engine.remove_managed()
         for image in images:
             api.remove_image(image, force=True)
         for path in made_by_docker:  # Docker makes a missing bind source: not left behind

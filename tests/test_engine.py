@@ -31,7 +31,7 @@ from agent.engine import (
     port_bindings,
     split_reference,
 )
-from agent.steps import MANAGED, EngineState, plan_steps, release_reports
+from agent.steps import EngineState, plan_steps, release_reports
 from reconciler.demo.daemons import free_port
 from reconciler.wire import (
     Container,
@@ -162,14 +162,7 @@ def test_listed_networks_replace_the_default_bridge() -> None:
 def engine(docker_engine: DockerEngine) -> Iterator[Engine]:
     """An agent's engine; everything Hedgerow made is removed after the test."""
     yield Engine(docker_engine.client, device="pi-1", start_grace=0.5, stop_timeout=5)
-    api = docker_engine.client.api
-    label = {"label": f"{MANAGED}=true"}
-    for container in api.containers(all=True, filters=label):
-        api.remove_container(container["Id"], force=True, v=True)
-    for network in api.networks(filters=label):
-        api.remove_network(network["Id"])
-    for volume in api.volumes(filters=label).get("Volumes") or []:
-        api.remove_volume(volume["Name"])
+    docker_engine.remove_managed()
 
 
 def http(port: int, path: str = "/VERSION") -> str:

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from agent.converge import converge
 from agent.engine import Engine
-from agent.steps import MANAGED
 from reconciler.cli.app import app
 from reconciler.compose.convert import Options, convert, size
 from reconciler.compose.interpolate import InterpolationError, interpolate, read_env_file
@@ -360,11 +359,6 @@ def test_an_imported_stack_runs_on_the_agent_with_its_secret(
         env = api.inspect_container(db.name)["Config"]["Env"]
         assert "MYSQL_ROOT_PASSWORD=nextcloud" in env and "MYSQL_DATABASE=nextcloud" in env
     finally:
-        for container in api.containers(all=True, filters={"label": f"{MANAGED}=true"}):
-            api.remove_container(container["Id"], force=True, v=True)
-        for network in api.networks(filters={"label": f"{MANAGED}=true"}):
-            api.remove_network(network["Id"])
-        for volume in api.volumes(filters={"label": f"{MANAGED}=true"}).get("Volumes") or []:
-            api.remove_volume(volume["Name"], force=True)
+        docker_engine.remove_managed()
         for image in ("nextcloud:apache", "redis:alpine", "mariadb:10.5"):
             api.remove_image(image, force=True)

@@ -28,7 +28,7 @@ import pytest
 
 from reconciler.demo import images as demo_images
 from reconciler.demo.daemons import SandboxError, free_port
-from reconciler.demo.engine import Engine, start_dockerd
+from reconciler.demo.engine import MANAGED, Engine, start_dockerd
 from reconciler.demo.registry import start_registry
 
 HTTP_PORT = 8080  # what the app images serve /www on
@@ -60,6 +60,16 @@ class DockerEngine:
     def stop(self) -> None:
         self.client.close()
         self.engine.stop()
+
+    def remove_managed(self) -> None:
+        """Remove every container, network and volume Hedgerow made: a test's clean-up."""
+        api, label = self.client.api, {"label": MANAGED}
+        for container in api.containers(all=True, filters=label):
+            api.remove_container(container["Id"], force=True, v=True)
+        for network in api.networks(filters=label):
+            api.remove_network(network["Id"])
+        for volume in api.volumes(filters=label).get("Volumes") or []:
+            api.remove_volume(volume["Name"], force=True)
 
 
 @pytest.fixture(scope="session")
