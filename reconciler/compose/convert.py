@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from reconciler.compose.interpolate import read_env_file
 from reconciler.manifests.problems import FieldPath
 
 Locate = Callable[[FieldPath], int]  # the line of a path in the compose file
@@ -155,8 +156,6 @@ class _Converter:
             for container in joining:
                 container["networks"] = [*container.get("networks", []), self.default_network]
             self._add("Network", self.default_network, {})
-        for container in containers:
-            container.pop("_joins_default", None)
         self._add("Application", self.app, {"description": "imported from a compose file"})
         release = {
             "application": self.app,
@@ -180,11 +179,7 @@ class _Converter:
                 continue
             volume = f"{self.app}-{dns_label(str(name))}"
             self.volumes[str(name)] = volume
-            made: dict[str, Any] = {}
-            if spec.get("driver"):
-                made["driver"] = str(spec["driver"])
-            if spec.get("driver_opts"):
-                made["options"] = {str(k): str(v) for k, v in spec["driver_opts"].items()}
+            made = _driver(spec)
             self._unknown(path, spec, {"driver", "driver_opts", "labels", "name"})
             self._add("Volume", volume, made)
 
@@ -197,11 +192,7 @@ class _Converter:
                 continue
             network = f"{self.app}-{dns_label(str(name))}"
             self.networks[str(name)] = network
-            made: dict[str, Any] = {}
-            if spec.get("driver"):
-                made["driver"] = str(spec["driver"])
-            if spec.get("driver_opts"):
-                made["options"] = {str(k): str(v) for k, v in spec["driver_opts"].items()}
+            made = _driver(spec)
             for flag, key in (("enable_ipv6", "enableIpv6"), ("internal", "internal")):
                 if spec.get(flag):
                     made[key] = True
@@ -303,7 +294,6 @@ class _Converter:
         mode = container.get("networkMode")
         if "networks" not in container and mode in (None, "bridge", "default"):
             container["_default_network"] = True
-            container["_joins_default"] = True
         self._secret_env(at, name, container)
         return container
 
@@ -348,6 +338,16 @@ SIMPLE = {
     "storage_opt": "storageOpt",
     "volume_driver": "volumeDriver",
 }
+
+
+def _driver(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A top-level volume's or network's `driver` and `driver_opts`, as Hedgerow writes them."""
+    made: dict[str, Any] = {}
+    if spec.get("driver"):
+        made["driver"] = str(spec["driver"])
+    if spec.get("driver_opts"):
+        made["options"] = {str(k): str(v) for k, v in spec["driver_opts"].items()}
+    return made
 
 
 def _pairs(value: Any, separator: str = "=") -> dict[str, Any]:
@@ -402,8 +402,6 @@ def _environment(c: _Converter, path: FieldPath, value: Any, out: dict[str, Any]
 
 
 def _env_file(c: _Converter, path: FieldPath, value: Any, out: dict[str, Any]) -> None:
-    from reconciler.compose.interpolate import read_env_file
-
     env = out.setdefault("env", {})
     for entry in _words(value):
         file = entry.get("path") if isinstance(entry, Mapping) else entry
@@ -528,7 +526,6 @@ def _networks(c: _Converter, path: FieldPath, value: Any, out: dict[str, Any]) -
         if network is None:
             if str(name) == "default":
                 out["_default_network"] = True
-                out["_joins_default"] = True
                 continue
             c.error((*path, name), f"network {name!r} is not declared under top-level networks:")
             continue
