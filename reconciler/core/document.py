@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 
 import msgspec
@@ -95,6 +95,7 @@ class Projection:
     def __init__(self, applied: Applied, parts: Mapping[_Shape, tuple[bytes, bytes]] | None = None):
         self.applied = applied
         self._parts: dict[_Shape, tuple[bytes, bytes]] = dict(parts or {})
+        self._refs: dict[_Shape, SecretRefs] = {}  # the Secret keys of each part
 
     def __len__(self) -> int:
         """How many parts are encoded: one per release, state and redeploy token in use."""
@@ -121,6 +122,19 @@ class Projection:
             head, _, tail = encoded.partition(_PLACEHOLDER)
             found = self._parts[shape] = (head, tail)
         return b"".join((found[0], msgspec.json.encode(want.deployment), found[1]))
+
+    def secret_refs(self, device: str) -> list[tuple[str, str]]:
+        """`secret_refs` of `device`, read once per release and state, as the parts are: a
+        document is built on every answer to a poll."""
+
+        def of(want: DesiredDeployment) -> SecretRefs:
+            shape = _shape(want)
+            found = self._refs.get(shape)
+            if found is None:
+                found = self._refs[shape] = release_refs(self.applied.report.catalog, want)
+            return found
+
+        return secret_refs(self.applied, device, of)
 
     def body(self, device: str, present: Set[str], revision: str, *, values: bool = True) -> bytes:
         """`device`'s document: credentials only for images it does not hold, and the values
@@ -153,7 +167,9 @@ class Projection:
                 b',"secrets":[',
                 b",".join(
                     msgspec.json.encode({"key": key, "secret": name, "value": value.reveal()})
-                    for name, key, value in (secret_values(self.applied, device) if values else ())
+                    for name, key, value in (
+                        secret_values(self.applied, self.secret_refs(device)) if values else ()
+                    )
                 ),
                 b"]}",
             )
@@ -164,7 +180,7 @@ class Projection:
         would need one."""
         images = tuple(sorted(pull_credentials(self.applied, device)))
         body = self.body(device, frozenset(images), revision, values=False)
-        return StoredDocument(revision, body, images, bool(secret_refs(self.applied, device)))
+        return StoredDocument(revision, body, images, bool(self.secret_refs(device)))
 
 
 @dataclass(frozen=True)
@@ -199,7 +215,7 @@ def desired_document(
     ]
     secrets = [
         wire.SecretValue(secret=name, key=key, value=value.reveal())
-        for name, key, value in secret_values(applied, device)
+        for name, key, value in secret_values(applied, secret_refs(applied, device))
     ]
     return wire.DesiredDocument(
         device=device,
@@ -210,26 +226,34 @@ def desired_document(
     )
 
 
-def secret_refs(applied: Applied, device: str) -> list[tuple[str, str]]:
-    """The (Secret, key) pairs the device's containers use, sorted, each once."""
+SecretRefs = tuple[tuple[str, str], ...]  # (Secret, key) pairs
+
+
+def release_refs(catalog: Catalog, want: DesiredDeployment) -> SecretRefs:
+    """The (Secret, key) pairs a deployment's containers use: its release's alone."""
+    release = catalog.release(want.application, want.release)
+    containers = release.manifest.spec.containers if release else ()
+    return tuple({(secret, key) for c in containers for _, secret, key in c.secret_refs})
+
+
+def secret_refs(
+    applied: Applied, device: str, of: Callable[[DesiredDeployment], SecretRefs] | None = None
+) -> list[tuple[str, str]]:
+    """The (Secret, key) pairs the device's containers use, sorted, each once; `of` gives a
+    deployment's (a Projection's memo; default: read from the release)."""
     catalog = applied.report.catalog
-    refs: set[tuple[str, str]] = set()
-    for want in applied.fleet.get(device, {}).values():
-        release = catalog.release(want.application, want.release)
-        for container in release.manifest.spec.containers if release else ():
-            refs.update((secret, key) for _, secret, key in container.secret_refs)
-    return sorted(refs)
+    wants = applied.fleet.get(device, {}).values()
+    found = of or (lambda want: release_refs(catalog, want))
+    return sorted({ref for want in wants for ref in found(want)})
 
 
-def secret_values(applied: Applied, device: str) -> list[tuple[str, str, Secret]]:
-    """The decrypted values of `secret_refs`; those the controller could not decrypt (no age
-    key) are left out, and the agent reports the containers needing them as blocked."""
+def secret_values(
+    applied: Applied, refs: Iterable[tuple[str, str]]
+) -> list[tuple[str, str, Secret]]:
+    """The decrypted values of `refs`; those the controller could not decrypt (no age key)
+    are left out, and the agent reports the containers needing them as blocked."""
     found = applied.report.secrets
-    return [
-        (name, key, found[name][key])
-        for name, key in secret_refs(applied, device)
-        if name in found and key in found[name]
-    ]
+    return [(name, key, found[name][key]) for name, key in refs if key in found.get(name, {})]
 
 
 def pull_credentials(applied: Applied, device: str) -> dict[str, Credential]:
