@@ -371,8 +371,7 @@ class Agent:
         its switch; Failed (not Ready by the deadline) switches it back, holds and explains
         it."""
         at = self.now().timestamp()
-        for app, state in outcome.switched.items():
-            self._switching(app, state, at)
+        for app in outcome.switched:  # recorded as they began (converge's on_switch)
             if app in by_app:  # new containers: a redeploy's release is judged from scratch
                 key = (app, by_app[app].release)
                 for judged in (self.ok_since, self.restarts, self.ready_before):
