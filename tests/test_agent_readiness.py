@@ -125,6 +125,20 @@ def make(tmp_path: Path, controller: Controller, engine: ModelEngine, clock: Clo
     return Agent(controller, engine, tmp_path, interval=30, now=clock, sleep=lambda s: None)  # type: ignore[arg-type]
 
 
+def ready(
+    tmp_path: Path, engine: ModelEngine | None = None
+) -> tuple[Clock, ModelEngine, Controller, Agent]:
+    """An agent that has run web 1.0.0 for minReadySeconds: Ready, so a change is a switch."""
+    clock = Clock()
+    engine = engine or ModelEngine(EngineState(images=frozenset({IMAGE})), {})
+    controller = Controller(doc(web()))
+    agent = make(tmp_path, controller, engine, clock)
+    agent.step(0)
+    clock.advance(10)
+    agent.step(0)
+    return clock, engine, controller, agent
+
+
 def unhealthy(engine: ModelEngine, release: str) -> None:
     engine.state = dataclasses.replace(
         engine.state,
@@ -152,12 +166,7 @@ def test_ready_only_after_min_ready_seconds(tmp_path: Path) -> None:
 def test_an_upgrade_not_ready_by_its_deadline_is_switched_back_and_survives_a_restart(
     tmp_path: Path,
 ) -> None:
-    clock, engine = Clock(), ModelEngine(EngineState(images=frozenset({IMAGE})), {})
-    controller = Controller(doc(web()))
-    agent = make(tmp_path, controller, engine, clock)
-    agent.step(0)
-    clock.advance(10)
-    agent.step(0)  # 1.0.0 Ready
+    clock, engine, controller, agent = ready(tmp_path)
     controller.document = doc(web("2.0.0", digest="d2"))
     agent.step(0)  # switched to 2.0.0, which never becomes healthy
     unhealthy(engine, "2.0.0")
@@ -215,12 +224,8 @@ class Restarting(ModelEngine):
 def test_a_release_that_keeps_restarting_is_switched_back_before_its_deadline(
     tmp_path: Path,
 ) -> None:
-    clock, engine = Clock(), Restarting("2.0.0")
-    controller = Controller(doc(web()))
-    agent = make(tmp_path, controller, engine, clock)
-    agent.step(0)
-    clock.advance(10)
-    agent.step(0)  # 1.0.0 Ready
+    engine = Restarting("2.0.0")
+    clock, _, controller, agent = ready(tmp_path, engine)
     controller.document = doc(web("2.0.0", digest="d2"))
     for _ in range(4):  # each look finds a restart more: never Ready, and after 3, Failed
         clock.advance(5)
@@ -235,12 +240,7 @@ def test_a_release_that_keeps_restarting_is_switched_back_before_its_deadline(
 def test_a_redeploy_not_ready_by_its_deadline_switches_back_to_what_it_set_aside(
     tmp_path: Path,
 ) -> None:
-    clock, engine = Clock(), ModelEngine(EngineState(images=frozenset({IMAGE})), {})
-    controller = Controller(doc(web()))
-    agent = make(tmp_path, controller, engine, clock)
-    agent.step(0)
-    clock.advance(10)
-    agent.step(0)  # 1.0.0 Ready
+    clock, engine, controller, agent = ready(tmp_path)
     first = {c.id for c in engine.state.containers}
     controller.document = doc(web(redeploy="r2"))
     agent.step(0)  # the running containers set aside, new ones started
@@ -268,12 +268,7 @@ def test_a_redeploy_not_ready_by_its_deadline_switches_back_to_what_it_set_aside
 
 
 def test_a_redeploy_removes_what_it_set_aside_once_ready(tmp_path: Path) -> None:
-    clock, engine = Clock(), ModelEngine(EngineState(images=frozenset({IMAGE})), {})
-    controller = Controller(doc(web()))
-    agent = make(tmp_path, controller, engine, clock)
-    agent.step(0)
-    clock.advance(10)
-    agent.step(0)
+    clock, engine, controller, agent = ready(tmp_path)
     controller.document = doc(web(redeploy="r2"))
     agent.step(0)
     clock.advance(5)
