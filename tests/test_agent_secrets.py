@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from agent.steps import MANAGED, SECRETS
 from reconciler.wire import Deployment, DesiredDocument, SecretValue, StatusReport
 from tests.support.docker import DockerEngine, Images
 from tests.support.leaks import PLAINTEXT_SECRETS
+from tests.test_agent_health import until
 
 pytestmark = pytest.mark.e2e
 PASSWORD = PLAINTEXT_SECRETS[-1]
@@ -113,14 +113,6 @@ def run_in(docker_engine: DockerEngine, container: str, command: str) -> str:
     return output.decode().strip()
 
 
-def until(agent: Agent, check: Any, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, what
-        agent.step(0)
-        time.sleep(0.3)
-
-
 def running(docker_engine: DockerEngine) -> bool:
     info = server(docker_engine)
     return info is not None and info["State"]["Running"]
@@ -132,7 +124,7 @@ def test_secret_values_reach_a_container_as_env_and_file_and_never_the_disk(
     controller = Controller(document(images))
     data = tmp_path / "agent"
     agent = Agent(controller, engine_for(docker_engine, folder), data, interval=30)  # type: ignore[arg-type]
-    until(agent, lambda: running(docker_engine), "the server running")
+    until(agent, lambda: running(docker_engine), "the server running", 30)
     info = server(docker_engine)
     assert info is not None
     name = info["Name"].lstrip("/")
@@ -160,14 +152,14 @@ def test_secret_values_reach_a_container_as_env_and_file_and_never_the_disk(
     assert not running(docker_engine), "no value to give the files: it waits"
     assert any("has not come from the controller yet" in e for e in again.errors.values())
     controller.down = False
-    until(again, lambda: running(docker_engine), "made again once the controller answers")
+    until(again, lambda: running(docker_engine), "made again once the controller answers", 30)
     remade = server(docker_engine)
     assert remade is not None
     remade_name = remade["Name"].lstrip("/")
     assert run_in(docker_engine, remade_name, "cat /run/secrets/password") == PASSWORD
 
     controller.document = document(images, deployments=False)
-    until(again, lambda: server(docker_engine) is None, "removed")
+    until(again, lambda: server(docker_engine) is None, "removed", 30)
     assert list(folder.iterdir()) == [], "its files go with it"
 
 

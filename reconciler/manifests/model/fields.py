@@ -566,25 +566,19 @@ def _word(value: object) -> object:
 Word = Annotated[str, BeforeValidator(_word)]
 
 
-def check_ip(value: str) -> None:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
+def _address_check(parse: Callable[[str], object], what: str) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not {what}") from None
+
+    return check
 
 
-def check_ipv4(value: str) -> None:
-    try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 address") from None
-
-
-def check_ipv6(value: str) -> None:
-    try:
-        ipaddress.IPv6Address(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv6 address") from None
+check_ip = _address_check(ipaddress.ip_address, "an IP address")
+check_ipv4 = _address_check(ipaddress.IPv4Address, "an IPv4 address")
+check_ipv6 = _address_check(ipaddress.IPv6Address, "an IPv6 address")
 
 
 def check_subnet(value: str) -> None:
