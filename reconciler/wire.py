@@ -379,6 +379,56 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     deployment: Short | None = None
 
 
+Bytes = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+DnsLabel = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=63,
+        pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="A DNS label (RFC 1123), as a Device's metadata.name.",
+    ),
+]
+
+
+class Facts(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """What a device is, as its agent sees it: sent at enrollment and in every report, for
+    people (`hedgerow status --device`, the dashboard), never for a plan. `disk_free_bytes`
+    is rounded down by the agent (see `agent.facts`), so a report's facts change rarely."""
+
+    architecture: Short | None = None  # `uname -m`: x86_64, aarch64, armv7l
+    os: Short | None = None  # PRETTY_NAME of /etc/os-release
+    kernel: Short | None = None  # `uname -r`
+    engine: Short | None = None  # docker, podman
+    engine_version: Short | None = None
+    memory_bytes: Bytes | None = None
+    disk_bytes: Bytes | None = None  # of the filesystem holding the engine's data
+    disk_free_bytes: Bytes | None = None
+
+
+class EnrollRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """POST /v1/enroll, with an enrollment token: a device asks to join under `device`."""
+
+    device: DnsLabel
+    system_model: Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=_NO_NUL)]
+    facts: Facts = field(default_factory=Facts)
+
+
+class Enrolled(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The answer to an enrollment: the device's own token, shown this once. The agent keeps
+    it (0600) and never sends the enrollment token again."""
+
+    device: str
+    token: str
+
+    def __repr__(self) -> str:
+        return f"Enrolled(device={self.device!r}, ...)"
+
+    __str__ = __repr__
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [("device", self.device)]
+
+
 class StatusReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """PUT /v1/devices/{name}/status."""
 
@@ -395,3 +445,4 @@ class StatusReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
         default_factory=list
     )
     epoch: Epoch | None = None  # None from agents older than journal epochs
+    facts: Facts | None = None  # None from agents older than facts

@@ -109,10 +109,12 @@ class ReportToStore:
     reset: EventIn | None
     changed: bool
     digest: bytes
+    facts: wire.Facts | None = None  # when they changed
+    facts_digest: bytes | None = None
 
     def as_store(self) -> StoredReport:
         return StoredReport(self.report if self.changed else None, self.report.device,
-                            self.report.epoch, self.events, self.reset)  # fmt: skip
+                            self.report.epoch, self.events, self.reset, self.facts)  # fmt: skip
 
 
 # Devices planned between two returns of the C heap's free pages to the system (about 2 ms
@@ -189,6 +191,7 @@ class Controller:
         self.rollouts = Rollouts(offline_after=offline_after)
         self._base: Fleet | None = None
         self._touched: dict[str, float] = {}  # when each device's report time was last stored
+        self._facts: dict[str, bytes] = {}  # digest of each device's facts as last stored
 
     # -- revisions -----------------------------------------------------------------------------
 
@@ -612,10 +615,18 @@ class Controller:
                     "its event numbers count from 1 anew"
                 )
                 reset = EventIn(now, device, "journal-reset", message, revision=report.revision)
-            observed = msgspec.structs.replace(report, events=[])  # its events are stored apart
+            # its events are stored apart, its facts too: they never make a device be planned
+            observed = msgspec.structs.replace(report, events=[], facts=None)
             digest = _digest(observed)
             changed = self._observed.get(device) != digest
-            items.append(ReportToStore(observed, events, reset, changed, digest))
+            facts = facts_digest = None
+            if report.facts is not None:
+                facts_digest = _digest(report.facts)
+                if self._facts.get(device) != facts_digest:
+                    facts = report.facts
+            items.append(
+                ReportToStore(observed, events, reset, changed, digest, facts, facts_digest)
+            )
             results.append(None)
         for item in items:
             self.images_present(item.report.device)  # what its document was made with
@@ -727,6 +738,8 @@ class Controller:
         report = item.report
         device = report.device
         self._observed[device] = item.digest
+        if item.facts_digest is not None:
+            self._facts[device] = item.facts_digest
         self.rollouts.seen[device] = self.now().timestamp()
         if report.epoch is not None:
             self._journals[device] = report.epoch

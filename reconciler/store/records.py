@@ -73,6 +73,7 @@ class StoredReport:
     epoch: str | None
     events: Sequence[tuple[int, EventIn]]
     reset: EventIn | None  # recorded when this is the first report of a new journal
+    facts: wire.Facts | None = None  # None when unchanged: not written again
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,11 +171,46 @@ class Rollout(Base):
 
 
 class Token(Base):
+    """A device's token (its hash); with `enrollment` set, the device enrolled itself with
+    that enrollment token and said what it is (see `reconciler.core.enrollment`)."""
+
     __tablename__ = "tokens"
 
     device: Mapped[str] = mapped_column(String, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    enrollment: Mapped[str | None] = mapped_column(String)
+    system_model: Mapped[str | None] = mapped_column(String)
+    labels: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EnrollmentToken(Base):
+    """A shared token devices enroll with, stored as its hash."""
+
+    __tablename__ = "enrollment_tokens"
+
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String, unique=True)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    allow_reenroll: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeviceFacts(Base):
+    """What each device last said it is (`wire.Facts`), and when it last polled: for people,
+    apart from the observed state, so neither makes a device be planned again."""
+
+    __tablename__ = "device_facts"
+
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    facts: Mapped[JSONObject | None] = mapped_column(JSON)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def utc(at: datetime) -> datetime:

@@ -47,6 +47,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reconciler import wire
 from reconciler.core.document import StoredDocument
+from reconciler.core.enrollment import (
+    EnrolledDevice,
+    EnrollmentRefused,
+    EnrollmentToken,
+    refusal,
+)
+from reconciler.core.inventory import DeviceInfo, inventory
 from reconciler.core.reports import SequenceConflict
 from reconciler.core.status import DeploymentStatus
 from reconciler.store.errors import NotLeader, StoreError, StoreUnavailable
@@ -65,6 +72,7 @@ from reconciler.store.records import (
 from reconciler.store.schema import (
     NO_EPOCH,
     Base,
+    DeviceFacts,
     DocumentRevision,
     Event,
     Fingerprint,
@@ -77,6 +85,7 @@ from reconciler.store.schema import (
     Token,
     utc,
 )
+from reconciler.store.schema import EnrollmentToken as EnrollmentRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DATABASE_FILE = "hedgerow.db"
@@ -677,6 +686,7 @@ class Store:
                     with session.begin_nested():
                         if report.observed is not None:
                             self._put_observed(session, [report], at)
+                        self._put_facts(session, [report], at)
                         results.append(
                             self._append_device_events(
                                 session, report.device, report.events, report.epoch, report.reset
@@ -730,6 +740,7 @@ class Store:
                 if any(stored.get(k) != _content(r) for k, r in skipped):
                     raise _OneByOne  # a number that names another event: refuse that report
         self._put_observed(session, [r for r in reports if r.observed is not None], at)
+        self._put_facts(session, reports, at)
         last = _highest_seqs(session.connection(), journals)
         return [last.get(journal) for journal in journals]
 
@@ -748,6 +759,26 @@ class Store:
                 {"device": r.device, "document": msgspec.to_builtins(r.observed), "at": utc(at)}
                 for r in reports
             ],
+        )
+
+    def _put_facts(self, session: Session, reports: Sequence[StoredReport], at: datetime) -> None:
+        rows = [
+            {"device": r.device, "facts": msgspec.to_builtins(r.facts), "reported_at": utc(at)}
+            for r in reports
+            if r.facts is not None
+        ]
+        if not rows:
+            return
+        statement = self._insert(DeviceFacts)
+        session.connection().execute(
+            statement.on_conflict_do_update(
+                index_elements=["device"],
+                set_={
+                    "facts": statement.excluded.facts,
+                    "reported_at": statement.excluded.reported_at,
+                },
+            ),
+            rows,
         )
 
     def _after_reports(
@@ -933,6 +964,173 @@ class Store:
             query = select(Token.device).where(Token.token_hash == token_hash).limit(1)
             return session.scalar(query)
 
+    # enrollment: shared tokens (hashes only) and what enrolled devices said of themselves
+
+    def create_enrollment_token(self, token: EnrollmentToken, token_hash: str) -> bool:
+        """Store a new enrollment token; False when one has that name already."""
+        values = {
+            "name": token.name,
+            "token_hash": token_hash,
+            "labels": dict(token.labels),
+            "created_at": utc(token.created_at),
+            "expires_at": utc(token.expires_at) if token.expires_at else None,
+            "max_uses": token.max_uses,
+            "uses": 0,
+            "allow_reenroll": token.allow_reenroll,
+            "revoked_at": None,
+        }
+        statement = self._insert(EnrollmentRow).values(values).on_conflict_do_nothing()
+        with self._writing() as session:
+            return _rowcount(session.execute(statement)) > 0
+
+    def enrollment_tokens(self) -> list[EnrollmentToken]:
+        with self._sessions() as session:
+            rows = session.scalars(select(EnrollmentRow).order_by(EnrollmentRow.name))
+            return [_enrollment_token(row) for row in rows]
+
+    def revoke_enrollment_token(self, name: str, at: datetime) -> bool:
+        """Revoke an enrollment token (devices enrolled with it keep their own tokens); False
+        when there is none of that name, or it was revoked already."""
+        with self._writing() as session:
+            result = session.execute(
+                update(EnrollmentRow)
+                .where(EnrollmentRow.name == name, EnrollmentRow.revoked_at.is_(None))
+                .values(revoked_at=utc(at))
+            )
+            return _rowcount(result) > 0
+
+    def enrollment_token_name(self, token_hash: str) -> str | None:
+        with self._sessions() as session:
+            query = select(EnrollmentRow.name).where(EnrollmentRow.token_hash == token_hash)
+            return session.scalar(query)
+
+    def enroll(
+        self,
+        token_hash: str,
+        request: wire.EnrollRequest,
+        device_token_hash: str,
+        at: datetime,
+    ) -> EnrolledDevice:
+        """Enroll a device with the enrollment token hashing to `token_hash`, in one
+        transaction: the token's use is counted, the device's token stored (replacing the old
+        one, which is thereby revoked, when the token allows re-enrollment) with what the
+        device said of itself, and its facts. EnrollmentRefused, with nothing stored: 401 for
+        an unknown token, 403 for one revoked, expired or used up, 409 for a name taken."""
+        name = request.device
+        with self._writing() as session:
+            row = session.scalar(
+                select(EnrollmentRow).where(EnrollmentRow.token_hash == token_hash)
+            )
+            if row is None:
+                raise EnrollmentRefused(401, "unknown enrollment token")
+            token = _enrollment_token(row)
+            taken = session.scalar(select(Token.device).where(Token.device == name)) is not None
+            refused = refusal(token, name_taken=taken, now=at)
+            if refused is not None:
+                raise refused
+            counted = session.execute(  # one statement: two devices cannot take the last use
+                update(EnrollmentRow)
+                .where(
+                    EnrollmentRow.name == token.name,
+                    EnrollmentRow.revoked_at.is_(None),
+                    (EnrollmentRow.max_uses.is_(None))
+                    | (EnrollmentRow.uses < EnrollmentRow.max_uses),
+                )
+                .values(uses=EnrollmentRow.uses + 1)
+            )
+            if _rowcount(counted) == 0:
+                raise EnrollmentRefused(403, "this enrollment token has been used up meanwhile")
+            values = {
+                "device": name,
+                "token_hash": device_token_hash,
+                "issued_at": utc(at),
+                "enrollment": token.name,
+                "system_model": request.system_model,
+                "labels": dict(token.labels),
+                "enrolled_at": utc(at),
+            }
+            statement = self._insert(Token).values(values)
+            if taken:  # re-enrollment: the old token stops working now
+                statement = statement.on_conflict_do_update(
+                    index_elements=["device"],
+                    set_={k: statement.excluded[k] for k in values if k != "device"},
+                )
+            else:
+                statement = statement.on_conflict_do_nothing()
+            if _rowcount(session.execute(statement)) == 0:
+                raise EnrollmentRefused(409, "a device with this name enrolled a moment ago")
+            facts = {"device": name, "facts": msgspec.to_builtins(request.facts),
+                     "reported_at": utc(at)}  # fmt: skip
+            session.execute(self._upsert(DeviceFacts, facts, ["device"]))
+        return EnrolledDevice(
+            name, token.name, request.system_model, dict(token.labels), utc(at), request.facts
+        )
+
+    def enrolled_devices(self) -> dict[str, EnrolledDevice]:
+        """Every device that enrolled itself (and has its token still), with its facts."""
+        query = (
+            select(Token, DeviceFacts.facts)
+            .outerjoin(DeviceFacts, DeviceFacts.device == Token.device)
+            .where(Token.enrollment.is_not(None))
+            .order_by(Token.device)
+        )
+        with self._sessions() as session:
+            return {
+                row.device: EnrolledDevice(
+                    row.device,
+                    row.enrollment or "",
+                    row.system_model or "",
+                    dict(row.labels or {}),
+                    row.enrolled_at or row.issued_at,
+                    _facts(facts),
+                )
+                for row, facts in session.execute(query)
+            }
+
+    def enrolled_names(self) -> set[str]:
+        with self._sessions() as session:
+            return set(session.scalars(select(Token.device).where(Token.enrollment.is_not(None))))
+
+    def inventory(self) -> list[DeviceInfo]:
+        """Every device of the applied revision and every enrolled one (see
+        `reconciler.core.inventory`)."""
+        with self._sessions() as session:
+            rows = session.execute(select(Observed.device, Observed.at))
+            reported = {device: at for device, at in rows}
+        return inventory(
+            self.document_revisions(), self.enrolled_devices(), self.device_facts(), reported
+        )
+
+    def put_poll_times(self, polls: Mapping[str, datetime]) -> None:
+        """When each device last polled for its document (a replica writes them in batches)."""
+        if not polls:
+            return
+        statement = self._insert(DeviceFacts)
+        with self._writing() as session:
+            session.connection().execute(
+                statement.on_conflict_do_update(
+                    index_elements=["device"], set_={"polled_at": statement.excluded.polled_at}
+                ),
+                [{"device": d, "polled_at": utc(at)} for d, at in sorted(polls.items())],
+            )
+
+    def device_facts(
+        self, devices: Collection[str] | None = None
+    ) -> dict[str, tuple[wire.Facts | None, datetime | None, datetime | None]]:
+        """Device → its facts, when they were reported, and when it last polled."""
+        query = select(DeviceFacts)
+        if devices is not None:
+            query = query.where(DeviceFacts.device.in_(sorted(devices)))
+        with self._sessions() as session:
+            return {
+                row.device: (
+                    None if row.facts is None else _facts(row.facts),
+                    row.reported_at,
+                    row.polled_at,
+                )
+                for row in session.scalars(query)
+            }
+
     # helpers
 
     @contextmanager
@@ -977,6 +1175,23 @@ def _rowcount(result: object) -> int:
     """Rows touched by an UPDATE or DELETE (the ORM types its result as a plain Result)."""
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
+def _enrollment_token(row: EnrollmentRow) -> EnrollmentToken:
+    return EnrollmentToken(
+        name=row.name,
+        labels=dict(row.labels),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        max_uses=row.max_uses,
+        uses=row.uses,
+        allow_reenroll=row.allow_reenroll,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _facts(document: JSONObject | None) -> wire.Facts:
+    return msgspec.convert(document or {}, wire.Facts)
 
 
 def _report(document: JSONObject) -> wire.StatusReport:
