@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,10 +18,12 @@ from starlette.types import Receive, Scope, Send
 
 from reconciler import wire
 from reconciler.core.document import Fleet
-from reconciler.server import device, errors, metrics, openapi, operator, webhook
+from reconciler.server import device, enroll, errors, metrics, openapi, operator, webhook
 from reconciler.server.auth import TokenCache
 from reconciler.server.backend import Backend
+from reconciler.server.enroll import EnrollLimit
 from reconciler.server.limits import BodyCaps, BodyLimit
+from reconciler.server.polls import PollTimes
 from reconciler.store import Store, StoreUnavailable
 
 
@@ -30,14 +33,33 @@ def create_app(
     webhook_secret: bytes | None,
     operator_token: str | None,
     body_caps: BodyCaps | None = None,
+    enroll_limit: EnrollLimit | None = None,
 ) -> FastAPI:
     """The controller's HTTP API; the operator endpoints answer 401 without `operator_token`,
     the webhook 404 without `webhook_secret`. Request bodies over `body_caps` are 413.
 
     No /docs, /redoc or /openapi.json: a running controller need not describe itself to
     anyone who asks; `hedgerow openapi` writes the document from `app.openapi()`."""
+    polls = PollTimes()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Poll times are written in the background, and once more at shutdown."""
+        writer = asyncio.ensure_future(polls.run(backend.store))
+        try:
+            yield
+        finally:
+            writer.cancel()
+            with suppress(asyncio.CancelledError):
+                await writer
+
     app = HedgerowApp(
-        title="Hedgerow controller", version="v1", docs_url=None, redoc_url=None, openapi_url=None
+        title="Hedgerow controller",
+        version="v1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
     )
     errors.install(app)
     openapi.document(app)
@@ -69,7 +91,9 @@ def create_app(
 
     counters = metrics.Metrics()
     webhook.install(app, backend, webhook_secret)
-    app.desired = device.install(app, backend, TokenCache(backend.store), counters)
+    cache = TokenCache(backend.store)
+    app.desired = device.install(app, backend, cache, counters, polls)
+    enroll.install(app, backend.store, cache, enroll_limit or EnrollLimit())
     # after the device routes' middleware, so outside it: reports are capped too
     app.add_middleware(BodyLimit, caps=body_caps or BodyCaps())
     operator.install(app, backend, operator_token)

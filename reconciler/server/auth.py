@@ -76,6 +76,7 @@ class TokenCache:
         # names found without a token: not asked again for `refresh` s; a bounded LRU
         self._misses: OrderedDict[str, float] = OrderedDict()
         self.misses = misses
+        self._enrolled: set[str] = set()  # devices that enrolled themselves
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -106,6 +107,17 @@ class TokenCache:
         """Whether `device` was found without a token less than `refresh` seconds ago."""
         at = self._misses.get(device)
         return at is not None and self.clock() - at < self.refresh
+
+    def enrolled(self, device: str) -> bool:
+        """Whether `device` enrolled itself (as of the last read of the table, or an
+        enrollment this process answered)."""
+        return device in self._enrolled
+
+    def add_enrolled(self, device: str, token_hash: str) -> None:
+        """A device this process just enrolled: its token works at once, here."""
+        self._set(device, bytes.fromhex(token_hash))
+        self._enrolled.add(device)
+        self._misses.pop(device, None)
 
     def owner(self, token: str) -> str | None:
         """The device `token` belongs to, as of the last read of the table."""
@@ -143,6 +155,7 @@ class TokenCache:
         version = await asyncio.to_thread(self.store.tokens_version)
         if version != self._version:
             hashes = await asyncio.to_thread(self.store.token_hashes)
+            self._enrolled = await asyncio.to_thread(self.store.enrolled_names)
             self._hashes = {device: bytes.fromhex(value) for device, value in hashes.items()}
             self._owners = {value: device for device, value in self._hashes.items()}
             self._version = version

@@ -33,6 +33,7 @@ from reconciler.server.errors import described, error_response, unavailable, une
 from reconciler.server.longpoll import MAX_WAIT, Changes, Documents, long_poll, parse_wait
 from reconciler.server.metrics import Metrics
 from reconciler.server.openapi import wire_ref
+from reconciler.server.polls import PollTimes
 from reconciler.store import StoreUnavailable
 
 # `/v1/devices/{name}/{route}`, with Starlette's `{name}`: one segment, not empty
@@ -60,12 +61,18 @@ class DesiredRoute:
     to a minute."""
 
     def __init__(
-        self, documents: Documents, changes: Changes, cache: TokenCache, metrics: Metrics
+        self,
+        documents: Documents,
+        changes: Changes,
+        cache: TokenCache,
+        metrics: Metrics,
+        polls: PollTimes,
     ) -> None:
         self.documents = documents
         self.changes = changes
         self.cache = cache
         self.metrics = metrics
+        self.polls = polls
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Through the middleware stack (`DeviceRoutes`): a GET with a body (see `device`)."""
@@ -101,6 +108,7 @@ class DesiredRoute:
         response: Response
         try:
             await authorize_device(self.cache, name, _token(authorization))
+            self.polls.record(name)
             wait = parse_wait(scope["query_string"])
             response, waited = await long_poll(
                 self.documents, self.changes, name, wait, if_none_match
@@ -228,12 +236,14 @@ _DESIRED_PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
-def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics) -> DesiredRoute:
+def install(
+    app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics, polls: PollTimes
+) -> DesiredRoute:
     """The device routes on `app`; the desired route, for the app to serve ahead of its
     middleware stack."""
     changes = Changes()
     backend.on_change(changes.notify)
-    documents = Documents(backend)
+    documents = Documents(backend, pending=cache.enrolled)
 
     @app.get(
         "/v1/devices/{name}/desired",
@@ -242,7 +252,8 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         responses={
             **described(
                 **_REFUSED,
-                _404="The applied revision has no such device, or the name cannot be one.",
+                _404="The applied revision has no such device (and it is not enrolled), or "
+                "the name cannot be one.",
                 _503="The store does not answer, or the controller is starting: retry.",
                 _422="`wait` is not a number of seconds from 0 to 60.",
             ),
@@ -264,7 +275,7 @@ def install(app: FastAPI, backend: Backend, cache: TokenCache, metrics: Metrics)
         soon as the document changes (a new revision, new pull credentials), else 304."""
         raise AssertionError("served by DesiredRoute, put before this route")  # pragma: no cover
 
-    desired_route = DesiredRoute(documents, changes, cache, metrics)
+    desired_route = DesiredRoute(documents, changes, cache, metrics, polls)
     routes: dict[tuple[str, str], ASGIApp] = {("GET", "desired"): desired_route}
 
     @app.put(

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import suppress
 from urllib.parse import parse_qs
 
+import msgspec
 from fastapi import HTTPException
 from starlette.responses import Response
 
+from reconciler import wire
 from reconciler.core.document import etag
 from reconciler.server.backend import Backend
 
@@ -128,8 +130,9 @@ class Documents:
     its body again (a join of parts the controller shares across devices), so memory does
     not grow with the fleet."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, pending: Callable[[str], bool] | None = None) -> None:
         self.backend = backend
+        self.pending = pending or (lambda device: False)
         self._tags: dict[str, tuple[Hashable, str]] = {}
 
     def tag(self, device: str) -> str | None:
@@ -141,13 +144,24 @@ class Documents:
     async def get(self, device: str) -> tuple[bytes, str] | None:
         key = self.backend.document_key(device)
         if key is None:
-            return None
+            return self._pending(device)
         body = await self.backend.document(device)
         if body is None:
             return None
         tag = etag(body)
         self._tags[device] = (key, tag)
         return body, tag
+
+    def _pending(self, device: str) -> tuple[bytes, str] | None:
+        """A Pending device's document (enrolled, not admitted by a Device manifest): nothing
+        to run, at the applied revision; None when it is not one, or nothing is applied."""
+        revision = self.backend.revision()
+        if revision is None or not self.pending(device):
+            return None
+        body = msgspec.json.encode(
+            wire.DesiredDocument(device=device, revision=revision, deployments=[])
+        )
+        return body, etag(body)
 
 
 async def long_poll(
@@ -189,7 +203,9 @@ async def _current(documents: Documents, name: str, raw: bytes | None) -> Respon
 def answer(found: tuple[bytes, str] | None, name: str, if_none_match: str | None) -> Response:
     """200 with the document, or 304 when the device holds it already."""
     if found is None:
-        raise HTTPException(404, f"device {name!r} is not in the applied revision")
+        raise HTTPException(
+            404, f"device {name!r} is not in the applied revision, nor enrolled and pending"
+        )
     body, tag = found
     headers = {"ETag": tag, "Cache-Control": "no-store"}
     if matches(if_none_match, tag):

@@ -27,7 +27,8 @@ def document(app: FastAPI) -> None:
     pydantic models; the device routes refer to them by `wire_ref`), and document FastAPI's
     own 422s with the one error body that `reconciler.server.errors` answers."""
     _, wire_schemas = msgspec.json.schema_components(
-        [wire.DesiredDocument, wire.StatusReport], ref_template=_SCHEMAS + "{name}"
+        [wire.DesiredDocument, wire.StatusReport, wire.EnrollRequest, wire.Enrolled],
+        ref_template=_SCHEMAS + "{name}",
     )
     generate = app.openapi
 

@@ -142,6 +142,25 @@ def install(app: FastAPI, backend: Backend, operator_token: str | None) -> None:
         return [rollout_json(r) for r in found]
 
     @app.get(
+        "/v1/devices",
+        operation_id="listDevices",
+        tags=["operator"],
+        response_model=list[dict[str, Any]],
+        dependencies=operator,
+        responses=refused,
+    )
+    async def devices(
+        pending: Annotated[
+            bool, Query(description="Only devices enrolled and not admitted yet.")
+        ] = False,
+    ) -> list[dict[str, Any]]:
+        """The devices of the applied revision and every enrolled one: admitted or Pending,
+        their facts, and when each last reported and polled (what `hedgerow device list`
+        prints)."""
+        rows = await asyncio.to_thread(store.inventory)
+        return [row.to_json() for row in rows if row.pending or not pending]
+
+    @app.get(
         "/v1/observed",
         operation_id="getObserved",
         tags=["operator"],
