@@ -24,7 +24,7 @@ import requests
 from agent.controllers import Controllers
 from reconciler.errors import HedgerowError
 from reconciler.logs import get_logger
-from reconciler.wire import DesiredDocument, StatusReport
+from reconciler.wire import DesiredDocument, Enrolled, EnrollRequest, StatusReport
 
 log = get_logger("hedgerow.agent")
 T = TypeVar("T")
@@ -45,6 +45,15 @@ class ControllerUnreachable(HedgerowError):
     def elsewhere(self) -> bool:
         """Another replica may answer: this one could not be reached, or failed (5xx)."""
         return self.status is None or self.status >= 500
+
+
+class EnrollmentRefused(ControllerUnreachable):
+    """The controller refused an enrollment (4xx): `detail` says why, `retry_after` how long
+    to wait when it was a rate limit (429)."""
+
+    def __init__(self, message: str, status: int, retry_after: float | None = None) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
 
 
 class ReportConflict(HedgerowError):
@@ -105,6 +114,34 @@ class ControllerClient:
         Sent again to the next replica when one cannot answer: its events keep their numbers in
         their journal's epoch, so a report that did reach the first one is counted once."""
         return self._failover(lambda base: self._report(base, report))
+
+    def enroll(self, request: EnrollRequest) -> Enrolled:
+        """Enroll with the enrollment token this client was made with (`POST /v1/enroll`):
+        the device's own token. EnrollmentRefused for a refusal (4xx)."""
+        return self._failover(lambda base: self._enroll(base, request))
+
+    def _enroll(self, base: str, request: EnrollRequest) -> Enrolled:
+        try:
+            response = self._http.post(
+                f"{base}/v1/enroll",
+                data=msgspec.json.encode(request),
+                headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
+                verify=self._verify,
+                proxies=self._proxies,
+            )
+        except requests.RequestException as exc:
+            raise ControllerUnreachable(
+                f"cannot reach the controller: {type(exc).__name__}"
+            ) from None
+        if response.status_code == 201:
+            return msgspec.json.decode(response.content, type=Enrolled)
+        message = f"controller answered {response.status_code}: {_detail(response)}"
+        if 400 <= response.status_code < 500:
+            retry = response.headers.get("Retry-After", "")
+            wait = float(retry) if retry.isdigit() else None
+            raise EnrollmentRefused(message, response.status_code, wait)
+        raise ControllerUnreachable(message, response.status_code)
 
     def _failover(self, request: Callable[[str], T]) -> T:
         """`request` on the current URL, then on the next ones while they cannot answer; the

@@ -196,6 +196,13 @@ class Engine:
             return None
         return root, stat.f_bavail * stat.f_frsize
 
+    def describe(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The engine's `/info` and `/version` answers: what `agent.facts` reports."""
+        try:
+            return self.client.info(), self.client.version()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise EngineError(f"the engine does not describe itself: {_explain(error)}") from None
+
     # -- steps ----------------------------------------------------------------------------------
 
     def run(self, step: Step) -> None:

@@ -11,16 +11,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from agent.client import ControllerClient
 from agent.controllers import parse_urls
 from agent.engine import Engine
+from agent.enroll import TOKEN_FILE, Identity, NoToken, enroll, save, saved
 from agent.errors import EngineError, Stopped
+from agent.facts import FactsProbe
+from agent.identity import IdentityError, check_name, system_model, this_device_name
 from agent.poll import Agent, Debounce
 from agent.secretfiles import SecretFiles
 from reconciler import logs
+from reconciler.wire import EnrollRequest
 
 log = logs.get_logger("hedgerow.agent")
 STOP_WAIT = 8.0  # seconds a pass under way may take to finish at a stop (systemd waits 15)
@@ -38,7 +43,7 @@ def wait_for_engine(
     stopping: Callable[[], bool],
     interval: float,
     device: str,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
     secret_files: SecretFiles | None = None,
 ) -> Engine | None:
     """The engine DOCKER_HOST names, once it answers (it may start after the agent at boot),
@@ -55,10 +60,26 @@ def wait_for_engine(
     return None
 
 
+@dataclass(frozen=True)
+class Start:
+    """How the agent identifies itself: a device token file, the identity an enrollment
+    saved in the data folder, or an enrollment token to get one with."""
+
+    device: str | None = None  # --device; default: the saved name, else the hostname
+    token_file: Path | None = None
+    enroll_token_file: Path | None = None
+    system_model: str | None = None  # --system-model; default: the device tree's, or DMI's
+
+    def name(self, data_dir: Path) -> str:
+        if self.device is not None:
+            return self.device
+        found = saved(data_dir)
+        return found.device if found is not None else this_device_name()
+
+
 def run(
     controller: str | Sequence[str],
-    device: str,
-    token_file: Path,
+    start: Start,
     data_dir: Path,
     poll_interval: float,
     ca_file: Path | None = None,
@@ -66,37 +87,52 @@ def run(
     secrets_dir: Path | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT. `controller`: one URL, or several replicas of
-    one controller (tried in turn when one cannot answer)."""
-    token = token_file.read_text(encoding="utf-8").strip()
+    one controller (tried in turn when one cannot answer). Raises NoToken or IdentityError
+    before anything starts when the device cannot tell who it is."""
+    device = start.name(data_dir)
+    identity = _identity(start, data_dir, device)
     verify = str(ca_file) if ca_file else True
-    client = ControllerClient(controller, device, token, verify=verify, proxy=proxy)
-    stopping = False
+    stopping = threading.Event()
     agent: Agent | None = None
 
     def stop(signum: int, frame: FrameType | None) -> None:
         """Finish the pass under way (its steps, the report), then exit; a long poll, which
         has nothing to finish, is cut short at once (it may hold for the poll interval)."""
-        nonlocal stopping
-        stopping = True
+        stopping.set()
         if agent is not None and agent.polling:
             raise Stopped
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     engine = wait_for_engine(
-        lambda: stopping, poll_interval, device, secret_files=secret_folder(secrets_dir)
+        stopping.is_set, poll_interval, device, stopping.wait, secret_folder(secrets_dir)
     )
     if engine is None:
-        client.close()
         return
-    agent = Agent(client, engine, data_dir, interval=poll_interval)
+    probe = FactsProbe(engine.describe, data_dir)
+    if identity is None:  # first start: enroll with the enrollment token
+        assert start.enroll_token_file is not None
+        shared = start.enroll_token_file.read_text(encoding="utf-8").strip()
+        model = start.system_model or system_model()
+        asking = ControllerClient(controller, device, shared, verify=verify, proxy=proxy)
+        request = EnrollRequest(device=device, system_model=model, facts=probe())
+        try:
+            identity = enroll(asking, request, stopping.is_set, poll_interval, stopping.wait)
+        finally:
+            asking.close()
+        if identity is None:
+            return
+        save(data_dir, identity)
+    client = ControllerClient(controller, identity.device, identity.token, verify=verify,
+                              proxy=proxy)  # fmt: skip
+    agent = Agent(client, engine, data_dir, interval=poll_interval, facts=probe)
     log.info("agent started", device=device)
     debounce = Debounce(2.0)  # a burst of engine events: at most one pass every 2 s
     watcher = Engine.from_env(device)  # its own connection for the event stream
     threading.Thread(target=watcher.watch, args=(debounce.notify,), daemon=True).start()
 
     def react_to_engine() -> None:
-        while not stopping:
+        while not stopping.is_set():
             time.sleep(0.2)
             if debounce.due():
                 try:
@@ -106,13 +142,36 @@ def run(
 
     threading.Thread(target=react_to_engine, daemon=True).start()
     try:
-        agent.run(stop=lambda: stopping)
+        agent.run(stop=stopping.is_set)
     finally:
         # a pass started by an engine event finishes its steps before the process ends
         if agent.lock.acquire(timeout=STOP_WAIT):
             agent.lock.release()
         client.close()
     log.info("agent stopped", device=device)
+
+
+def _identity(start: Start, data_dir: Path, device: str) -> Identity | None:
+    """The device token to use (None: enroll first). An explicit --token-file wins; then the
+    token an enrollment saved; the enrollment token only when there is neither."""
+    if start.token_file is not None:
+        return Identity(device, start.token_file.read_text(encoding="utf-8").strip())
+    found = saved(data_dir)
+    if found is not None:
+        if found.device != device:
+            raise IdentityError(
+                f"this device enrolled as {found.device}, not {device}: drop --device, or "
+                f"remove {data_dir / TOKEN_FILE} to enroll again"
+            )
+        return found
+    if start.enroll_token_file is None:
+        raise NoToken(
+            f"no device token: pass --token-file, or --enroll-token-file to enroll (none saved "
+            f"in {data_dir})"
+        )
+    if not start.enroll_token_file.is_file():
+        raise NoToken(f"no enrollment token file at {start.enroll_token_file}")
+    return None
 
 
 def secret_folder(path: Path | None) -> SecretFiles | None:
@@ -146,8 +205,26 @@ def parser() -> argparse.ArgumentParser:
         help="Controller URL; several (comma-separated or repeated): replicas, tried in turn "
         "when one cannot answer",
     )
-    parser.add_argument("--device", required=True, help="This device's name")
-    parser.add_argument("--token-file", required=True, type=Path)
+    parser.add_argument(
+        "--device",
+        help="This device's name; default: the name it enrolled under, else the hostname "
+        "made a DNS label",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="The device's token (hedgerow device token NAME); not needed once enrolled",
+    )
+    parser.add_argument(
+        "--enroll-token-file",
+        type=Path,
+        help="A shared enrollment token (hedgerow enrollment create): used once, at the first "
+        "start, to get this device's own token, kept in --data-dir",
+    )
+    parser.add_argument(
+        "--system-model",
+        help="Reported at enrollment; default: the device tree's model, or DMI's product name",
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/hedgerow"))
     parser.add_argument("--poll-interval", type=duration, default=30.0)
     parser.add_argument(
@@ -203,9 +280,20 @@ def main(argv: list[str] | None = None) -> int:
         urls = controllers(args.controller)
     except ValueError as exc:  # the same URL in two --controller options
         command.error(str(exc))
+    if args.device is not None:
+        try:
+            check_name(args.device)
+        except IdentityError as exc:
+            command.error(str(exc))
     logs.configure(args.log_format)
-    run(urls, args.device, args.token_file, args.data_dir, args.poll_interval,
-        args.ca_file, args.proxy, args.secrets_dir)  # fmt: skip
+    start = Start(args.device, args.token_file, args.enroll_token_file, args.system_model)
+    try:
+        run(urls, start, args.data_dir, args.poll_interval, args.ca_file, args.proxy,
+            args.secrets_dir)  # fmt: skip
+    except (NoToken, IdentityError) as exc:
+        log.error("cannot start", error=str(exc))
+        print(f"hedgerow-agent: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -54,6 +54,7 @@ from reconciler.wire import (
     DesiredDocument,
     Event,
     EventKind,
+    Facts,
     Readiness,
     ReleaseReport,
     StatusReport,
@@ -261,8 +262,10 @@ class Agent:
         rng: random.Random | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
+        facts: Callable[[], Facts] | None = None,
     ) -> None:
         self.client = client
+        self.facts = facts  # what the device is, sent in every report (`agent.facts`)
         self.engine = engine
         self.data_dir = data_dir
         self.interval = interval
@@ -564,6 +567,7 @@ class Agent:
             revision=desired.revision or None,
             releases=releases,
             images=report_images(desired, present_images(desired, engine)),
+            facts=self.facts() if self.facts is not None else None,
         )
         self._send(base)
 
