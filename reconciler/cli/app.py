@@ -9,6 +9,7 @@ from reconciler.cli import (
     credential,
     demo,
     device,
+    enrollment,
     importer,
     manifests,
     observe,
@@ -34,6 +35,7 @@ app.command()(observe.status)
 app.command()(observe.events)
 app.add_typer(rollout.app, name="rollout")
 app.add_typer(device.app, name="device")
+app.add_typer(enrollment.app, name="enrollment")
 app.command()(device.agent)
 app.command()(controller.openapi)
 app.command()(demo.demo)

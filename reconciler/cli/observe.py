@@ -9,24 +9,70 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from reconciler import wire
+from reconciler.cli.device import size, when
 from reconciler.cli.options import DataDir, Db, OutputOption, open_store
-from reconciler.cli.output import Output, console, literal
+from reconciler.cli.output import Output, console, fail, literal
 from reconciler.core import history
 from reconciler.core.rollout_status import decoded, rollout_json, summary
 from reconciler.store import EventRecord, StatusRecord, Store
 
 
 def status(
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="One device: its facts, last report and poll, statuses."),
+    ] = None,
     db: Db = None,
     data_dir: DataDir = Path(".hedgerow"),
     output: OutputOption = Output.text,
 ) -> None:
-    """The applied revision, rejected commits, and every deployment's status and conditions."""
+    """The applied revision, rejected commits, Pending devices, and every deployment's status
+    and conditions; or, with --device, one device."""
     with open_store(db, data_dir) as store:
-        if output is Output.json:
+        if device is not None:
+            device_status(store, device, output)
+        elif output is Output.json:
             typer.echo(json.dumps(status_json(store), indent=2))
         else:
             print_status(store)
+
+
+def device_status(store: Store, name: str, output: Output) -> None:
+    found = next((row for row in store.inventory() if row.device == name), None)
+    if found is None:
+        fail(f"device {name} is neither in the applied revision nor enrolled", code=1)
+    statuses = [s for s in _statuses(store) if s.device == name]
+    if output is Output.json:
+        document = found.to_json()
+        document["deployments"] = [s.status.to_json() for s in statuses]
+        typer.echo(json.dumps(document, indent=2))
+        return
+    out = console()
+    condition = "Pending (enrolled, no Device manifest yet)" if found.pending else "Admitted"
+    facts = found.facts or wire.Facts()
+    lines = [
+        ("device", found.device),
+        ("condition", condition),
+        ("enrollment", found.enrollment or "-"),
+        ("system model", found.system_model or "-"),
+        ("labels", ",".join(f"{k}={v}" for k, v in sorted(found.labels.items())) or "-"),
+        ("last report", when(found.reported_at)),
+        ("last poll", when(found.polled_at)),
+        ("architecture", facts.architecture or "-"),
+        ("os", facts.os or "-"),
+        ("kernel", facts.kernel or "-"),
+        ("engine", " ".join(filter(None, (facts.engine, facts.engine_version))) or "-"),
+        ("memory", size(facts.memory_bytes)),
+        ("disk", size(facts.disk_bytes)),
+        ("free disk", size(facts.disk_free_bytes)),
+    ]
+    for label, value in lines:
+        out.print(f"{label + ':':14}{literal(value)}")
+    if found.pending:
+        out.print(f"admit it: hedgerow device manifest {literal(found.device)}, then commit it")
+    if statuses:
+        out.print(_status_table(statuses))
 
 
 def status_json(store: Store) -> dict[str, Any]:
@@ -41,6 +87,7 @@ def status_json(store: Store) -> dict[str, Any]:
             for r in store.rejected(limit=10)
         ],
         "deployments": [s.status.to_json() for s in _statuses(store)],
+        "pending": [row.to_json() for row in store.inventory() if row.pending],
         "rollouts": [rollout_json(r) for r in decoded(store.rollouts())],
     }
 
@@ -85,11 +132,21 @@ def print_status(store: Store) -> None:
             out.print(f"  {literal(_where(error))}{literal(str(error['message']))}")
     for active in decoded(store.rollouts()):
         out.print(literal(summary(active)))
+    waiting = [row for row in store.inventory() if row.pending]
+    if waiting:
+        out.print(f"[yellow]pending[/] {len(waiting)} device(s) enrolled, not admitted yet:")
+        for row in waiting:
+            out.print(f"  {literal(row.device)} ({literal(row.system_model or '?')})")
+        out.print("  admit one: hedgerow device manifest NAME, then commit it")
+    out.print(_status_table(_statuses(store)))
+
+
+def _status_table(statuses: list[StatusRecord]) -> Table:
     table = Table(title="Deployments")
     for column in ("deployment", "device", "application", "desired", "observed", "state",
                    "conditions"):  # fmt: skip
         table.add_column(column)
-    for entry in _statuses(store):
+    for entry in statuses:
         s = entry.status
         conditions = " ".join(f"{c.type}={c.status}({c.reason})" for c in s.conditions)
         cells = (
@@ -102,7 +159,7 @@ def print_status(store: Store) -> None:
             conditions,
         )
         table.add_row(*map(literal, cells))
-    out.print(table)
+    return table
 
 
 def _where(error: dict[str, Any]) -> str:

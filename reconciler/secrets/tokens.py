@@ -2,8 +2,8 @@
 
 Tokens are 256 random bits, so a plain SHA-256 is enough to make a stolen database useless
 (no dictionary to try) and lets the controller look a token up by its hash; a slow password
-hash would only cost every request time. The `hdr_` prefix makes a leaked token recognisable
-to secret scanners.
+hash would only cost every request time. The `hdr_` prefix (`hde_` for enrollment tokens)
+makes a leaked token recognisable to secret scanners.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import hmac
 import secrets
 
 PREFIX = "hdr_"
+ENROLLMENT_PREFIX = "hde_"  # a shared enrollment token: tells it from a device's own at a glance
 
 
-def issue() -> str:
+def issue(prefix: str = PREFIX) -> str:
     """A new token; the caller shows it once and stores `hash_token(token)`."""
-    return PREFIX + secrets.token_urlsafe(32)
+    return prefix + secrets.token_urlsafe(32)
 
 
 def hash_token(token: str) -> str:
