@@ -8,4 +8,5 @@ PLAINTEXT_SECRETS = (
     "an0ther-Secret-do-not-leak",
     "demo-password-change-me",
     "app-S3cret-value-do-not-leak",  # an application Secret's value (tests/test_app_secrets.py)
+    "hde_Enrollment-token-do-not-leak",  # an enrollment token (tests/test_enrollment.py)
 )
