@@ -3,16 +3,14 @@ pinned here (kubernetes-validate's bundled schemas, strict: an unknown field fai
 and they hold together in what schemas cannot see. The controller's args parse as
 `hedgerow controller`'s own options, the probes ask for routes the app serves on the port it
 listens on, every Secret, key, volume and file they name exists, the Service and the
-PodDisruptionBudget select the Deployment's pods, and the init container's script leaves the
-fingerprint key where, and as, the controller reads it."""
+PodDisruptionBudget select the Deployment's pods, and every replica reads one fingerprint key
+from the Secret."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,7 +22,7 @@ import yaml
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from reconciler.cli.app import app
-from reconciler.controller.keys import fingerprint_key
+from reconciler.controller.keys import shared_key
 from reconciler.server.app import openapi_document
 from tests.support.repos import ROOT
 
@@ -280,8 +278,7 @@ def test_every_container_is_locked_down() -> None:
 
 
 def test_what_the_controller_writes_is_a_writable_volume() -> None:
-    """The root filesystem is read-only: the data folder (git mirror, fingerprint.key) and /tmp
-    are emptyDirs."""
+    """The root filesystem is read-only: the data folder (git mirror) and /tmp are emptyDirs."""
     container = controller_container()
     for path in (PurePosixPath(str(parsed_options()["data_dir"])), PurePosixPath("/tmp")):
         mount = mounts(container)[path]
@@ -315,44 +312,21 @@ def test_the_example_secrets_hold_placeholders_only() -> None:
 # -- the fingerprint key ---------------------------------------------------------------------
 
 
-def init_script(tmp_path: Path) -> tuple[list[str], Path, Path]:
-    """The init container's command, its paths moved under tmp_path; and the key's source and
-    the data folder it writes to."""
-    (init,) = pod()["spec"]["initContainers"]
-    command: list[str] = init["command"]
-    assert command[:2] == ["python3", "-c"]
-    data_dir = str(parsed_options()["data_dir"])
-    (source_mount,) = [m for m in init["volumeMounts"] if m["mountPath"] != data_dir]
-    assert any(m["mountPath"] == data_dir for m in init["volumeMounts"])
-    items = volumes()[source_mount["name"]]["secret"]["items"]
-    assert [item["path"] for item in items] == ["fingerprint.key"]
-    source, data = tmp_path / "secret", tmp_path / "data"
-    source.mkdir()
-    data.mkdir()
-    script = command[2].replace(source_mount["mountPath"], str(source))
-    script = script.replace(data_dir, str(data))
-    return [sys.executable, "-c", script], source / "fingerprint.key", data
+def test_every_replica_reads_one_fingerprint_key_from_the_secret(tmp_path: Path) -> None:
+    """The replicas share the key (whichever leads next compares against the fingerprints the
+    last leader stored): the flag names the Secret's file, mounted read-only."""
+    path = PurePosixPath(str(parsed_options()["fingerprint_key_file"]))
+    mount = mounts(controller_container())[path.parent]
+    assert mount["readOnly"] is True
+    items = volumes()[mount["name"]]["secret"]["items"]
+    assert path.name in [item["path"] for item in items]
+    key = tmp_path / "fingerprint.key"
+    key.write_text("c2hhcmVkIGJ5IGV2ZXJ5IHJlcGxpY2EsIDMyIGJ5dGVzIG9yIG1vcmU=\n")
+    assert shared_key(key) == shared_key(key) == key.read_bytes().strip()
 
 
-def test_the_init_container_leaves_the_shared_fingerprint_key_as_the_controller_reads_it(
-    tmp_path: Path,
-) -> None:
-    command, source, data = init_script(tmp_path)
-    key = os.urandom(32)
-    source.write_bytes(key)
-    source.chmod(0o440)  # as the Secret's file is
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert ((data / "fingerprint.key").stat().st_mode & 0o777) == 0o600
-    assert fingerprint_key(data) == key  # read as it is, not replaced by a key of its own
-    again = subprocess.run(command, capture_output=True, text=True, timeout=30)
-    assert again.returncode == 0, again.stderr  # a restarted pod's init runs again
-
-
-def test_the_init_container_refuses_a_short_fingerprint_key(tmp_path: Path) -> None:
-    command, source, data = init_script(tmp_path)
-    source.write_text(PLACEHOLDER)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 1
-    assert "32 random bytes" in done.stderr
-    assert not (data / "fingerprint.key").exists()
+def test_a_short_fingerprint_key_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "fingerprint.key"
+    key.write_text(PLACEHOLDER)
+    with pytest.raises(ValueError, match="a key needs 32 or more"):
+        shared_key(key)

@@ -115,6 +115,16 @@ def controller(
             "(three of the agent's 30 s poll intervals).",
         ),
     ] = 90.0,
+    fingerprint_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--fingerprint-key-file",
+            envvar="HEDGEROW_FINGERPRINT_KEY_FILE",
+            dir_okay=False,
+            help="The key (32 random bytes or more) credentials and Secrets are fingerprinted "
+            "with; replicas must share one. Default: made once in --data-dir.",
+        ),
+    ] = None,
     log_format: LogFormatOption = None,
 ) -> None:
     """Follow a branch, apply each valid commit whole, and reconcile every device."""
@@ -122,7 +132,7 @@ def controller(
     import uvicorn
 
     from reconciler.controller.controller import Controller
-    from reconciler.controller.keys import fingerprint_key
+    from reconciler.controller.keys import fingerprint_key, shared_key
     from reconciler.controller.runner import Runner
     from reconciler.controller.source import Mirror, SourceError, watch_refs
     from reconciler.server import connections
@@ -144,6 +154,12 @@ def controller(
     except SourceError as exc:
         fail(str(exc))
     secret = read_secret(webhook_secret_file) if webhook_secret_file else None
+    try:
+        key = (
+            shared_key(fingerprint_key_file) if fingerprint_key_file else fingerprint_key(data_dir)
+        )
+    except (OSError, ValueError) as exc:
+        fail(f"--fingerprint-key-file: {exc}")
     logs.configure(log_format.value if log_format else None)
     open_files = raise_open_file_limit()
     log = logs.get_logger("hedgerow.controller")
@@ -173,7 +189,7 @@ def controller(
             Source(),
             store,
             identities=keys,
-            fingerprint_key=fingerprint_key(data_dir),
+            fingerprint_key=key,
             history=mirror,
             allow_history_rewrite=allow_history_rewrite,
             offline_after=offline_after,

@@ -1,4 +1,4 @@
-"""The controller's own key, kept in its data folder."""
+"""The controller's fingerprint key: made once in its data folder, or shared by replicas."""
 
 from __future__ import annotations
 
@@ -22,3 +22,16 @@ def fingerprint_key(data_dir: Path) -> bytes:
         with os.fdopen(fd, "wb") as fh:
             fh.write(secrets.token_bytes(32))
     return path.read_bytes()
+
+
+MIN_KEY_BYTES = 32
+
+
+def shared_key(path: Path) -> bytes:
+    """A key replicas share (`--fingerprint-key-file`, a Kubernetes Secret's file): every
+    replica must fingerprint under the same key, for whichever leads next compares against
+    the fingerprints the last one stored. ValueError for a key too short to be random."""
+    key = path.read_bytes().strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"{path} holds {len(key)} bytes: a key needs {MIN_KEY_BYTES} or more")
+    return key
