@@ -10,8 +10,10 @@ Building takes a while on vfs: the first run makes the Debian bases with deboots
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from pathlib import Path
 import docker.errors
 import git
 import httpx
+import pyrage
 import pytest
 from docker.models.containers import Container
 from typer.testing import CliRunner
@@ -29,6 +32,7 @@ from reconciler.demo.daemons import SandboxError, free_port, need
 from tests.support.docker import DockerEngine, Images
 from tests.support.e2e import Fleet, healthy, wait
 from tests.support.fleet import fleet_manifests
+from tests.support.leaks import PLAINTEXT_SECRETS
 from tests.support.repos import ROOT, commit, write_tree
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("git_identity")]
@@ -37,6 +41,8 @@ AGENT_IMAGE = "hedgerow/agent:test"
 CONTROLLER_IMAGE = "hedgerow/controller:test"
 BUILD_SECONDS = 1200  # debootstrap twice and two builds on vfs: about 2.5 minutes here
 CONTROLLER_UID = "10001"
+PASSWORD = PLAINTEXT_SECRETS[-1]  # a value the suite's leak check looks for in every output
+SECRET_FILE = "secret: db, key: password, target: /run/secrets/password, mode: 0444"
 
 
 @dataclass(frozen=True)
@@ -111,18 +117,31 @@ def test_the_agent_image_is_the_agent_alone(docker_engine: DockerEngine, built: 
 @pytest.fixture
 def controller(tmp_path: Path, docker_engine: DockerEngine, images: Images) -> Iterator[Fleet]:
     """A controller process on loopback, following a repository that deploys `images.v1` to
-    device pi-1, and pi-1's token in tmp_path/token."""
+    device pi-1 with the Secret `db` as the file /run/secrets/password, and pi-1's token in
+    tmp_path/token."""
     port = free_port()
+    identity = pyrage.x25519.Identity.generate()
+    (tmp_path / "age.txt").write_text(f"{identity}\n")
+    files = fleet_manifests("1.0.0", images.v1, port=port)
+    files["releases/1.0.0.yaml"] += f"    secrets: [{{{SECRET_FILE}}}]\n"
+    made = CliRunner().invoke(
+        app,
+        ["secret", "create", "db", "--from-literal", f"password={PASSWORD}",
+         "--age", str(identity.to_public()), "-o", str(tmp_path / "db.yaml")],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    files["secrets/db.yaml"] = (tmp_path / "db.yaml").read_text()
     repo = git.Repo.init(tmp_path / "fleet", initial_branch="main")
     write_tree(Path(repo.working_dir), {})
-    commit(repo, "v1", fleet_manifests("1.0.0", images.v1, port=port))
+    commit(repo, "v1", files)
     data, http = tmp_path / "controller", free_port()
     url = f"http://127.0.0.1:{http}"
     log = tmp_path / "controller.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "controller", "--repo", str(repo.working_dir),
-             "--data-dir", str(data), "--listen", f"127.0.0.1:{http}", "--interval", "3600"],
+             "--data-dir", str(data), "--listen", f"127.0.0.1:{http}", "--interval", "3600",
+             "--age-key-file", str(tmp_path / "age.txt")],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
         )  # fmt: skip
     try:
@@ -141,15 +160,30 @@ def controller(tmp_path: Path, docker_engine: DockerEngine, images: Images) -> I
         print(f"--- controller.log\n{log.read_text(errors='replace')[-3000:]}")
 
 
+@pytest.fixture
+def secrets_dir() -> Iterator[Path]:
+    """A folder on a tmpfs of the host (/dev/shm), for the agent's Secret files."""
+    made = Path(tempfile.mkdtemp(prefix="hedgerow-images-", dir="/dev/shm"))
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
+
+
 def test_the_agent_in_a_container_deploys_a_release_on_the_engine_it_is_given(
-    tmp_path: Path, docker_engine: DockerEngine, built: Built, controller: Fleet
+    tmp_path: Path,
+    docker_engine: DockerEngine,
+    built: Built,
+    controller: Fleet,
+    secrets_dir: Path,
 ) -> None:
+    """The agent in its container, with the engine's socket mounted and DOCKER_HOST naming it,
+    and its Secret folder mounted at the same path as on the host: the engine bind-mounts the
+    files from the host's side."""
     socket = docker_engine.host.removeprefix("unix://")
     client = docker_engine.client
     agent = client.containers.run(
         built.agent,
-        ["--controller", controller.url, "--device", "pi-1",
-         "--token-file", "/etc/hedgerow/token", "--poll-interval", "2s"],
+        ["--controller", controller.url, "--device", "pi-1", "--token-file",
+         "/etc/hedgerow/token", "--secrets-dir", str(secrets_dir), "--poll-interval", "2s"],
         name="hedgerow-agent-test",
         detach=True,
         network_mode="host",  # the controller listens on the host's loopback
@@ -157,6 +191,7 @@ def test_the_agent_in_a_container_deploys_a_release_on_the_engine_it_is_given(
         volumes={
             socket: {"bind": "/run/engine.sock", "mode": "rw"},
             str(tmp_path / "token"): {"bind": "/etc/hedgerow/token", "mode": "ro"},
+            str(secrets_dir): {"bind": str(secrets_dir), "mode": "rw"},
         },
     )  # fmt: skip
     logs = ""
@@ -168,11 +203,13 @@ def test_the_agent_in_a_container_deploys_a_release_on_the_engine_it_is_given(
         assert agent.status == "running"
         (made,) = client.containers.list(filters={"label": "hedgerow.deployment=web-pi-1"})
         assert made.image is not None and Images().v1 in made.image.tags
+        code, read = made.exec_run(["cat", "/run/secrets/password"])
+        assert code == 0 and read == PASSWORD.encode(), "the Secret file, from the host's tmpfs"
     finally:
         logs = stopped(agent)
         print(f"--- the agent container\n{logs[-3000:]}")
         docker_engine.remove_managed()
-    assert "Traceback" not in logs
+    assert "Traceback" not in logs and "warning" not in logs
 
 
 # -- the controller -------------------------------------------------------------------------------
