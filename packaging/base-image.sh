@@ -54,15 +54,19 @@ if [ "$existing" = "$key" ]; then
     exit 0
 fi
 
+mkdir -p "$cache/debs"
+# One debootstrap at a time per cache (it shares the downloaded packages): a second run waits,
+# then finds the tarball the first one made.
+exec 9>"$cache/.lock"
+flock 9
 if [ ! -f "$tarball" ]; then
     command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || {
         echo "debootstrap not found: install Debian's debootstrap package" >&2
         exit 1
     }
     [ "$(id -u)" = 0 ] || { echo "debootstrap needs root: run as root (sudo)" >&2; exit 1; }
-    mkdir -p "$cache/debs"
     root=$(mktemp -d "$cache/rootfs.XXXXXX")
-    trap 'rm -rf "$root"' EXIT
+    trap 'rm -rf "$root" "$root.log" "$root.tar"' EXIT
     echo "debootstrap $SUITE ($packages) from $MIRROR"
     PATH="$PATH:/usr/sbin:/sbin" debootstrap --variant=minbase --include="$packages" \
         --cache-dir="$cache/debs" "$SUITE" "$root" "$MIRROR" >"$root.log" 2>&1 </dev/null || {
@@ -76,9 +80,10 @@ if [ ! -f "$tarball" ]; then
         "$root"/usr/share/info/* "$root"/usr/share/locale/* "$root"/tmp/* "$root"/root/.cache
     find "$root/usr/lib" -name __pycache__ -type d -prune -exec rm -rf {} +
     chmod 0755 "$root"  # mktemp made it 0700: the image's / would shut out every other user
-    tar --numeric-owner -C "$root" -cf "$tarball.part" .
-    mv "$tarball.part" "$tarball"
+    tar --numeric-owner -C "$root" -cf "$root.tar" .
+    mv "$root.tar" "$tarball"
 fi
+exec 9>&-
 
 echo "importing $tarball as $tag"
 "$DOCKER" import \
