@@ -179,6 +179,7 @@ def test_the_agent_in_a_container_deploys_a_release_on_the_engine_it_is_given(
     and its Secret folder mounted at the same path as on the host: the engine bind-mounts the
     files from the host's side."""
     socket = docker_engine.host.removeprefix("unix://")
+    (tmp_path / "agent").mkdir()
     client = docker_engine.client
     agent = client.containers.run(
         built.agent,
@@ -186,12 +187,14 @@ def test_the_agent_in_a_container_deploys_a_release_on_the_engine_it_is_given(
          "/etc/hedgerow/token", "--secrets-dir", str(secrets_dir), "--poll-interval", "2s"],
         name="hedgerow-agent-test",
         detach=True,
+        read_only=True,  # it writes to its data folder and the Secret folder alone
         network_mode="host",  # the controller listens on the host's loopback
         environment={"DOCKER_HOST": "unix:///run/engine.sock"},
         volumes={
             socket: {"bind": "/run/engine.sock", "mode": "rw"},
             str(tmp_path / "token"): {"bind": "/etc/hedgerow/token", "mode": "ro"},
             str(secrets_dir): {"bind": str(secrets_dir), "mode": "rw"},
+            str(tmp_path / "agent"): {"bind": "/var/lib/hedgerow", "mode": "rw"},
         },
     )  # fmt: skip
     logs = ""
@@ -234,7 +237,8 @@ def test_the_controller_image_follows_a_mounted_repository(
     tmp_path: Path, docker_engine: DockerEngine, built: Built
 ) -> None:
     """The default command follows /repo (another user's files: git must accept them) and
-    keeps its store in the image's data folder, where `hedgerow device token` finds it."""
+    keeps its store in the image's data folder, where `hedgerow device token` finds it; with
+    a read-only root filesystem and no capabilities, as a Kubernetes pod might run it."""
     repo = git.Repo.init(tmp_path / "fleet", initial_branch="main")
     write_tree(Path(repo.working_dir), {})
     commit(repo, "v1", fleet_manifests("1.0.0", "local/app:1"))
@@ -250,6 +254,10 @@ def test_the_controller_image_follows_a_mounted_repository(
         detach=True,
         network_mode="host",
         volumes={str(repo.working_dir): {"bind": "/repo", "mode": "ro"}},
+        read_only=True,  # it writes to its data folder alone
+        tmpfs={"/var/lib/hedgerow": f"uid={CONTROLLER_UID},gid={CONTROLLER_UID},mode=0700"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
     )
     try:
         url = f"http://127.0.0.1:{http}"
