@@ -64,6 +64,8 @@ build() {  # build NAME TAG BASE
     DOCKER_BUILDKIT=0 "$DOCKER" build --quiet --network none --force-rm \
         --build-arg "BASE=$3" --build-arg "VERSION=$version" \
         --file "$here/Dockerfile.$1" --tag "$2" "$context" >/dev/null
+    # the install stage, untagged, with the wheels and pip: no later build reuses it
+    "$DOCKER" image prune --force --filter label=org.hedgerow.stage=install >/dev/null
     "$DOCKER" image inspect --format "$2: {{.Size}} bytes" "$2"
 }
 
