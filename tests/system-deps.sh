@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests run as real parts, when they are missing: PostgreSQL for
-# the store, and dockerd, a registry, htpasswd and a static busybox for the agent's engine tests.
+# the store, and dockerd, a registry, htpasswd and a static busybox for the agent's engine tests,
+# debootstrap for the container images' base.
 # Services are never started by the packages (policy-rc.d): tests start their own, on loopback.
 # Debian's docker-compose is what the compose parity tests and bench/apply.py compare against.
 set -euo pipefail
@@ -13,6 +14,8 @@ command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the load generator of bench/polls.py
 # what the compose parity tests compare against, and bench/apply.py
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# makes the container images' Debian base (packaging/base-image.sh)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verifies the agent's unit
 # the images' only binary: it must be the static build (an image has no libc)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
