@@ -44,6 +44,7 @@ T0 = datetime(2025, 3, 30, 0, 30, 15, 123456, tzinfo=UTC)
 EPOCH, OTHER = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
 TABLES = {
     "enrollment_tokens",
+    "viewer_tokens",
     "device_facts",
     "revisions",
     "observed",
@@ -132,7 +133,7 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     migrate(engine)
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
-    assert current_revision(engine) == head() == "0011"
+    assert current_revision(engine) == head() == "0012"
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]

@@ -13,6 +13,7 @@ from reconciler.cli import (
     importer,
     manifests,
     observe,
+    operator,
     review,
     rollout,
     secret,
@@ -36,6 +37,7 @@ app.command()(observe.events)
 app.add_typer(rollout.app, name="rollout")
 app.add_typer(device.app, name="device")
 app.add_typer(enrollment.app, name="enrollment")
+app.add_typer(operator.app, name="operator")
 app.command()(device.agent)
 app.command()(controller.openapi)
 app.command()(demo.demo)

@@ -178,6 +178,9 @@ def controller(
         def blobs(self, sha: str) -> Iterator[Keyed]:
             return mirror.blobs(sha, path)
 
+        def message(self, sha: str) -> str:
+            return mirror.message(sha)
+
     cluster = None
     if store.dialect == "postgresql":  # every controller on one database is a replica
         from reconciler.store.cluster import Cluster

@@ -83,6 +83,14 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class DescribedSource(Protocol):
+    """A source that tells a commit's subject line (a `Mirror`), kept with the revision for
+    people (`hedgerow status`, the dashboard)."""
+
+    def message(self, sha: str) -> str: ...
+
+
+@runtime_checkable
 class BlobSource(Protocol):
     """A source that keys each file by its blob id (a `Mirror`): a file a commit did not change
     is not even read. Another source's files are keyed by a digest of their content."""
@@ -194,6 +202,15 @@ class Controller:
         self._facts: dict[str, bytes] = {}  # digest of each device's facts as last stored
 
     # -- revisions -----------------------------------------------------------------------------
+
+    def _message(self, sha: str) -> str | None:
+        if not isinstance(self.source, DescribedSource):
+            return None
+        try:
+            return self.source.message(sha)[:1000]
+        except Exception:
+            log.warning("no commit message", revision=sha)
+            return None
 
     def resume(self) -> None:
         """After a restart, rebuild the applied state from the revision the store recorded."""
@@ -340,7 +357,8 @@ class Controller:
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
             message = f"commit {sha[:12]} rejected: {summary}{more}"
             event = EventIn(at, None, "rejected", message, revision=sha)
-            self.store.reject(sha, [p.to_json() for p in errors], at, [event], self.term)
+            self.store.reject(sha, [p.to_json() for p in errors], at, [event], self.term,
+                              self._message(sha))  # fmt: skip
             # every device is queued: each status must show the rejection
             return Outcome(sha, False, errors, self.devices())
         base, _ = self._desired(report)
@@ -374,6 +392,7 @@ class Controller:
             events=events,
             term=self.term,
             rollouts=records,
+            message=self._message(sha),
         )
         self._remember(report)
         with self._state:

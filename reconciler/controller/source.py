@@ -291,6 +291,11 @@ class Mirror:
         """`tree_blobs` of a fetched commit: the files a controller validates incrementally."""
         return tree_blobs(self.repo, sha, path)
 
+    def message(self, sha: str) -> str:
+        """The commit's subject line."""
+        summary = self.repo.commit(sha).summary
+        return summary.decode("utf-8", "replace") if isinstance(summary, bytes) else summary
+
     def descends(self, sha: str, ancestor: str) -> bool:
         """`descends` in the mirror: a Mirror is the controller's `History` too."""
         return descends(self.repo, sha, ancestor)

@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from reconciler import wire
 from reconciler.core.document import Fleet
 from reconciler.server import device, enroll, errors, metrics, openapi, operator, webhook
-from reconciler.server.auth import TokenCache
+from reconciler.server.auth import OperatorAuth, TokenCache
 from reconciler.server.backend import Backend
 from reconciler.server.enroll import EnrollLimit
 from reconciler.server.limits import BodyCaps, BodyLimit
@@ -96,7 +96,7 @@ def create_app(
     enroll.install(app, backend.store, cache, enroll_limit or EnrollLimit())
     # after the device routes' middleware, so outside it: reports are capped too
     app.add_middleware(BodyLimit, caps=body_caps or BodyCaps())
-    operator.install(app, backend, operator_token)
+    operator.install(app, backend, OperatorAuth(operator_token, backend.store))
     metrics.install(app, backend, counters)
     return app
 

@@ -33,7 +33,8 @@ device_scheme = HTTPBearer(
 operator_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="operatorToken",
-    description="The controller's `--operator-token-file`.",
+    description="The controller's `--operator-token-file`, or a viewer token "
+    "(`hedgerow operator token --read-only NAME`).",
 )
 
 
@@ -217,16 +218,61 @@ def device_access(cache: TokenCache) -> Callable[..., Awaitable[None]]:
     return check
 
 
-def operator_access(operator_token: str | None) -> Callable[..., Awaitable[None]]:
-    """A dependency checking the operator token; every operator route is 401 without one."""
-    operator_hash = tokens.hash_token(operator_token) if operator_token else None
+class OperatorAuth:
+    """Who may read the operator API and the dashboard: the controller's operator token
+    (`--operator-token-file`) and every viewer token in the store (`hedgerow operator token
+    --read-only`). Viewer hashes are read again at most every `refresh` seconds, so a new
+    or revoked one counts within that."""
+
+    def __init__(
+        self,
+        operator_token: str | None,
+        store: Store,
+        *,
+        refresh: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.operator_hash = tokens.hash_token(operator_token) if operator_token else None
+        self.store = store
+        self.refresh = refresh
+        self.clock = clock
+        self._viewers: dict[str, str] = {}  # hash → name
+        self._read_at: float | None = None
+
+    async def who(self, token: str) -> str | None:
+        """`operator`, `viewer NAME`, or None for a token that is neither."""
+        if self.operator_hash is not None and tokens.check(token, self.operator_hash):
+            return "operator"
+        now = self.clock()
+        if self._read_at is None or now - self._read_at >= self.refresh:
+            try:
+                found = await asyncio.to_thread(self.store.viewer_tokens)
+            except StoreUnavailable:
+                found = None  # keep the hashes read last
+            if found is not None:
+                self._viewers = {value: name for name, value in found.items()}
+                self._read_at = now
+        presented = tokens.hash_token(token)
+        for value, name in self._viewers.items():
+            if hmac.compare_digest(value, presented):
+                return f"viewer {name}"
+        return None
+
+    def refused(self) -> HTTPException:
+        if self.operator_hash is None:
+            return unauthorized(
+                "a viewer token is required (hedgerow operator token --read-only); the operator "
+                "token is off: start the controller with --operator-token-file"
+            )
+        return unauthorized("the operator token or a viewer token is required")
+
+
+def operator_access(auth: OperatorAuth) -> Callable[..., Awaitable[None]]:
+    """A dependency checking the operator token or a viewer token: every operator route is
+    401 without one."""
 
     async def check(credentials: Annotated[Credentials, Security(operator_scheme)]) -> None:
-        if operator_hash is None:
-            raise unauthorized(
-                "the operator API is disabled: start the controller with --operator-token-file"
-            )
-        if credentials is None or not tokens.check(credentials.credentials, operator_hash):
-            raise unauthorized("the operator token is required")
+        if credentials is None or await auth.who(credentials.credentials) is None:
+            raise auth.refused()
 
     return check

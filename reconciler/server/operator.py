@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from reconciler import wire
 from reconciler.core.rollout_status import decoded, rollout_json
-from reconciler.server.auth import operator_access
+from reconciler.server.auth import OperatorAuth, operator_access
 from reconciler.server.backend import Backend
 from reconciler.server.bodies import Out
 from reconciler.server.errors import described
@@ -56,10 +56,10 @@ class Deployments(Out):
     devices: dict[str, list[DesiredOut]] = Field(description="What each device should run.")
 
 
-def install(app: FastAPI, backend: Backend, operator_token: str | None) -> None:
+def install(app: FastAPI, backend: Backend, auth: OperatorAuth) -> None:
     store = backend.store
-    operator = [Depends(operator_access(operator_token))]
-    refused = described(_401="No operator token, or another one; or the operator API is off.")
+    operator = [Depends(operator_access(auth))]
+    refused = described(_401="Neither the operator token nor a viewer token.")
 
     @app.get(
         "/v1/status",

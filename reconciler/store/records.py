@@ -24,6 +24,7 @@ class RevisionRecord:
     at: datetime  # of the last attempt
     errors: list[JSONObject]
     applied_at: datetime | None
+    message: str | None = None  # the commit's subject line, where the source gives it
 
 
 @dataclass(frozen=True, slots=True)

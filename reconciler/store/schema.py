@@ -62,6 +62,7 @@ class Revision(Base):
     errors: Mapped[list[JSONObject]] = mapped_column(JSON)
     attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message: Mapped[str | None] = mapped_column(Text)  # the commit's subject line
 
 
 class Observed(Base):
@@ -218,3 +219,14 @@ def utc(at: datetime) -> datetime:
     if at.tzinfo is None or at.tzinfo.utcoffset(at) is None:
         raise ValueError(f"naive datetime {at.isoformat()}: pass a timezone-aware one")
     return at.astimezone(UTC)
+
+
+class ViewerToken(Base):
+    """A read-only token for the operator API and the dashboard (`hedgerow operator token
+    --read-only NAME`), stored as its hash."""
+
+    __tablename__ = "viewer_tokens"
+
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -83,6 +83,7 @@ from reconciler.store.schema import (
     Rollout,
     Status,
     Token,
+    ViewerToken,
     utc,
 )
 from reconciler.store.schema import EnrollmentToken as EnrollmentRow
@@ -247,6 +248,7 @@ class Store:
         events: Sequence[EventIn] = (),
         term: int | None = None,
         rollouts: Mapping[str, JSONObject | None] | None = None,
+        message: str | None = None,
     ) -> None:
         """Apply a valid commit whole, in one transaction: its attempt, its application (the
         documents of `changed` devices name `sha` from now on, kept with their `documents`
@@ -258,7 +260,7 @@ class Store:
         with self._writing() as session:
             self._check_term(session, term)
             values = {"sha": sha, "valid": True, "errors": [], "attempted_at": utc(at),
-                      "applied_at": utc(at)}  # fmt: skip
+                      "applied_at": utc(at), "message": message}  # fmt: skip
             session.execute(self._upsert(Revision, values, ["sha"]))
             if gone := sorted(gone):
                 session.execute(delete(DocumentRevision).where(DocumentRevision.device.in_(gone)))
@@ -355,11 +357,13 @@ class Store:
         at: datetime,
         events: Sequence[EventIn] = (),
         term: int | None = None,
+        message: str | None = None,
     ) -> None:
         """Record a rejected commit and its events in one transaction (see `apply`)."""
         with self._writing() as session:
             self._check_term(session, term)
-            values = {"sha": sha, "valid": False, "errors": list(errors), "attempted_at": utc(at)}
+            values = {"sha": sha, "valid": False, "errors": list(errors), "attempted_at": utc(at),
+                      "message": message}  # fmt: skip
             session.execute(self._upsert(Revision, values, ["sha"]))
             if events:
                 session.connection().execute(
@@ -1091,6 +1095,26 @@ class Store:
         with self._sessions() as session:
             return set(session.scalars(select(Token.device).where(Token.enrollment.is_not(None))))
 
+    # viewer tokens: read-only access to the operator API and the dashboard
+
+    def create_viewer_token(self, name: str, token_hash: str, at: datetime) -> bool:
+        """False when a viewer token has that name already."""
+        values = {"name": name, "token_hash": token_hash, "created_at": utc(at)}
+        statement = self._insert(ViewerToken).values(values).on_conflict_do_nothing()
+        with self._writing() as session:
+            return _rowcount(session.execute(statement)) > 0
+
+    def revoke_viewer_token(self, name: str) -> bool:
+        with self._writing() as session:
+            result = session.execute(delete(ViewerToken).where(ViewerToken.name == name))
+            return _rowcount(result) > 0
+
+    def viewer_tokens(self) -> dict[str, str]:
+        """Name → hash of every viewer token."""
+        with self._sessions() as session:
+            rows = session.execute(select(ViewerToken.name, ViewerToken.token_hash))
+            return {name: value for name, value in rows}
+
     def inventory(self) -> list[DeviceInfo]:
         """Every device of the applied revision and every enrolled one (see
         `reconciler.core.inventory`)."""
@@ -1200,7 +1224,9 @@ def _report(document: JSONObject) -> wire.StatusReport:
 
 
 def _revision(row: Revision) -> RevisionRecord:
-    return RevisionRecord(row.sha, row.valid, row.attempted_at, row.errors, row.applied_at)
+    return RevisionRecord(
+        row.sha, row.valid, row.attempted_at, row.errors, row.applied_at, row.message
+    )
 
 
 def _event(e: Event) -> EventRecord:
