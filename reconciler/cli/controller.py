@@ -28,6 +28,14 @@ class Http(StrEnum):
     h11 = "h11"
 
 
+class Forge(StrEnum):
+    """How a repository's web page links to a file and line."""
+
+    github = "github"
+    gitlab = "gitlab"
+    gitea = "gitea"
+
+
 class Loop(StrEnum):
     """The event loop: asyncio's, or uvloop (see `connections.event_loop` for why not at once)."""
 
@@ -125,6 +133,27 @@ def controller(
             "with; replicas must share one. Default: made once in --data-dir.",
         ),
     ] = None,
+    dashboard_prefix: Annotated[
+        str,
+        typer.Option(
+            "--dashboard-prefix", help="Where the dashboard is served: / or a path such as /ui."
+        ),
+    ] = "/",
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="Serve no dashboard (the API only).")
+    ] = False,
+    repo_web_url: Annotated[
+        str | None,
+        typer.Option(
+            "--repo-web-url",
+            help="The repository's web page (https://github.com/org/fleet): the dashboard links "
+            "each thing to the file and line that declares it.",
+        ),
+    ] = None,
+    repo_web_kind: Annotated[
+        Forge | None,
+        typer.Option("--repo-web-kind", help="Its URL pattern; default: told from the host name."),
+    ] = None,
     log_format: LogFormatOption = None,
 ) -> None:
     """Follow a branch, apply each valid commit whole, and reconcile every device."""
@@ -135,11 +164,19 @@ def controller(
     from reconciler.controller.keys import fingerprint_key, shared_key
     from reconciler.controller.runner import Runner
     from reconciler.controller.source import Mirror, SourceError, watch_refs
+    from reconciler.dashboard.data import Links
+    from reconciler.dashboard.model import forge_of
+    from reconciler.dashboard.sessions import session_key
     from reconciler.server import connections
-    from reconciler.server.app import create_app
+    from reconciler.server.app import Dashboard, create_app
     from reconciler.server.limits import BodyCaps
 
     host, _, port = listen.rpartition(":")
+    prefix = dashboard_prefix.rstrip("/")
+    if prefix and (not prefix.startswith("/") or prefix.startswith("/v1") or "//" in prefix):
+        fail("--dashboard-prefix: / or a path such as /ui (not under /v1)")
+    if repo_web_url is not None and not repo_web_url.startswith(("https://", "http://")):
+        fail("--repo-web-url: an http(s):// URL")
     try:
         parser = connections.http_implementation(http.value)
         loop_name, loop_factory = connections.event_loop(loop.value)
@@ -205,6 +242,16 @@ def controller(
         webhook_secret=secret,
         operator_token=operator_token,
         body_caps=BodyCaps(report=max_report_bytes) if max_report_bytes else BodyCaps(),
+        dashboard=Dashboard(
+            enabled=not no_dashboard,
+            prefix=prefix,
+            links=Links(
+                repo_web_url,
+                (repo_web_kind.value if repo_web_kind else None) or forge_of(repo_web_url or ""),
+            ),
+            session_key=session_key(key),
+            offline_after=offline_after,
+        ),
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning",
@@ -231,6 +278,9 @@ def controller(
 
     scheme = "https" if tls_cert else "http"
     typer.echo(f"hedgerow controller: following {mirror.display_url} {branch}; {scheme}://{listen}")
+    if not no_dashboard:
+        typer.echo(f"dashboard: {scheme}://{listen}{prefix}/ (log in with the operator token or a "
+                   "viewer token: hedgerow operator token --read-only NAME)")  # fmt: skip
     log.info("serving", http=parser, loop=loop_name)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner_loop:

@@ -22,6 +22,7 @@ from reconciler.controller.controller import Controller, Ingested, Listener
 from reconciler.controller.queue import WorkQueue, resync_delay, run_batches
 from reconciler.core.document import DocumentUnavailable, Fleet, StoredDocument
 from reconciler.logs import get_logger
+from reconciler.manifests.catalog import Catalog
 from reconciler.store import Store
 from reconciler.store.notices import APPLIED, OBSERVED, ROLLOUTS, WAKE, Notice
 
@@ -163,6 +164,10 @@ class Runner:
     def fleet(self) -> Fleet | None:
         applied = self.controller.applied
         return applied.fleet if applied else None
+
+    def catalog(self) -> Catalog | None:
+        applied = self.controller.applied
+        return applied.report.catalog if applied else None
 
     def document_key(self, device: str) -> Hashable | None:
         """What a device's document depends on (its revision, what it should run, and the

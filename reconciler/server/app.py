@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,6 +20,11 @@ from starlette.types import Receive, Scope, Send
 
 from reconciler import wire
 from reconciler.core.document import Fleet
+from reconciler.dashboard import pages as dashboard_pages
+from reconciler.dashboard.data import Links, Pages
+from reconciler.dashboard.fleet import FleetRows
+from reconciler.dashboard.sessions import Sessions
+from reconciler.manifests.catalog import Catalog
 from reconciler.server import device, enroll, errors, metrics, openapi, operator, webhook
 from reconciler.server.auth import OperatorAuth, TokenCache
 from reconciler.server.backend import Backend
@@ -34,6 +41,7 @@ def create_app(
     operator_token: str | None,
     body_caps: BodyCaps | None = None,
     enroll_limit: EnrollLimit | None = None,
+    dashboard: Dashboard | None = None,
 ) -> FastAPI:
     """The controller's HTTP API; the operator endpoints answer 401 without `operator_token`,
     the webhook 404 without `webhook_secret`. Request bodies over `body_caps` are 413.
@@ -96,9 +104,28 @@ def create_app(
     enroll.install(app, backend.store, cache, enroll_limit or EnrollLimit())
     # after the device routes' middleware, so outside it: reports are capped too
     app.add_middleware(BodyLimit, caps=body_caps or BodyCaps())
-    operator.install(app, backend, OperatorAuth(operator_token, backend.store))
+    auth = OperatorAuth(operator_token, backend.store)
+    dashboard = dashboard or Dashboard()
+    pages = Pages(backend, FleetRows(backend, dashboard.offline_after), dashboard.links)
+    operator.install(app, backend, auth, pages)
+    if dashboard.enabled:
+        sessions = Sessions(dashboard.session_key or os.urandom(32), auth)
+        dashboard_pages.install(app, pages, sessions, dashboard.prefix)
     metrics.install(app, backend, counters)
     return app
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """The dashboard's settings: where it is served (`prefix`: "" for /), links to git, the
+    sessions' key (replicas share one; random when not given), and when a device counts
+    Offline."""
+
+    enabled: bool = True
+    prefix: str = ""
+    links: Links = field(default_factory=Links)
+    session_key: bytes = field(default=b"", repr=False)
+    offline_after: float = 90.0
 
 
 class HedgerowApp(FastAPI):
@@ -129,6 +156,9 @@ class _Described:
         return None
 
     def fleet(self) -> Fleet | None:
+        return None
+
+    def catalog(self) -> Catalog | None:
         return None
 
     def document_key(self, device: str) -> Hashable | None:

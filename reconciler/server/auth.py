@@ -243,6 +243,23 @@ class OperatorAuth:
         """`operator`, `viewer NAME`, or None for a token that is neither."""
         if self.operator_hash is not None and tokens.check(token, self.operator_hash):
             return "operator"
+        await self._current()
+        presented = tokens.hash_token(token)
+        for value, name in self._viewers.items():
+            if hmac.compare_digest(value, presented):
+                return f"viewer {name}"
+        return None
+
+    async def hash_of(self, who: str) -> str | None:
+        """The hash of the token `who` logged in with, while it is still good (a session
+        ends with its token)."""
+        if who == "operator":
+            return self.operator_hash
+        await self._current()
+        name = who.removeprefix("viewer ")
+        return next((value for value, n in self._viewers.items() if n == name), None)
+
+    async def _current(self) -> None:
         now = self.clock()
         if self._read_at is None or now - self._read_at >= self.refresh:
             try:
@@ -252,11 +269,6 @@ class OperatorAuth:
             if found is not None:
                 self._viewers = {value: name for name, value in found.items()}
                 self._read_at = now
-        presented = tokens.hash_token(token)
-        for value, name in self._viewers.items():
-            if hmac.compare_digest(value, presented):
-                return f"viewer {name}"
-        return None
 
     def refused(self) -> HTTPException:
         if self.operator_hash is None:

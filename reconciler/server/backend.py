@@ -13,6 +13,7 @@ from typing import Protocol
 
 from reconciler import wire
 from reconciler.core.document import Fleet
+from reconciler.manifests.catalog import Catalog
 from reconciler.store import Store
 
 # Told which devices' documents may have changed (None: all); called from any thread.
@@ -33,6 +34,10 @@ class Backend(Protocol):
 
     def fleet(self) -> Fleet | None:
         """What each device should run at the applied revision; None before the first."""
+        ...
+
+    def catalog(self) -> Catalog | None:
+        """The applied revision's manifests (where each is declared); None before the first."""
         ...
 
     def document_key(self, device: str) -> Hashable | None:

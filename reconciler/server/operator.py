@@ -8,11 +8,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from reconciler import wire
 from reconciler.core.rollout_status import decoded, rollout_json
+from reconciler.dashboard.data import Pages
+from reconciler.dashboard.model import DeviceQuery
 from reconciler.server.auth import OperatorAuth, operator_access
 from reconciler.server.backend import Backend
 from reconciler.server.bodies import Out
@@ -56,7 +58,7 @@ class Deployments(Out):
     devices: dict[str, list[DesiredOut]] = Field(description="What each device should run.")
 
 
-def install(app: FastAPI, backend: Backend, auth: OperatorAuth) -> None:
+def install(app: FastAPI, backend: Backend, auth: OperatorAuth, pages: Pages) -> None:
     store = backend.store
     operator = [Depends(operator_access(auth))]
     refused = described(_401="Neither the operator token nor a viewer token.")
@@ -98,9 +100,20 @@ def install(app: FastAPI, backend: Backend, auth: OperatorAuth) -> None:
         deployment: str | None = None,
         after: Annotated[int | None, Query(ge=0, description="Events after this id.")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before: Annotated[
+            int | None, Query(ge=0, description="Newest first: events before this id.")
+        ] = None,
+        event: Annotated[str | None, Query(description="Only events of this kind.")] = None,
+        order: Annotated[Literal["asc", "desc"], Query(description="asc: oldest first.")] = "asc",
     ) -> list[EventOut]:
-        """The event history, oldest first; page with `after` set to the last id seen."""
-        found = await asyncio.to_thread(store.events, device, deployment, after, limit)
+        """The event history, oldest first (page with `after` set to the last id seen), or
+        newest first with `order=desc` (page with `before`), as the dashboard shows it."""
+        if order == "desc" or before is not None or event is not None:
+            found = await asyncio.to_thread(
+                store.recent_events, device, deployment, event, before, limit
+            )
+        else:
+            found = await asyncio.to_thread(store.events, device, deployment, after, limit)
         return [_event(e) for e in found]
 
     @app.get(
@@ -142,23 +155,114 @@ def install(app: FastAPI, backend: Backend, auth: OperatorAuth) -> None:
         return [rollout_json(r) for r in found]
 
     @app.get(
-        "/v1/devices",
-        operation_id="listDevices",
+        "/v1/overview",
+        operation_id="getOverview",
         tags=["operator"],
-        response_model=list[dict[str, Any]],
+        response_model=dict[str, Any],
         dependencies=operator,
         responses=refused,
     )
+    async def overview() -> dict[str, Any]:
+        """The dashboard's overview: the applied revision and its commit subject, the last
+        rejected commit with every error (when newer), devices by condition, rollouts in
+        progress with their waves, and the last events."""
+        return await pages.overview()
+
+    @app.get(
+        "/v1/devices",
+        operation_id="listDevices",
+        tags=["operator"],
+        response_model=dict[str, Any],
+        dependencies=operator,
+        responses={**refused, **described(_422="A filter, sort or page that cannot be.")},
+    )
     async def devices(
-        pending: Annotated[
-            bool, Query(description="Only devices enrolled and not admitted yet.")
-        ] = False,
-    ) -> list[dict[str, Any]]:
-        """The devices of the applied revision and every enrolled one: admitted or Pending,
-        their facts, and when each last reported and polled (what `hedgerow device list`
-        prints)."""
-        rows = await asyncio.to_thread(store.inventory)
-        return [row.to_json() for row in rows if row.pending or not pending]
+        request: Request,
+        label: Annotated[
+            list[str] | None, Query(description="k=v; repeat for all of them.")
+        ] = None,
+        model: Annotated[str | None, Query(description="A system model.")] = None,
+        condition: Annotated[
+            str | None, Query(description="Ready, Progressing, Degraded, Offline or Pending.")
+        ] = None,
+        application: Annotated[str | None, Query(description="Devices that run it.")] = None,
+        q: Annotated[str | None, Query(description="Part of the device's name.")] = None,
+        sort: Annotated[
+            str, Query(description="device, condition, lastSeen, freeDisk or model; -KEY descends.")
+        ] = "device",
+        page: Annotated[int, Query(ge=1)] = 1,
+        per_page: Annotated[int, Query(alias="perPage", ge=1, le=500)] = 50,
+        pending: Annotated[bool, Query(description="Only Pending (enrolled) devices.")] = False,
+    ) -> dict[str, Any]:
+        """The devices of the applied revision and every enrolled one, filtered, sorted and
+        paged: what the dashboard's devices page shows, and `hedgerow device list`."""
+        params: dict[str, str | list[str]] = {
+            "label": label or [],
+            "sort": sort,
+            "page": str(page),
+            "perPage": str(per_page),
+        }
+        for key, value in (("model", model), ("application", application), ("q", q),
+                           ("condition", "Pending" if pending else condition)):  # fmt: skip
+            if value is not None:
+                params[key] = value
+        try:
+            query = DeviceQuery.parse(params)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return await pages.devices(query)
+
+    @app.get(
+        "/v1/devices/{name}",
+        operation_id="getDevice",
+        tags=["operator"],
+        response_model=dict[str, Any],
+        dependencies=operator,
+        responses={**refused, **described(_404="No such device.")},
+    )
+    async def device(name: str) -> dict[str, Any]:
+        """One device: labels, facts, each deployment's desired and observed release with its
+        conditions, its containers, its last events."""
+        return _found(await pages.device(name), "device", name)
+
+    @app.get(
+        "/v1/deployments/{name}",
+        operation_id="getDeployment",
+        tags=["operator"],
+        response_model=dict[str, Any],
+        dependencies=operator,
+        responses={**refused, **described(_404="No such deployment in the applied revision.")},
+    )
+    async def deployment(name: str) -> dict[str, Any]:
+        """One deployment: its release's runtime configuration (env names, a Secret's value
+        never), network and volume bindings, each targeted device's containers and releases,
+        and its events."""
+        return _found(await pages.deployment(name), "deployment", name)
+
+    @app.get(
+        "/v1/rollouts/{name}",
+        operation_id="getRollout",
+        tags=["operator"],
+        response_model=dict[str, Any],
+        dependencies=operator,
+        responses={**refused, **described(_404="No rollout in progress for that deployment.")},
+    )
+    async def rollout(name: str) -> dict[str, Any]:
+        """One rollout in progress: its waves, each device's outcome, failed devices and why,
+        and its events."""
+        return _found(await pages.rollout(name), "rollout", name)
+
+    @app.get(
+        "/v1/releases",
+        operation_id="listReleases",
+        tags=["operator"],
+        response_model=dict[str, Any],
+        dependencies=operator,
+        responses=refused,
+    )
+    async def releases() -> dict[str, Any]:
+        """Per application, every release, its containers and images, and where it runs."""
+        return await pages.releases()
 
     @app.get(
         "/v1/observed",
@@ -172,6 +276,12 @@ def install(app: FastAPI, backend: Backend, auth: OperatorAuth) -> None:
         """Each device's last status report (without its events), by device."""
         reports = await asyncio.to_thread(store.observed_all)
         return {device: _without_events(report) for device, report in reports.items()}
+
+
+def _found(body: dict[str, Any] | None, what: str, name: str) -> dict[str, Any]:
+    if body is None:
+        raise HTTPException(404, f"no {what} {name!r}")
+    return body
 
 
 def _without_events(report: wire.StatusReport) -> dict[str, Any]:

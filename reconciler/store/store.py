@@ -872,6 +872,33 @@ class Store:
         with self._sessions() as session:
             return [_event(e) for e in session.scalars(query)]
 
+    def recent_events(
+        self,
+        device: str | None = None,
+        deployment: str | None = None,
+        kind: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[EventRecord]:
+        """One page of events, newest first: pass the last id seen as `before_id` for the next."""
+        _check_limit(limit)
+        query = select(Event).order_by(Event.id.desc()).limit(limit)
+        if device is not None:
+            query = query.where(Event.device == device)
+        if deployment is not None:
+            query = query.where(Event.deployment == deployment)
+        if kind is not None:
+            query = query.where(Event.kind == kind)
+        if before_id is not None:
+            query = query.where(Event.id < before_id)
+        with self._sessions() as session:
+            return [_event(e) for e in session.scalars(query)]
+
+    def revision(self, sha: str) -> RevisionRecord | None:
+        with self._sessions() as session:
+            row = session.get(Revision, sha)
+            return None if row is None else _revision(row)
+
     def last_event(self, kinds: Collection[str]) -> EventRecord | None:
         """The newest event of the fleet as a whole (no device) whose kind is one of `kinds`:
         few rows, found through the (device, id) index."""
@@ -1094,6 +1121,18 @@ class Store:
     def enrolled_names(self) -> set[str]:
         with self._sessions() as session:
             return set(session.scalars(select(Token.device).where(Token.enrollment.is_not(None))))
+
+    def activity(self) -> tuple[int, str | None, datetime | None]:
+        """What moves whenever the fleet does, cheaply: the last event's id, and the last
+        commit attempted with when (a commit, a rollout step and most reports add events)."""
+        with self._sessions() as session:
+            last = session.scalar(select(func.max(Event.id))) or 0
+            attempt = session.execute(
+                select(Revision.sha, Revision.attempted_at)
+                .order_by(Revision.attempted_at.desc())
+                .limit(1)
+            ).first()
+        return int(last), attempt[0] if attempt else None, attempt[1] if attempt else None
 
     # viewer tokens: read-only access to the operator API and the dashboard
 
