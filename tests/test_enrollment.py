@@ -277,7 +277,7 @@ def test_a_device_enrolls_gets_its_own_token_and_an_empty_document_while_pending
     assert row.pending and row.enrollment == "batch" and row.system_model == "rpi4"
     assert row.facts == wire.Facts(architecture="aarch64", engine="docker", disk_free_bytes=1 << 30)
     listed = client.get("/v1/devices?pending=true", headers={"Authorization": f"Bearer {OPERATOR}"})
-    assert [d["device"] for d in listed.json()] == ["pi-9"]
+    assert [d["device"] for d in listed.json()["devices"]] == ["pi-9"]
     assert [t.uses for t in env.store.enrollment_tokens()] == [1]
     logged = capsys.readouterr().out
     assert "device enrolled" in logged and own not in logged

@@ -164,11 +164,11 @@ def controller(
     from reconciler.controller.keys import fingerprint_key, shared_key
     from reconciler.controller.runner import Runner
     from reconciler.controller.source import Mirror, SourceError, watch_refs
-    from reconciler.dashboard.data import Links
-    from reconciler.dashboard.model import forge_of
-    from reconciler.dashboard.sessions import session_key
     from reconciler.server import connections
     from reconciler.server.app import Dashboard, create_app
+    from reconciler.server.dashboard.data import Links
+    from reconciler.server.dashboard.model import forge_of
+    from reconciler.server.dashboard.sessions import session_key
     from reconciler.server.limits import BodyCaps
 
     host, _, port = listen.rpartition(":")

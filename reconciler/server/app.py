@@ -20,14 +20,14 @@ from starlette.types import Receive, Scope, Send
 
 from reconciler import wire
 from reconciler.core.document import Fleet
-from reconciler.dashboard import pages as dashboard_pages
-from reconciler.dashboard.data import Links, Pages
-from reconciler.dashboard.fleet import FleetRows
-from reconciler.dashboard.sessions import Sessions
 from reconciler.manifests.catalog import Catalog
 from reconciler.server import device, enroll, errors, metrics, openapi, operator, webhook
 from reconciler.server.auth import OperatorAuth, TokenCache
 from reconciler.server.backend import Backend
+from reconciler.server.dashboard import pages as dashboard_pages
+from reconciler.server.dashboard.data import Links, Pages
+from reconciler.server.dashboard.fleet import FleetRows
+from reconciler.server.dashboard.sessions import Sessions
 from reconciler.server.enroll import EnrollLimit
 from reconciler.server.limits import BodyCaps, BodyLimit
 from reconciler.server.polls import PollTimes

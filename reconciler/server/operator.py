@@ -13,11 +13,11 @@ from pydantic import BaseModel, Field
 
 from reconciler import wire
 from reconciler.core.rollout_status import decoded, rollout_json
-from reconciler.dashboard.data import Pages
-from reconciler.dashboard.model import DeviceQuery
 from reconciler.server.auth import OperatorAuth, operator_access
 from reconciler.server.backend import Backend
 from reconciler.server.bodies import Out
+from reconciler.server.dashboard.data import Pages
+from reconciler.server.dashboard.model import DeviceQuery
 from reconciler.server.errors import described
 from reconciler.store import EventRecord
 

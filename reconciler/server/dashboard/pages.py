@@ -19,9 +19,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from reconciler.dashboard.data import Pages
-from reconciler.dashboard.model import CONDITIONS, DeviceQuery
-from reconciler.dashboard.sessions import COOKIE, Session, Sessions
+from reconciler.server.dashboard.data import Pages
+from reconciler.server.dashboard.model import CONDITIONS, DeviceQuery
+from reconciler.server.dashboard.sessions import COOKIE, Session, Sessions
 from reconciler.store import StoreUnavailable
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -35,8 +35,9 @@ HEADERS = {
 }
 
 
-def _size(count: int | None) -> str:
-    if count is None:
+def _size(count: object) -> str:
+    """Bytes for people; `-` for none (a fact the device did not report is missing)."""
+    if not isinstance(count, int) or isinstance(count, bool):
         return "-"
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -46,15 +47,15 @@ def _size(count: int | None) -> str:
     return f"{value:.1f} TiB"
 
 
-def _when(text: str | None) -> str:
-    if not text:
+def _when(text: object) -> str:
+    if not isinstance(text, str) or not text:
         return "never"
     return datetime.fromisoformat(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("reconciler.dashboard", "templates"),
+        loader=PackageLoader("reconciler.server.dashboard", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,

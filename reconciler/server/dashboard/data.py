@@ -12,11 +12,11 @@ from typing import Any
 import msgspec
 
 from reconciler.core.rollout_status import decoded, rollout_json
-from reconciler.dashboard.fleet import FleetRows
-from reconciler.dashboard.model import DeviceQuery, counts, select, source_link
 from reconciler.manifests.check import Checked
 from reconciler.manifests.model.base import Manifest
 from reconciler.server.backend import Backend
+from reconciler.server.dashboard.fleet import FleetRows
+from reconciler.server.dashboard.model import DeviceQuery, counts, select, source_link
 from reconciler.store import EventRecord, RevisionRecord
 
 LAST_EVENTS = 10

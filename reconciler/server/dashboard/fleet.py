@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from reconciler.core.status import DeploymentStatus
-from reconciler.dashboard.model import DeviceRow, device_condition
 from reconciler.server.backend import Backend
+from reconciler.server.dashboard.model import DeviceRow, device_condition
 
 REBUILD_EVERY = 1.0
 
