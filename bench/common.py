@@ -124,7 +124,9 @@ class Controller:
 
 
 @contextlib.contextmanager
-def controller(repo: Path, work: Path, *flags: str) -> Iterator[Controller]:
+def controller(
+    repo: Path, work: Path, *flags: str, ready_within: float = 30
+) -> Iterator[Controller]:
     """`hedgerow controller` following `repo`, stopped with SIGINT by its pid at the end."""
     port = free_port()
     data = work / f"controller-{port}"
@@ -140,7 +142,7 @@ def controller(repo: Path, work: Path, *flags: str) -> Iterator[Controller]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait(lambda: revision(url) is not None, 30, f"the controller ({log_path})", 0.1)
+        wait(lambda: revision(url) is not None, ready_within, f"the controller ({log_path})", 0.1)
         yield Controller(url, data, process, log_path)
     finally:
         stop(process, signal.SIGINT)
