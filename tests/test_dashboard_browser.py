@@ -297,3 +297,36 @@ def test_the_pages_fit_a_phone(site: Site, browser: Browser, request: pytest.Fix
 
 def test_chromium_is_debians(browser: Browser) -> None:
     assert shutil.which("chromium") == CHROMIUM and browser.version
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+
+
+def test_every_page_passes_axe_core(site: Site, browser: Browser) -> None:
+    """Deque's axe-core (vendored) on every page, WCAG 2 A and AA rules (contrast included).
+    The pages' CSP allows only their own scripts: this context bypasses it to inject axe."""
+    for device in ("pi-1", "pi-3"):
+        site.report(device)
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    page.goto(f"{site.url}/")
+    found = {"login": _axe(page)}
+    log_in(page, site.url)
+    for path in ("/", "/devices", "/devices/pi-1", "/deployments/web-lyon", "/releases",
+                 "/events", "/devices?label=site%3Dlyon"):  # fmt: skip
+        page.goto(f"{site.url}{path}")
+        found[path] = _axe(page)
+    context.close()
+    assert not any(found.values()), {page: v for page, v in found.items() if v}
+
+
+def _axe(page: Page) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "() => axe.run(document, {runOnly: {type: 'tag', values: "
+        "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in result["violations"]
+    ]
