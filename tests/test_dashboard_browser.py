@@ -121,10 +121,10 @@ class Site:
         assert httpx.post(f"{self.url}/v1/hooks/git", content=body, headers=headers).is_success
         return sha
 
-    def report(self, device: str, **extra: Any) -> None:
+    def report(self, device: str, release: str = "1.0.0", **extra: Any) -> None:
         body = {
             "device": device,
-            "releases": [{"application": "web", "release": "1.0.0", "deployment": "web-lyon",
+            "releases": [{"application": "web", "release": release, "deployment": "web-lyon",
                           "running": True, "complete": True, "ready": True,
                           "containers": [{"name": "server", "state": "running",
                                           "imagePresent": True, "health": "healthy"}]}],
@@ -330,3 +330,48 @@ def _axe(page: Page) -> list[str]:
         f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
         for v in result["violations"]
     ]
+
+
+ROLLOUT = """\
+apiVersion: hedgerow.dev/v1alpha1
+kind: Deployment
+metadata: {name: web-lyon}
+spec:
+  application: web
+  release: "RELEASE"
+  selector: {matchLabels: {site: lyon}}
+  state: Running
+  readiness: {minReadySeconds: 0, progressDeadlineSeconds: 600}
+  rollout:
+    waves:
+      - name: canary
+        selector: {matchLabels: {ring: canary}}
+      - name: rest
+    maxInFlight: 1
+"""
+
+
+def test_a_rollout_moves_on_its_page_as_devices_report(site: Site, browser: Browser) -> None:
+    canary = "name: pi-1\n  labels: {site: lyon, ring: canary}"
+    devices = devices_yaml(4).replace("name: pi-1\n  labels: {site: lyon}", canary)
+    waves = ROLLOUT.replace("RELEASE", "1.0.0")
+    site.push("waves for web-lyon", {"device.yaml": devices, "deployment.yaml": waves})
+    for device in ("pi-1", "pi-3"):
+        site.report(device)
+    release = Path(site.repo.working_dir, "releases/1.0.0.yaml").read_text()
+    site.push("web 1.1.0", {
+        "releases/1.1.0.yaml": release.replace("1-0-0", "1-1-0").replace('"1.0.0"', '"1.1.0"'),
+        "deployment.yaml": ROLLOUT.replace("RELEASE", "1.1.0"),
+    })  # fmt: skip
+    page = browser.new_page()
+    log_in(page, site.url)
+    page.goto(f"{site.url}/rollouts/web-lyon")
+    waves = page.get_by_role("table", name="Waves")
+    canary = waves.get_by_role("row", name="canary")
+    expect(canary).to_contain_text("1 Progressing")
+    expect(page.locator("main h1")).to_contain_text("1.0.0 → 1.1.0")
+    site.report("pi-1", "1.1.0")  # the canary runs the new release, Ready
+    expect(canary).to_contain_text("1 Succeeded", timeout=4000)
+    expect(waves.get_by_role("row", name="rest")).to_contain_text("1 Progressing")
+    assert page.locator("progress").first.get_attribute("value") == "1"
+    page.close()
