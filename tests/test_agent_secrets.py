@@ -23,11 +23,11 @@ from agent.secretfiles import SecretFiles, filesystem_of
 from agent.steps import MANAGED, SECRETS
 from reconciler.wire import Deployment, DesiredDocument, SecretValue, StatusReport
 from tests.support.docker import DockerEngine, Images
-from tests.support.leaks import PLAINTEXT_SECRETS
+from tests.support.leaks import APP_SECRET
 from tests.test_agent_health import until
 
 pytestmark = pytest.mark.e2e
-PASSWORD = PLAINTEXT_SECRETS[-1]
+PASSWORD = APP_SECRET
 
 
 class Controller:

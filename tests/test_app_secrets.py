@@ -27,12 +27,12 @@ from reconciler.manifests.credentials import CreationRule
 from reconciler.manifests.validate import Report, validate_files
 from reconciler.secrets.secret import Secret
 from reconciler.store import Store
-from tests.support.leaks import PLAINTEXT_SECRETS
+from tests.support.leaks import APP_SECRET
 from tests.support.repos import BASE, commit
 from tests.test_controller import BranchSource
 
 IDENTITY = pyrage.x25519.Identity.generate()
-PASSWORD = PLAINTEXT_SECRETS[-1]  # a value the suite's leak check looks for everywhere
+PASSWORD = APP_SECRET  # a value the suite's leak check looks for everywhere
 RULE = CreationRule((str(IDENTITY.to_public()),), DEFAULT_RULES, "test")
 
 

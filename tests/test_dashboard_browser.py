@@ -23,12 +23,13 @@ from typer.testing import CliRunner
 
 from reconciler.cli.app import app
 from reconciler.demo.daemons import free_port
+from reconciler.manifests.appsecrets import render_secret, secret_rule
 from reconciler.manifests.credentials import DEFAULT_RULES, CreationRule, render_credential
 from reconciler.secrets.secret import Secret
 from reconciler.server.webhook import sign
 from tests.support.e2e import healthy, wait
 from tests.support.fleet import fleet_manifests
-from tests.support.leaks import PLAINTEXT_SECRETS
+from tests.support.leaks import APP_SECRET, PLAINTEXT_SECRETS
 from tests.support.repos import commit, write_tree
 from tests.support.sops import make_key
 
@@ -86,9 +87,22 @@ class Site:
             "registry", Secret("robot"), Secret(PASSWORD), "registry.example:5000", rule,
             now=datetime.now(UTC), file="credentials/registry.yaml",
         )  # fmt: skip
-        files["releases/1.0.0.yaml"] = files["releases/1.0.0.yaml"].replace(
-            "    image: registry.example:5000/web:1",
-            "    image: registry.example:5000/web:1\n    imageCredential: registry",
+        for_secrets = secret_rule(CreationRule(rule.recipients, DEFAULT_RULES, "--age"))
+        files["secrets/db.yaml"] = render_secret(
+            "db", {"password": Secret(APP_SECRET)}, for_secrets, now=datetime.now(UTC),
+            file="secrets/db.yaml",
+        )  # fmt: skip
+        files["releases/1.0.0.yaml"] = (
+            files["releases/1.0.0.yaml"]
+            .replace(
+                "    image: registry.example:5000/web:1",
+                "    image: registry.example:5000/web:1\n    imageCredential: registry",
+            )
+            .replace(
+                '    env: {VERSION: "1.0.0"}',
+                '    env: {VERSION: "1.0.0", DB_PASSWORD: {secretKeyRef: {secret: db, '
+                "key: password}}}",
+            )
         )
         commit(self.repo, "web 1.0.0 for lyon", files)
         self.data = root / "controller"
@@ -218,8 +232,9 @@ def test_log_in_see_every_page_without_console_errors_and_log_out(
     # what the pages say, and link to in git
     assert "pi-1" in seen and "registry.example:5000/web:1" in seen
     assert f'href="{WEB}/blob/' in seen and "/device.yaml#L" in seen
-    # the planted registry password, the tokens: never in a page
-    for secret in (PASSWORD, OPERATOR, *site.tokens.values()):
+    assert "DB_PASSWORD" in seen and "Secret db/password, hidden" in seen
+    # the planted registry password, Secret value and tokens: never in a page
+    for secret in (PASSWORD, APP_SECRET, OPERATOR, *site.tokens.values()):
         assert secret not in seen
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
@@ -352,10 +367,10 @@ spec:
 
 
 def test_a_rollout_moves_on_its_page_as_devices_report(site: Site, browser: Browser) -> None:
-    canary = "name: pi-1\n  labels: {site: lyon, ring: canary}"
-    devices = devices_yaml(4).replace("name: pi-1\n  labels: {site: lyon}", canary)
-    waves = ROLLOUT.replace("RELEASE", "1.0.0")
-    site.push("waves for web-lyon", {"device.yaml": devices, "deployment.yaml": waves})
+    labelled = "name: pi-1\n  labels: {site: lyon, ring: canary}"
+    devices = devices_yaml(4).replace("name: pi-1\n  labels: {site: lyon}", labelled)
+    first = ROLLOUT.replace("RELEASE", "1.0.0")
+    site.push("waves for web-lyon", {"device.yaml": devices, "deployment.yaml": first})
     for device in ("pi-1", "pi-3"):
         site.report(device)
     release = Path(site.repo.working_dir, "releases/1.0.0.yaml").read_text()

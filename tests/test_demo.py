@@ -78,6 +78,9 @@ def test_demo_once_deploys_four_devices_on_one_engine_and_leaves_nothing_running
     for device in DEVICES:
         assert f"{device} is Ready" in output, output
     assert "the agents pulled 127.0.0.1:5000/hedgerow/telemetry:1.0.0 as user demo" in output
+    assert re.search(
+        r"dashboard on http://127\.0\.0\.1:\d+/ : log in with the viewer token hdr_", output
+    )
     assert 'git commit -am "telemetry 1.1.0 in Lyon"' in output and str(folder / "repo") in output
     assert 'git commit -am "telemetry 1.2.0 in Lyon"' in output
 

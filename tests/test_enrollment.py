@@ -38,11 +38,11 @@ from reconciler.server.enroll import Buckets, EnrollLimit
 from reconciler.server.polls import PollTimes
 from reconciler.store import Store, sqlite_url
 from reconciler.store.schema import EnrollmentToken as EnrollmentRow
-from tests.support.leaks import PLAINTEXT_SECRETS
+from tests.support.leaks import ENROLLMENT_TOKEN
 from tests.test_api import OPERATOR, Env, commit, desired, env, report, run_with_runner, status
 
 __all__ = ["env"]  # the fixture, shared with tests/test_api.py
-SHARED = PLAINTEXT_SECRETS[4]  # a planted enrollment token: never in any output
+SHARED = ENROLLMENT_TOKEN  # a planted enrollment token: never in any output
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 

@@ -32,7 +32,7 @@ from reconciler.demo.daemons import SandboxError, free_port, need
 from tests.support.docker import DockerEngine, Images
 from tests.support.e2e import Fleet, healthy, wait
 from tests.support.fleet import fleet_manifests
-from tests.support.leaks import PLAINTEXT_SECRETS
+from tests.support.leaks import APP_SECRET
 from tests.support.repos import ROOT, commit, write_tree
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("git_identity")]
@@ -41,7 +41,7 @@ AGENT_IMAGE = "hedgerow/agent:test"
 CONTROLLER_IMAGE = "hedgerow/controller:test"
 BUILD_SECONDS = 1200  # debootstrap twice and two builds on vfs: about 2.5 minutes here
 CONTROLLER_UID = "10001"
-PASSWORD = PLAINTEXT_SECRETS[-1]  # a value the suite's leak check looks for in every output
+PASSWORD = APP_SECRET  # a value the suite's leak check looks for in every output
 SECRET_FILE = "secret: db, key: password, target: /run/secrets/password, mode: 0444"
 
 

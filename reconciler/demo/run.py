@@ -258,7 +258,13 @@ def _run(
         at = datetime.now(UTC)
         for device, secret in secrets.items():
             store.put_token(device, tokens.hash_token(secret), at)
+        viewer = tokens.issue()  # the dashboard's login, read-only
+        store.create_viewer_token("demo", tokens.hash_token(viewer), at)
     (demo.folder / "tokens").mkdir(mode=0o700)
+    login = demo.folder / "tokens" / "dashboard"
+    login.write_text(viewer + "\n")
+    login.chmod(0o600)
+    console.print(f"dashboard on {url}/ : log in with the viewer token {viewer} ({login})")
     for device, secret in secrets.items():
         token = demo.folder / "tokens" / device
         token.write_text(secret)

@@ -10,3 +10,6 @@ PLAINTEXT_SECRETS = (
     "app-S3cret-value-do-not-leak",  # an application Secret's value (tests/test_app_secrets.py)
     "hde_Enrollment-token-do-not-leak",  # an enrollment token (tests/test_enrollment.py)
 )
+
+APP_SECRET = PLAINTEXT_SECRETS[3]  # an application Secret's value
+ENROLLMENT_TOKEN = PLAINTEXT_SECRETS[4]  # an enrollment token
