@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -135,16 +135,22 @@ class Site:
         assert httpx.post(f"{self.url}/v1/hooks/git", content=body, headers=headers).is_success
         return sha
 
-    def report(self, device: str, release: str = "1.0.0", **extra: Any) -> None:
+    def report(
+        self, device: str, release: str = "1.0.0", extra_releases: Sequence[Any] = (), **extra: Any
+    ) -> None:
+        """`device` runs `release` of web-lyon, Ready (and `extra_releases` besides)."""
+        running = {
+            "application": "web", "release": release, "deployment": "web-lyon", "running": True,
+            "complete": True, "ready": True,
+            "containers": [{"name": "server", "state": "running", "imagePresent": True,
+                            "health": "healthy"}],
+        }  # fmt: skip
         body = {
             "device": device,
-            "releases": [{"application": "web", "release": release, "deployment": "web-lyon",
-                          "running": True, "complete": True, "ready": True,
-                          "containers": [{"name": "server", "state": "running",
-                                          "imagePresent": True, "health": "healthy"}]}],
+            "releases": [*extra_releases, running],
             "facts": {"engine": "docker", "engineVersion": "20.10.24", "diskFreeBytes": 5 << 30},
             **extra,
-        }  # fmt: skip
+        }
         answer = httpx.put(f"{self.url}/v1/devices/{device}/status", json=body,
                            headers={"Authorization": f"Bearer {self.tokens[device]}"})  # fmt: skip
         assert answer.status_code == 200, answer.text
@@ -388,5 +394,38 @@ def test_a_rollout_moves_on_its_page_as_devices_report(site: Site, browser: Brow
     site.report("pi-1", "1.1.0")  # the canary runs the new release, Ready
     expect(canary).to_contain_text("1 Succeeded", timeout=4000)
     expect(waves.get_by_role("row", name="rest")).to_contain_text("1 Progressing")
+    expect(canary).to_contain_text("pi-1 Succeeded")
+    expect(waves.get_by_role("row", name="rest")).to_contain_text("pi-3 Progressing")
     assert page.locator("progress").first.get_attribute("value") == "1"
+    page.close()
+
+
+def test_a_failed_canary_halts_with_its_reason_and_log_lines(site: Site, browser: Browser) -> None:
+    labelled = "name: pi-1\n  labels: {site: lyon, ring: canary}"
+    devices = devices_yaml(4).replace("name: pi-1\n  labels: {site: lyon}", labelled)
+    first = ROLLOUT.replace("RELEASE", "1.0.0")
+    site.push("waves for web-lyon", {"device.yaml": devices, "deployment.yaml": first})
+    for device in ("pi-1", "pi-3"):
+        site.report(device)
+    release = Path(site.repo.working_dir, "releases/1.0.0.yaml").read_text()
+    sha = site.push("web 1.1.0", {
+        "releases/1.1.0.yaml": release.replace("1-0-0", "1-1-0").replace('"1.0.0"', '"1.1.0"'),
+        "deployment.yaml": ROLLOUT.replace("RELEASE", "1.1.0"),
+    })  # fmt: skip
+    page = browser.new_page()
+    log_in(page, site.url)
+    page.goto(f"{site.url}/rollouts/web-lyon")
+    expect(page.locator("main h1")).to_contain_text("1.0.0 → 1.1.0")
+    switched_back = {
+        "application": "web", "release": "1.1.0", "deployment": "web-lyon", "running": False,
+        "complete": True, "error": "not Ready within 600s: switched back",
+        "degraded": {"reason": "server is unhealthy", "container": "server",
+                     "health": "connection refused", "log": ["starting", "panic: no database"]},
+    }  # fmt: skip
+    site.report("pi-1", extra_releases=[switched_back])
+    failed = page.get_by_role("table", name="Failed devices")
+    expect(failed).to_contain_text("server is unhealthy", timeout=4000)
+    expect(failed).to_contain_text("panic: no database")
+    expect(page.locator("main")).to_contain_text("Halted")
+    expect(page.locator("main")).to_contain_text(sha[:12])
     page.close()

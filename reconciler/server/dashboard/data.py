@@ -11,7 +11,9 @@ from typing import Any
 
 import msgspec
 
+from reconciler.core.rollout import waves as core_waves
 from reconciler.core.rollout_status import decoded, rollout_json
+from reconciler.core.status import ConditionType
 from reconciler.manifests.check import Checked
 from reconciler.manifests.model.base import Manifest
 from reconciler.server.backend import Backend
@@ -20,6 +22,7 @@ from reconciler.server.dashboard.model import DeviceQuery, counts, select, sourc
 from reconciler.store import EventRecord, RevisionRecord
 
 LAST_EVENTS = 10
+PER_WAVE = 200  # devices listed by name in a wave; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -237,18 +240,66 @@ class Pages:
         }
 
     async def rollout(self, name: str) -> dict[str, Any] | None:
+        """One rollout: its record, each device's outcome in its wave (as far as the device
+        reported: Failed as the rollout judged, Succeeded once Ready on the new release,
+        Progressing once moved, else Pending), and each failed device's reason and last log
+        lines, from its report."""
         found = await asyncio.to_thread(self.store.rollouts)
-        for record in decoded(found):
-            if record.deployment == name:
-                body = rollout_json(record)
-                body["log"] = [
-                    event_json(e)
-                    for e in await asyncio.to_thread(
-                        self.store.recent_events, None, name, None, None, 20
-                    )
-                ]
-                return body
-        return None
+        record = next((r for r in decoded(found) if r.deployment == name), None)
+        catalog = self.backend.catalog()
+        if record is None or catalog is None or name not in catalog.deployments:
+            return None
+        entry = catalog.deployments[name]
+        targets = {d.name: d.manifest.metadata.labels for d in catalog.targets(entry.manifest)}
+        plan = core_waves(entry.manifest.spec.rollout, targets)
+        devices = [d for wave in plan for d in wave.devices]
+
+        def read() -> tuple[Any, ...]:
+            statuses = {s.device: s.status for s in self.store.statuses() if s.deployment == name}
+            observed = self.store.observed_of(sorted(record.state.failed))
+            return statuses, observed, self.store.recent_events(None, name, None, None, 20)
+
+        statuses, observed, events = await asyncio.to_thread(read)
+        rows = {row.device: row for row in await self.rows.rows() if row.device in targets}
+
+        def outcome(device: str) -> str:
+            if device in record.state.failed:
+                return "Failed"
+            if device not in record.state.moved:
+                row = rows.get(device)
+                return "Offline" if row is not None and row.condition == "Offline" else "Pending"
+            status = statuses.get(device)
+            if (
+                status is not None
+                and status.observed_release == record.target.release
+                and status.condition(ConditionType.READY).true
+            ):
+                return "Succeeded"
+            return "Progressing"
+
+        body = rollout_json(record)
+        body["waves"] = [
+            {
+                **summary,
+                "outcomes": {d: outcome(d) for d in wave.devices[:PER_WAVE]},
+                "more": max(0, len(wave.devices) - PER_WAVE),
+            }
+            for summary, wave in zip(body["waves"], plan, strict=False)
+        ]
+        failed = []
+        for item in body["failed"]:
+            report = observed.get(item["device"])
+            degraded = next(
+                (r.degraded for r in (report.releases if report else [])
+                 if r.application == record.application and r.degraded is not None),
+                None,
+            )  # fmt: skip
+            failed.append({**item, "health": degraded.health if degraded else None,
+                           "log": list(degraded.log) if degraded else []})  # fmt: skip
+        body["failed"] = failed
+        body["targeted"] = len(devices)
+        body["log"] = [event_json(e) for e in events]
+        return body
 
     async def releases(self) -> dict[str, Any]:
         catalog = self.backend.catalog()
