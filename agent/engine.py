@@ -22,6 +22,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
+from agent import podman
 from agent.errors import ContainerFailed, DiskSpaceError, EngineError, PullError
 from agent.readiness import health_of
 from agent.secretfiles import SecretFiles
@@ -114,6 +115,7 @@ class Engine:
         # started, still in their grace: the step, its restart count before, when
         self._starting: dict[str, tuple[StartContainer, int, float]] = {}
         self.stop_timeout = stop_timeout
+        self._podman: podman.HealthChecks | bool | None = None  # found at the first read
 
     def hold_secrets(self, values: Iterable[SecretValue]) -> None:
         """The Secret values of the document the controller sent last: kept in memory only."""
@@ -146,6 +148,7 @@ class Engine:
             images: list[dict[str, Any]] = self.api.images()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             raise EngineError(f"reading the engine: {_explain(error)}") from error
+        as_docker = self._as_docker(listed)
         devices = {
             (thing.get("Labels") or {}).get(DEVICE) for thing in [*listed, *networks, *volumes]
         }
@@ -159,7 +162,7 @@ class Engine:
             return adopt and DEVICE not in (thing.get("Labels") or {})
 
         return EngineState(
-            containers=tuple(_container_state(c) for c in listed if ours(c)),
+            containers=tuple(_container_state(as_docker(c)) for c in listed if ours(c)),
             networks=frozenset(n["Name"] for n in networks if ours(n)),
             volumes={
                 v["Name"]: (v.get("Labels") or {}).get(DELETION_POLICY, "Retain")
@@ -175,6 +178,25 @@ class Engine:
                 if "<none>" not in ref
             ),
         )
+
+    def _as_docker(self, listed: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
+        """How a listed container reads as Docker lists it: unchanged from dockerd; from
+        Podman, its state in Docker's words and its health, checked when due (`agent.podman`)."""
+        if self._podman is None:
+            self._podman = podman.is_podman(self.client.version()) and podman.HealthChecks(
+                lambda c: _or_empty(lambda: self.api.inspect_container(c)),
+                lambda c: _or_empty(lambda: self._podman_healthcheck(c)),
+            )
+        checks = self._podman
+        if not isinstance(checks, podman.HealthChecks):
+            return lambda container: container
+        checks.forget_others({str(c.get("Id", "")) for c in listed})
+        return checks.listing
+
+    def _podman_healthcheck(self, container: str) -> None:
+        """Run a container's healthcheck once: Podman's own API (no Docker endpoint does it)."""
+        url = f"{self.api.base_url}/v4.0.0/libpod/containers/{container}/healthcheck"
+        self.api.get(url, timeout=60).raise_for_status()
 
     def watch(self, notify: Callable[[], None]) -> None:
         """Call `notify` on each event of a container, network or volume Hedgerow owns, so the
@@ -526,17 +548,27 @@ class Engine:
     def next_check(self) -> float | None:
         """Seconds until the start grace of a watched container ends (None: none is watched)."""
         ends = [started + self.start_grace for _, _, started in list(self._starting.values())]
-        return max(0.0, min(ends) - time.monotonic()) if ends else None
+        grace = max(0.0, min(ends) - time.monotonic()) if ends else None
+        if isinstance(self._podman, podman.HealthChecks):  # and until Podman's next healthcheck
+            due = self._podman.next_due()
+            return due if grace is None else grace if due is None else min(grace, due)
+        return grace
 
     def _check_started(self, step: StartContainer, known: int) -> None:
         name = step.name
         info: dict[str, Any] = self.api.inspect_container(name)
         state = info.get("State") or {}
         restarts = int(info.get("RestartCount") or 0) - known
-        exited = state.get("Status") in ("exited", "dead") or state.get("Restarting")
+        status = podman.docker_state(str(state.get("Status", "")))  # Podman's `stopped`
+        exited = status in ("exited", "dead") or state.get("Restarting")
         if not exited and restarts <= 0:
             return
-        if step.job and state.get("Status") == "exited" and state.get("ExitCode") == 0:
+        if exited and isinstance(self._podman, podman.HealthChecks):
+            # Podman's `rm -f` shows the container exited (137) before it is gone, where
+            # dockerd's is at once: a container removed by hand is no crash (NotFound here)
+            time.sleep(podman.REMOVAL_SECONDS)
+            self.api.inspect_container(name)
+        if step.job and status == "exited" and state.get("ExitCode") == 0:
             return  # a one-shot job, done
         code = state.get("ExitCode") if exited else None  # running again: its exit code is gone
         logs = self.api.logs(name, tail=5).decode("utf-8", "replace").strip()
@@ -807,6 +839,14 @@ def exit_code_of(status: str) -> int | None:
 def _owned(device: str) -> dict[str, str]:
     """The labels that make a network or volume this device's (none: an older agent's)."""
     return {MANAGED: "true", DEVICE: device} if device else {MANAGED: "true"}
+
+
+def _or_empty(action: Callable[[], Any]) -> Any:
+    """`action()`'s answer, or `{}` when the engine fails it (a container gone meanwhile)."""
+    try:
+        return action()
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return {}
 
 
 def _ignore_missing(action: Callable[[], object]) -> None:
