@@ -584,6 +584,14 @@ class Engine:
         self._starting.pop(name, None)  # stopped on purpose: not a crash
         wait = self.stop_timeout if timeout is None else timeout
         _ignore_missing(lambda: self.api.stop(name, timeout=wait))
+        if isinstance(self._podman, podman.HealthChecks):  # a crash loop restarts what it stops
+            stop = lambda: _ignore_missing(lambda: self.api.stop(name, timeout=wait))  # noqa: E731
+            podman.stay_stopped(lambda: self._status(name), stop, wait)
+
+    def _status(self, name: str) -> str:
+        """A container's state as inspect tells it ("" when it is gone)."""
+        info = _or_empty(lambda: self.api.inspect_container(name))
+        return str((info.get("State") or {}).get("Status", ""))
 
     def _stop_all(self, step: StopContainers) -> None:
         """Stop a level's containers at once, so one ignoring SIGTERM costs its own grace

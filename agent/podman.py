@@ -13,6 +13,10 @@ terms here, on plain answers (no `docker` import), before the agent reads them:
   systemd (nor here): the status stays `starting` for ever, and the list's `Status` never carries
   Docker's `(healthy)`. `HealthChecks` runs each check itself through Podman's own API when it is
   due (the container's interval, 30 s by default) and gives the listing Docker's suffix.
+- Stopping a crash loop: Podman restarts a crashing container (restart policy) at once, and a
+  stop that finds it between two runs (`stopped`) does not end the loop, as dockerd's does: it
+  runs again and holds its host port, so the release switched back to cannot bind it.
+  `stay_stopped` stops it again until Podman reports it `exited` (cleaned up, no restart due).
 - Removal: `docker rm -f` on Podman passes through states dockerd never shows (the container
   exited with 137 for a moment, then gone). A container found exited in its start grace is
   looked at again `REMOVAL_SECONDS` later, and only one still there failed.
@@ -46,6 +50,29 @@ def is_podman(version: Mapping[str, Any]) -> bool:
 def docker_state(state: str) -> str:
     """A container state as Docker names it (Docker's own pass through unchanged)."""
     return STATES.get(state, state)
+
+
+SETTLE_SECONDS = 5.0  # beyond the stop's grace period, for a crash loop to end
+
+
+def stay_stopped(
+    status: Callable[[], str],
+    stop: Callable[[], object],
+    grace: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """After a stop: stop again whenever Podman has restarted the container, until its
+    `status()` is final (`exited`, never started, or gone: ""). False when it never settled."""
+    deadline = clock() + grace + SETTLE_SECONDS
+    while clock() < deadline:
+        state = status()
+        if state in ("", "exited", "created", "configured"):
+            return True
+        if state == "running":
+            stop()
+        sleep(0.05)
+    return False
 
 
 class HealthChecks:

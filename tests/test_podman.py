@@ -4,7 +4,8 @@ on dockerd, with the engine, images and registry fixtures those scenarios take r
 Podman's (`tests.support.podman`): deploy, upgrade with the old release kept stopped, stop,
 start and delete (`test_deploy_upgrade_stop_and_delete_through_git`); a container removed by
 hand comes back; a private image pulled with the credential the controller forwards; a pull
-that fails, leaving the old release running. Podman is started by the tests, as dockerd is.
+that fails, leaving the old release running; an upgrade whose container crashes at start (a
+restart loop on Podman) switched back. Podman is started by the tests, as dockerd is.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.support.e2e import wait
 from tests.test_e2e import (  # the scenarios, collected here a second time, on Podman
     fleet,  # noqa: F401
     test_a_container_removed_by_hand_comes_back,  # noqa: F401
+    test_a_failing_upgrade_switches_back_and_is_degraded,  # noqa: F401
     test_deploy_upgrade_stop_and_delete_through_git,  # noqa: F401
 )
 from tests.test_e2e_more import (
