@@ -248,17 +248,43 @@ class Engine:
             self._starting.pop(step.name, None)  # set aside: no longer the one started
             self.api.rename(step.name, step.to)
         elif isinstance(step, RemoveContainer):
-            self._stop(step.name)
-            folder = self._secrets_folder(step.name)
-            _ignore_missing(lambda: self.api.remove_container(step.name, v=True, force=True))
-            if folder and self.secret_files is not None:
-                self.secret_files.remove(folder)
+            self._remove(step.name)
         elif isinstance(step, RemoveNetwork):
             _ignore_missing(lambda: self.api.remove_network(step.name))
         elif isinstance(step, RemoveImage):
             self._remove_image(step.image)
         else:
             _ignore_missing(lambda: self.api.remove_volume(step.name))
+
+    def _remove(self, name: str) -> None:
+        """Stop and remove a container, and its Secret files."""
+        self._stop(name)
+        folder = self._secrets_folder(name)
+        remove = lambda: self.api.remove_container(name, v=True, force=True)  # noqa: E731
+        try:
+            _ignore_missing(remove)
+        except docker.errors.APIError as error:
+            # Podman refuses to remove a container whose namespaces others joined (a sidecar's
+            # `networkMode: container:NAME`) before them, where dockerd removes it: ours first
+            dependents = podman.dependents(str(error.explanation or ""))
+            if not dependents:
+                raise
+            for other in dependents:
+                self._remove(self._ours(other, f"joined to container {name}"))
+            _ignore_missing(remove)
+        if folder and self.secret_files is not None:
+            self.secret_files.remove(folder)
+
+    def _ours(self, container: str, why: str) -> str:
+        """The name of a container of this device's, or an error naming one that is not."""
+        info: dict[str, Any] = self.api.inspect_container(container)
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        name = str(info.get("Name", container)).lstrip("/")
+        if labels.get(MANAGED) != "true" or labels.get(DEVICE, "") != self.device:
+            raise EngineError(
+                f"container {name} ({why}) was not made by this device's agent: remove it first"
+            )
+        return name
 
     def _remove_image(self, image: str) -> None:
         """Untag `image`; Docker deletes the layers no other tag holds. One still used by a

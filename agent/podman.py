@@ -17,6 +17,9 @@ terms here, on plain answers (no `docker` import), before the agent reads them:
   stop that finds it between two runs (`stopped`) does not end the loop, as dockerd's does: it
   runs again and holds its host port, so the release switched back to cannot bind it.
   `stay_stopped` stops it again until Podman reports it `exited` (cleaned up, no restart due).
+- Removal of a namespace's owner: Podman refuses to remove a container others joined
+  (`networkMode: container:NAME`) before them, naming them in its error (`dependents`); the
+  agent removes those first when they are its own, where dockerd just removes the owner.
 - Removal: `docker rm -f` on Podman passes through states dockerd never shows (the container
   exited with 137 for a moment, then gone). A container found exited in its start grace is
   looked at again `REMOVAL_SECONDS` later, and only one still there failed.
@@ -24,6 +27,7 @@ terms here, on plain answers (no `docker` import), before the agent reads them:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -52,7 +56,14 @@ def docker_state(state: str) -> str:
     return STATES.get(state, state)
 
 
+DEPENDENTS = re.compile(r"has dependent containers which must be removed before it: ([0-9a-f,]+)")
 SETTLE_SECONDS = 5.0  # beyond the stop's grace period, for a crash loop to end
+
+
+def dependents(error: str) -> list[str]:
+    """The ids of the containers Podman's error says must be removed before the one asked."""
+    found = DEPENDENTS.search(error)
+    return [part for part in found.group(1).split(",") if part] if found else []
 
 
 def stay_stopped(

@@ -103,3 +103,37 @@ def test_the_agent_runs_podmans_healthchecks(podman_engine: DockerEngine, images
         assert due is not None and due <= 1.0  # the agent's next pass comes in time for it
     finally:
         podman_engine.remove_managed()
+
+
+def test_a_release_with_a_sidecar_in_its_namespace_is_deleted(
+    podman_engine: DockerEngine, images: Images
+) -> None:
+    """Podman refuses to remove a container whose network namespace a sidecar joined before the
+    sidecar (dockerd does not): the agent removes its own sidecar first, and the delete ends."""
+    engine = Engine(podman_engine.client, device="pi-1", start_grace=0.5)
+    server = {"name": "server", "image": images.v1}
+    sidecar = {"name": "sidecar", "image": images.sleeper, "networkMode": "container:server"}
+    deployment = msgspec.convert(
+        {
+            "deployment": "web-lyon",
+            "application": "web",
+            "release": "1.0.0",
+            "state": "Running",
+            "digest": "d",
+            "containers": [server, sidecar],
+        },
+        Deployment,
+    )
+    try:
+        assert converge(
+            engine, DesiredDocument(device="pi-1", revision="r", deployments=[deployment])
+        ).ok
+        assert {c.container: c.state for c in engine.read().containers} == {
+            "server": "running",
+            "sidecar": "running",
+        }
+        deleted = converge(engine, DesiredDocument(device="pi-1", revision="r", deployments=[]))
+        assert deleted.ok, [f.message for f in deleted.failures]
+        assert engine.read().containers == ()
+    finally:
+        podman_engine.remove_managed()
