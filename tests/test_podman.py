@@ -17,7 +17,7 @@ import pytest
 
 from agent.converge import converge
 from agent.engine import Engine
-from agent.podman import docker_state, is_podman
+from agent.podman import dependents, docker_state, is_podman
 from reconciler.wire import Deployment, DesiredDocument
 from tests.support.docker import DockerEngine, Images, Registry
 from tests.support.e2e import wait
@@ -57,7 +57,7 @@ def registry(podman_registry: Registry) -> Registry:
 # -- what the engine adapter puts in Docker's terms (agent.podman) -------------------------------
 
 
-def test_podman_states_read_as_docker_names_them() -> None:
+def test_podman_answers_read_in_docker_terms() -> None:
     """`stopping` (stopped or force-removed, process not gone yet) is Docker's `running`: read
     as stopped, the agent started a container `docker rm -f` was removing, and Podman kept its
     host port bound for good."""
@@ -67,6 +67,9 @@ def test_podman_states_read_as_docker_names_them() -> None:
         "created",
         "running",
     ]
+    refusal = "container 1f has dependent containers which must be removed before it: 2a,3b: x"
+    assert dependents(refusal) == ["2a", "3b"]
+    assert dependents("no such container") == []
     assert is_podman({"Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]})
     assert not is_podman({"Components": [{"Name": "Engine", "Version": "20.10.24"}]})
 
