@@ -10,6 +10,7 @@ interrupted at any point and the next one plans from what is really there. Every
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -115,7 +116,8 @@ class Engine:
         # started, still in their grace: the step, its restart count before, when
         self._starting: dict[str, tuple[StartContainer, int, float]] = {}
         self.stop_timeout = stop_timeout
-        self._podman: podman.HealthChecks | bool | None = None  # found at the first read
+        # Podman's healthchecks on Podman, False on dockerd: found at the first read
+        self._podman: podman.HealthChecks | bool | None = None
 
     def hold_secrets(self, values: Iterable[SecretValue]) -> None:
         """The Secret values of the document the controller sent last: kept in memory only."""
@@ -182,8 +184,8 @@ class Engine:
     def _as_docker(self, listed: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
         """How a listed container reads as Docker lists it: unchanged from dockerd; from
         Podman, its state in Docker's words and its health, checked when due (`agent.podman`)."""
-        if self._podman is None:
-            self._podman = podman.is_podman(self.client.version()) and podman.HealthChecks(
+        if self._podman is None and (version := _or_empty(self.client.version)):
+            self._podman = podman.is_podman(version) and podman.HealthChecks(
                 lambda c: _or_empty(lambda: self.api.inspect_container(c)),
                 lambda c: _or_empty(lambda: self._podman_healthcheck(c)),
             )
@@ -270,7 +272,8 @@ class Engine:
             if not dependents:
                 raise
             for other in dependents:
-                self._remove(self._ours(other, f"joined to container {name}"))
+                with contextlib.suppress(docker.errors.NotFound):  # gone meanwhile
+                    self._remove(self._ours(other, f"joined to container {name}"))
             _ignore_missing(remove)
         if folder and self.secret_files is not None:
             self.secret_files.remove(folder)
@@ -612,7 +615,8 @@ class Engine:
         _ignore_missing(lambda: self.api.stop(name, timeout=wait))
         if isinstance(self._podman, podman.HealthChecks):  # a crash loop restarts what it stops
             stop = lambda: _ignore_missing(lambda: self.api.stop(name, timeout=wait))  # noqa: E731
-            podman.stay_stopped(lambda: self._status(name), stop, wait)
+            if not podman.stay_stopped(lambda: self._status(name), stop, wait):
+                log.warning("container restarted again and again after its stop", container=name)
 
     def _status(self, name: str) -> str:
         """A container's state as inspect tells it ("" when it is gone)."""
