@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Real parts the tests use (PostgreSQL, Docker, a registry, busybox), from Debian, when missing.
+# Real parts the tests use (PostgreSQL, Docker, Podman, a registry, busybox), from Debian, when missing.
 system-deps:
 	tests/system-deps.sh
 

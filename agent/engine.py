@@ -10,6 +10,7 @@ interrupted at any point and the next one plans from what is really there. Every
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -22,6 +23,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
+from agent import podman
 from agent.errors import ContainerFailed, DiskSpaceError, EngineError, PullError
 from agent.readiness import health_of
 from agent.secretfiles import SecretFiles
@@ -114,6 +116,8 @@ class Engine:
         # started, still in their grace: the step, its restart count before, when
         self._starting: dict[str, tuple[StartContainer, int, float]] = {}
         self.stop_timeout = stop_timeout
+        # Podman's healthchecks on Podman, False on dockerd: found at the first read
+        self._podman: podman.HealthChecks | bool | None = None
 
     def hold_secrets(self, values: Iterable[SecretValue]) -> None:
         """The Secret values of the document the controller sent last: kept in memory only."""
@@ -146,6 +150,7 @@ class Engine:
             images: list[dict[str, Any]] = self.api.images()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             raise EngineError(f"reading the engine: {_explain(error)}") from error
+        as_docker = self._as_docker(listed)
         devices = {
             (thing.get("Labels") or {}).get(DEVICE) for thing in [*listed, *networks, *volumes]
         }
@@ -159,7 +164,7 @@ class Engine:
             return adopt and DEVICE not in (thing.get("Labels") or {})
 
         return EngineState(
-            containers=tuple(_container_state(c) for c in listed if ours(c)),
+            containers=tuple(_container_state(as_docker(c)) for c in listed if ours(c)),
             networks=frozenset(n["Name"] for n in networks if ours(n)),
             volumes={
                 v["Name"]: (v.get("Labels") or {}).get(DELETION_POLICY, "Retain")
@@ -175,6 +180,25 @@ class Engine:
                 if "<none>" not in ref
             ),
         )
+
+    def _as_docker(self, listed: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
+        """How a listed container reads as Docker lists it: unchanged from dockerd; from
+        Podman, its state in Docker's words and its health, checked when due (`agent.podman`)."""
+        if self._podman is None and (version := _or_empty(self.client.version)):
+            self._podman = podman.is_podman(version) and podman.HealthChecks(
+                lambda c: _or_empty(lambda: self.api.inspect_container(c)),
+                lambda c: _or_empty(lambda: self._podman_healthcheck(c)),
+            )
+        checks = self._podman
+        if not isinstance(checks, podman.HealthChecks):
+            return lambda container: container
+        checks.forget_others({str(c.get("Id", "")) for c in listed})
+        return checks.listing
+
+    def _podman_healthcheck(self, container: str) -> None:
+        """Run a container's healthcheck once: Podman's own API (no Docker endpoint does it)."""
+        url = f"{self.api.base_url}/v4.0.0/libpod/containers/{container}/healthcheck"
+        self.api.get(url, timeout=60).raise_for_status()
 
     def watch(self, notify: Callable[[], None]) -> None:
         """Call `notify` on each event of a container, network or volume Hedgerow owns, so the
@@ -233,17 +257,44 @@ class Engine:
             self._starting.pop(step.name, None)  # set aside: no longer the one started
             self.api.rename(step.name, step.to)
         elif isinstance(step, RemoveContainer):
-            self._stop(step.name)
-            folder = self._secrets_folder(step.name)
-            _ignore_missing(lambda: self.api.remove_container(step.name, v=True, force=True))
-            if folder and self.secret_files is not None:
-                self.secret_files.remove(folder)
+            self._remove(step.name)
         elif isinstance(step, RemoveNetwork):
             _ignore_missing(lambda: self.api.remove_network(step.name))
         elif isinstance(step, RemoveImage):
             self._remove_image(step.image)
         else:
             _ignore_missing(lambda: self.api.remove_volume(step.name))
+
+    def _remove(self, name: str) -> None:
+        """Stop and remove a container, and its Secret files."""
+        self._stop(name)
+        folder = self._secrets_folder(name)
+        remove = lambda: self.api.remove_container(name, v=True, force=True)  # noqa: E731
+        try:
+            _ignore_missing(remove)
+        except docker.errors.APIError as error:
+            # Podman refuses to remove a container whose namespaces others joined (a sidecar's
+            # `networkMode: container:NAME`) before them, where dockerd removes it: ours first
+            dependents = podman.dependents(str(error.explanation or ""))
+            if not dependents:
+                raise
+            for other in dependents:
+                with contextlib.suppress(docker.errors.NotFound):  # gone meanwhile
+                    self._remove(self._ours(other, f"joined to container {name}"))
+            _ignore_missing(remove)
+        if folder and self.secret_files is not None:
+            self.secret_files.remove(folder)
+
+    def _ours(self, container: str, why: str) -> str:
+        """The name of a container of this device's, or an error naming one that is not."""
+        info: dict[str, Any] = self.api.inspect_container(container)
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        name = str(info.get("Name", container)).lstrip("/")
+        if labels.get(MANAGED) != "true" or labels.get(DEVICE, "") != self.device:
+            raise EngineError(
+                f"container {name} ({why}) was not made by this device's agent: remove it first"
+            )
+        return name
 
     def _remove_image(self, image: str) -> None:
         """Untag `image`; Docker deletes the layers no other tag holds. One still used by a
@@ -533,17 +584,27 @@ class Engine:
     def next_check(self) -> float | None:
         """Seconds until the start grace of a watched container ends (None: none is watched)."""
         ends = [started + self.start_grace for _, _, started in list(self._starting.values())]
-        return max(0.0, min(ends) - time.monotonic()) if ends else None
+        grace = max(0.0, min(ends) - time.monotonic()) if ends else None
+        if isinstance(self._podman, podman.HealthChecks):  # and until Podman's next healthcheck
+            due = self._podman.next_due()
+            return due if grace is None else grace if due is None else min(grace, due)
+        return grace
 
     def _check_started(self, step: StartContainer, known: int) -> None:
         name = step.name
         info: dict[str, Any] = self.api.inspect_container(name)
         state = info.get("State") or {}
         restarts = int(info.get("RestartCount") or 0) - known
-        exited = state.get("Status") in ("exited", "dead") or state.get("Restarting")
+        status = podman.docker_state(str(state.get("Status", "")))  # Podman's `stopped`
+        exited = status in ("exited", "dead") or state.get("Restarting")
         if not exited and restarts <= 0:
             return
-        if step.job and state.get("Status") == "exited" and state.get("ExitCode") == 0:
+        if exited and isinstance(self._podman, podman.HealthChecks):
+            # Podman's `rm -f` shows the container exited (137) before it is gone, where
+            # dockerd's is at once: a container removed by hand is no crash (NotFound here)
+            time.sleep(podman.REMOVAL_SECONDS)
+            self.api.inspect_container(name)
+        if step.job and status == "exited" and state.get("ExitCode") == 0:
             return  # a one-shot job, done
         code = state.get("ExitCode") if exited else None  # running again: its exit code is gone
         logs = self.api.logs(name, tail=5).decode("utf-8", "replace").strip()
@@ -559,6 +620,15 @@ class Engine:
         self._starting.pop(name, None)  # stopped on purpose: not a crash
         wait = self.stop_timeout if timeout is None else timeout
         _ignore_missing(lambda: self.api.stop(name, timeout=wait))
+        if isinstance(self._podman, podman.HealthChecks):  # a crash loop restarts what it stops
+            stop = lambda: _ignore_missing(lambda: self.api.stop(name, timeout=wait))  # noqa: E731
+            if not podman.stay_stopped(lambda: self._status(name), stop, wait):
+                log.warning("container restarted again and again after its stop", container=name)
+
+    def _status(self, name: str) -> str:
+        """A container's state as inspect tells it ("" when it is gone)."""
+        info = _or_empty(lambda: self.api.inspect_container(name))
+        return str((info.get("State") or {}).get("Status", ""))
 
     def _stop_all(self, step: StopContainers) -> None:
         """Stop a level's containers at once, so one ignoring SIGTERM costs its own grace
@@ -814,6 +884,14 @@ def exit_code_of(status: str) -> int | None:
 def _owned(device: str) -> dict[str, str]:
     """The labels that make a network or volume this device's (none: an older agent's)."""
     return {MANAGED: "true", DEVICE: device} if device else {MANAGED: "true"}
+
+
+def _or_empty(action: Callable[[], Any]) -> Any:
+    """`action()`'s answer, or `{}` when the engine fails it (a container gone meanwhile)."""
+    try:
+        return action()
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return {}
 
 
 def _ignore_missing(action: Callable[[], object]) -> None:

@@ -16,12 +16,15 @@ from tests.support import properties
 from tests.support.leaks import PLAINTEXT_SECRETS
 from tests.support.repos import BASE, commit, write_tree
 
-# A throwaway PostgreSQL server and a database URL per backend; a Docker engine, images, registry.
-pytest_plugins = ["tests.support.postgres", "tests.support.docker"]
+# A throwaway PostgreSQL server and a database URL per backend; a Docker engine, images, registry;
+# the same on Podman.
+pytest_plugins = ["tests.support.postgres", "tests.support.docker", "tests.support.podman"]
 
 # A test that uses one of these real parts is end to end: `pytest -m "not e2e"` leaves it out.
 E2E_FIXTURES = frozenset(
     {"docker_engine", "local_images", "images", "registry", "postgresql_server"}
+    | {"podman_engine", "podman_local_images", "podman_images", "podman_registry"}
+    | {"podman_registry_server"}
 )
 
 

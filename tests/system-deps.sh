@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests run as real parts, when they are missing: PostgreSQL for
-# the store, and dockerd, a registry, htpasswd and a static busybox for the agent's engine tests,
-# debootstrap for the container images' base.
+# the store, and dockerd, Podman, a registry, htpasswd and a static busybox for the agent's engine
+# tests, debootstrap for the container images' base, chromium for the dashboard's browser tests.
 # Services are never started by the packages (policy-rc.d): tests start their own, on loopback.
 # Debian's docker-compose is what the compose parity tests and bench/apply.py compare against.
 set -euo pipefail
@@ -9,6 +9,7 @@ set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v podman >/dev/null 2>&1 || need+=(podman)  # the agent's second engine (test_podman)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the load generator of bench/polls.py

@@ -26,10 +26,11 @@ from typing import NoReturn, TypeVar
 import docker
 import pytest
 
+from agent.steps import normalise_image
 from reconciler.demo import images as demo_images
 from reconciler.demo.daemons import SandboxError, free_port
 from reconciler.demo.engine import MANAGED, Engine, start_dockerd
-from reconciler.demo.registry import start_registry
+from reconciler.demo.registry import RegistryServer, start_registry
 
 HTTP_PORT = 8080  # what the app images serve /www on
 T = TypeVar("T")
@@ -103,37 +104,47 @@ class Images:
         return (self.v1, self.v2, self.sleeper, self.failing)
 
 
-@pytest.fixture(scope="session")
-def local_images(docker_engine: DockerEngine) -> dict[str, str]:
-    """The local images, imported once per session (a few MB each on vfs), by reference → id.
+def load_images(engine: DockerEngine) -> dict[str, str]:
+    """Import the local images into `engine`, by reference → id (a few MB each on vfs).
 
     An agent removes the image of a release it removes; a created, never started container of
-    each (not Hedgerow's) keeps the image itself on the engine, so `images` can tag it again.
+    each (not Hedgerow's) keeps the image itself on the engine, so `tag_again` can tag it again.
     """
     busybox = _or_fail(demo_images.busybox)
     made = Images()
-    api = docker_engine.client.api
+    api = engine.client.api
     ids: dict[str, str] = {}
     for reference, version, cmd in zip(
         made.references(), ("1", "2", "sleeper", "fail"), (SERVE, SERVE, SLEEP, FAIL), strict=True
     ):
         tar = _or_fail(lambda: demo_images.rootfs_tar(busybox, version))  # noqa: B023
-        _or_fail(lambda: docker_engine.engine.import_image(reference, tar, cmd))  # noqa: B023
+        _or_fail(lambda: engine.engine.import_image(reference, tar, cmd))  # noqa: B023
         ids[reference] = api.inspect_image(reference)["Id"]  # type: ignore[no-untyped-call]
         api.create_container(ids[reference], name=f"keeps-image-{version}")
     return ids
 
 
-@pytest.fixture
-def images(docker_engine: DockerEngine, local_images: dict[str, str]) -> Images:
+def tag_again(engine: DockerEngine, ids: dict[str, str]) -> Images:
     """The local images, each tagged again if an earlier test's agent removed it."""
-    api = docker_engine.client.api
-    present = {tag for image in api.images() for tag in image.get("RepoTags") or []}
-    for reference, image_id in local_images.items():
-        if reference not in present:
+    api = engine.client.api
+    present = {normalise_image(t) for image in api.images() for t in image.get("RepoTags") or []}
+    for reference, image_id in ids.items():
+        if normalise_image(reference) not in present:  # Podman lists docker.io/local/app:1
             repository, tag = reference.rsplit(":", 1)
             api.tag(image_id, repository, tag)
     return Images()
+
+
+@pytest.fixture(scope="session")
+def local_images(docker_engine: DockerEngine) -> dict[str, str]:
+    """The local images, imported once per session, by reference → id."""
+    return load_images(docker_engine)
+
+
+@pytest.fixture
+def images(docker_engine: DockerEngine, local_images: dict[str, str]) -> Images:
+    """The local images, each tagged again if an earlier test's agent removed it."""
+    return tag_again(docker_engine, local_images)
 
 
 # -- registry -------------------------------------------------------------------------------------
@@ -152,11 +163,8 @@ class Registry:
         return f"Registry(host={self.host!r}, username={self.username!r}, image={self.image!r})"
 
 
-@pytest.fixture(scope="session")
-def registry(
-    request: pytest.FixtureRequest, docker_engine: DockerEngine, local_images: dict[str, str]
-) -> Registry:
-    """`docker-registry` with htpasswd (bcrypt) on 127.0.0.1, holding `private/app:1`."""
+def registry_server(request: pytest.FixtureRequest) -> RegistryServer:
+    """`docker-registry` with htpasswd (bcrypt) on 127.0.0.1, stopped at the session's end."""
     root = Path(tempfile.mkdtemp(prefix="hedgerow-registry-"))
     request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
     username, password = "robot", secrets.token_urlsafe(16)
@@ -164,7 +172,20 @@ def registry(
         lambda: start_registry(root, username, password, free_port(), realm="hedgerow-tests")
     )
     request.addfinalizer(server.stop)
+    return server
+
+
+def push_private(server: RegistryServer, engine: DockerEngine, ids: dict[str, str]) -> Registry:
+    """Push the local `v1` image as `private/app:1` through `engine`, and drop its tag there."""
     repository = f"{server.host}/private/app"
-    docker_engine.client.api.tag(local_images[Images().v1], repository, "1")
-    _or_fail(lambda: docker_engine.engine.push(f"{repository}:1", server.auth))
-    return Registry(server.host, username, password, f"{repository}:1")
+    engine.client.api.tag(ids[Images().v1], repository, "1")
+    _or_fail(lambda: engine.engine.push(f"{repository}:1", server.auth))
+    return Registry(server.host, server.username, server.password, f"{repository}:1")
+
+
+@pytest.fixture(scope="session")
+def registry(
+    request: pytest.FixtureRequest, docker_engine: DockerEngine, local_images: dict[str, str]
+) -> Registry:
+    """`docker-registry` with htpasswd (bcrypt) on 127.0.0.1, holding `private/app:1`."""
+    return push_private(registry_server(request), docker_engine, local_images)

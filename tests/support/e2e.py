@@ -42,11 +42,14 @@ class Fleet:
         return sha
 
     def containers(self) -> dict[str, str]:
-        """Release → state of the containers this test's deployment owns."""
-        found = self.engine.client.containers.list(
+        """Release → state of the containers this test's deployment owns.
+
+        The list alone, without inspecting each container as `containers.list` does: one the
+        agent removes meanwhile is not an error (Podman's removal is not instant)."""
+        found = self.engine.client.api.containers(
             all=True, filters={"label": "hedgerow.deployment=web-pi-1"}
         )
-        return {c.labels["hedgerow.release"]: c.status for c in found}
+        return {c["Labels"]["hedgerow.release"]: c["State"] for c in found}
 
     def status(self) -> dict[str, Any]:
         result = CliRunner().invoke(app, ["status", "--data-dir", str(self.data), "-o", "json"])
