@@ -277,10 +277,11 @@ def controller(
             stop.set()
 
     scheme = "https" if tls_cert else "http"
-    typer.echo(f"hedgerow controller: following {mirror.display_url} {branch}; {scheme}://{listen}")
-    if not no_dashboard:
-        typer.echo(f"dashboard: {scheme}://{listen}{prefix}/ (log in with the operator token or a "
-                   "viewer token: hedgerow operator token --read-only NAME)")  # fmt: skip
+    dashboard = "" if no_dashboard else f"; dashboard {scheme}://{listen}{prefix}/"
+    typer.echo(
+        f"hedgerow controller: following {mirror.display_url} {branch}; {scheme}://{listen}"
+        f"{dashboard}"
+    )
     log.info("serving", http=parser, loop=loop_name)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner_loop:
