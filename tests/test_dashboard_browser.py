@@ -35,6 +35,7 @@ from tests.support.sops import make_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("git_identity")]
 CHROMIUM = "/usr/bin/chromium"
+LIVE_MS = 2000  # a commit, a report or a rollout step shows within 2 s, without a reload
 OPERATOR = "hdr_dashboard-operator-token"
 HOOK = b"dashboard-webhook-secret"
 PASSWORD = PLAINTEXT_SECRETS[0]
@@ -275,14 +276,14 @@ def test_a_commit_and_a_rejected_one_show_on_the_overview_without_a_reload(
     marker = page.evaluate("() => { window.stayed = true; return 1 }")
     assert marker == 1
     site.push("pi-5 joins lyon", {"device.yaml": devices_yaml(5)})
-    expect(page.locator("main")).to_contain_text("pi-5 joins lyon", timeout=4000)
+    expect(page.locator("main")).to_contain_text("pi-5 joins lyon", timeout=LIVE_MS)
     broken = (
         "apiVersion: hedgerow.dev/v1alpha1\nkind: Device\n"
         "metadata: {name: Bad_Name}\nspec: {systemModel: rpi4}\n"
     )
     site.push("a broken device", {"broken.yaml": broken})
     banner = page.get_by_role("alert")
-    expect(banner).to_contain_text("was rejected", timeout=4000)
+    expect(banner).to_contain_text("was rejected", timeout=LIVE_MS)
     expect(banner).to_contain_text("broken.yaml:3")
     assert page.evaluate("() => window.stayed") is True, "no reload"
     link = banner.locator("a").first
@@ -298,7 +299,7 @@ def test_a_device_report_shows_on_its_page_without_a_reload(site: Site, browser:
     site.report("pi-3", events=[{"seq": 1, "at": datetime.now(UTC).isoformat(),
                                  "kind": "started", "message": "server started",
                                  "deployment": "web-lyon"}], epoch="journal-1")  # fmt: skip
-    expect(page.locator("main")).to_contain_text("server started", timeout=4000)
+    expect(page.locator("main")).to_contain_text("server started", timeout=LIVE_MS)
     expect(page.locator("main")).to_contain_text("docker 20.10.24")
     page.close()
 
@@ -372,7 +373,9 @@ spec:
 """
 
 
-def test_a_rollout_moves_on_its_page_as_devices_report(site: Site, browser: Browser) -> None:
+def test_a_rollout_moves_on_its_page_as_devices_report(
+    site: Site, browser: Browser, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     labelled = "name: pi-1\n  labels: {site: lyon, ring: canary}"
     devices = devices_yaml(4).replace("name: pi-1\n  labels: {site: lyon}", labelled)
     first = ROLLOUT.replace("RELEASE", "1.0.0")
@@ -384,7 +387,9 @@ def test_a_rollout_moves_on_its_page_as_devices_report(site: Site, browser: Brow
         "releases/1.1.0.yaml": release.replace("1-0-0", "1-1-0").replace('"1.0.0"', '"1.1.0"'),
         "deployment.yaml": ROLLOUT.replace("RELEASE", "1.1.0"),
     })  # fmt: skip
-    page = browser.new_page()
+    context = browser.new_context(bypass_csp=True)  # for axe, injected below
+    watched = Watched(context.new_page())
+    page = watched.page
     log_in(page, site.url)
     page.goto(f"{site.url}/rollouts/web-lyon")
     waves = page.get_by_role("table", name="Waves")
@@ -392,12 +397,17 @@ def test_a_rollout_moves_on_its_page_as_devices_report(site: Site, browser: Brow
     expect(canary).to_contain_text("1 Progressing")
     expect(page.locator("main h1")).to_contain_text("1.0.0 → 1.1.0")
     site.report("pi-1", "1.1.0")  # the canary runs the new release, Ready
-    expect(canary).to_contain_text("1 Succeeded", timeout=4000)
+    expect(canary).to_contain_text("1 Succeeded", timeout=LIVE_MS)
     expect(waves.get_by_role("row", name="rest")).to_contain_text("1 Progressing")
     expect(canary).to_contain_text("pi-1 Succeeded")
     expect(waves.get_by_role("row", name="rest")).to_contain_text("pi-3 Progressing")
+    page.screenshot(path=shots(request, tmp_path) / "rollout.png", full_page=True)
+    for secret in (PASSWORD, APP_SECRET, OPERATOR, *site.tokens.values()):
+        assert secret not in page.content()
+    assert not watched.errors, watched.errors
     assert page.locator("progress").first.get_attribute("value") == "1"
-    page.close()
+    assert not _axe(page)
+    context.close()
 
 
 def test_a_failed_canary_halts_with_its_reason_and_log_lines(site: Site, browser: Browser) -> None:
@@ -424,8 +434,23 @@ def test_a_failed_canary_halts_with_its_reason_and_log_lines(site: Site, browser
     }  # fmt: skip
     site.report("pi-1", extra_releases=[switched_back])
     failed = page.get_by_role("table", name="Failed devices")
-    expect(failed).to_contain_text("server is unhealthy", timeout=4000)
+    expect(failed).to_contain_text("server is unhealthy", timeout=LIVE_MS)
     expect(failed).to_contain_text("panic: no database")
     expect(page.locator("main")).to_contain_text("Halted")
     expect(page.locator("main")).to_contain_text(sha[:12])
+    page.close()
+
+
+def test_a_live_update_never_takes_what_someone_is_typing(site: Site, browser: Browser) -> None:
+    page = browser.new_page()
+    log_in(page, site.url)
+    page.goto(f"{site.url}/devices")
+    name = page.get_by_label("Name")
+    name.fill("pi-")
+    site.report("pi-1")  # the fleet moves while they type: the page waits for them
+    page.wait_for_timeout(1500)
+    expect(name).to_have_value("pi-")
+    expect(name).to_be_focused()
+    page.locator("main h1").click()  # they leave the form: the page catches up
+    expect(page.locator("table.devices")).to_contain_text("docker 20.10.24", timeout=LIVE_MS)
     page.close()

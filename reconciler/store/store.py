@@ -1122,9 +1122,10 @@ class Store:
         with self._sessions() as session:
             return set(session.scalars(select(Token.device).where(Token.enrollment.is_not(None))))
 
-    def activity(self) -> tuple[int, str | None, datetime | None]:
-        """What moves whenever the fleet does, cheaply: the last event's id, and the last
-        commit attempted with when (a commit, a rollout step and most reports add events)."""
+    def activity(self) -> tuple[object, ...]:
+        """What moves whenever the fleet does, cheaply: the last event's id (commits, rollout
+        steps and agents' events add one), the last commit attempted and when, and the last
+        time a device's observed state or facts changed."""
         with self._sessions() as session:
             last = session.scalar(select(func.max(Event.id))) or 0
             attempt = session.execute(
@@ -1132,7 +1133,15 @@ class Store:
                 .order_by(Revision.attempted_at.desc())
                 .limit(1)
             ).first()
-        return int(last), attempt[0] if attempt else None, attempt[1] if attempt else None
+            observed = session.scalar(select(func.max(Observed.at)))
+            facts = session.scalar(select(func.max(DeviceFacts.reported_at)))
+        return (
+            int(last),
+            attempt[0] if attempt else None,
+            _iso(attempt[1]) if attempt else None,
+            _iso(observed),
+            _iso(facts),
+        )
 
     # viewer tokens: read-only access to the operator API and the dashboard
 
@@ -1238,6 +1247,10 @@ def _rowcount(result: object) -> int:
     """Rows touched by an UPDATE or DELETE (the ORM types its result as a plain Result)."""
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 def _enrollment_token(row: EnrollmentRow) -> EnrollmentToken:

@@ -6,15 +6,25 @@ built last (at most a second or two old)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from reconciler.core.status import DeploymentStatus
 from reconciler.server.backend import Backend
 from reconciler.server.dashboard.model import DeviceRow, device_condition
+from reconciler.store import Store
 
 REBUILD_EVERY = 1.0
+# The activity version a live update was told of (`pages`): its rows must be at least that new.
+FRESH: ContextVar[str | None] = ContextVar("FRESH", default=None)
+
+
+def activity_version(store: Store) -> str:
+    """The store's activity (`Store.activity`) as the text live updates carry."""
+    return json.dumps(store.activity())
 
 
 class FleetRows:
@@ -33,17 +43,20 @@ class FleetRows:
         self._rows: list[DeviceRow] | None = None
         self._index: dict[str, DeviceRow] = {}
         self._built_at = float("-inf")
+        self._version: str | None = None  # the store's activity when the rows were read
         self._building: asyncio.Task[None] | None = None
 
     async def rows(self) -> list[DeviceRow]:
         """The rows built last; a new build starts when those are `every` seconds old (the
-        first call waits for the first build)."""
-        if self.clock() - self._built_at >= self.every and (
-            self._building is None or self._building.done()
-        ):
-            self._building = asyncio.ensure_future(self._build())
-        if self._rows is None and self._building is not None:
-            await asyncio.shield(self._building)
+        first call waits for the first build). A live update (`FRESH` set to the activity
+        version the page was told of) waits for rows built at that version or later."""
+        wanted = FRESH.get()
+        if wanted is not None and wanted != self._version:
+            await self._rebuild()
+        elif self.clock() - self._built_at >= self.every:
+            self._start()
+        if self._rows is None:
+            await self._rebuild()
         assert self._rows is not None
         return self._rows
 
@@ -51,11 +64,28 @@ class FleetRows:
         await self.rows()
         return self._index.get(device)
 
+    def _start(self) -> asyncio.Task[None]:
+        if self._building is None or self._building.done():
+            self._building = asyncio.ensure_future(self._build())
+        return self._building
+
+    async def _rebuild(self) -> None:
+        """A build that starts now (after one under way, which may have read older data)."""
+        under_way = self._building is not None and not self._building.done()
+        await asyncio.shield(self._start())
+        if under_way:
+            await asyncio.shield(self._start())
+
     async def _build(self) -> None:
         started = self.clock()
-        rows = await asyncio.to_thread(self.build)
+        version, rows = await asyncio.to_thread(self._versioned)
         self._rows, self._index = rows, {row.device: row for row in rows}
-        self._built_at = started
+        self._built_at, self._version = started, version
+
+    def _versioned(self) -> tuple[str, list[DeviceRow]]:
+        """The store's activity version, read before the rows (so rows are at least that)."""
+        version = activity_version(self.backend.store)
+        return version, self.build()
 
     def build(self) -> list[DeviceRow]:
         """Every device of the applied revision and every enrolled one, by name."""

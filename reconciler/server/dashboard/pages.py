@@ -7,7 +7,6 @@ and the page's script fetches its own main element again when it moves."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from reconciler.server.dashboard.data import Pages
+from reconciler.server.dashboard.fleet import FRESH, activity_version
 from reconciler.server.dashboard.model import CONDITIONS, DeviceQuery
 from reconciler.server.dashboard.sessions import COOKIE, Session, Sessions
 from reconciler.store import StoreUnavailable
@@ -100,6 +100,7 @@ def install(app: FastAPI, pages: Pages, sessions: Sessions, prefix: str = "") ->
         def decorate(load: Callable[..., Any]) -> Callable[..., Any]:
             async def serve(request: Request) -> Response:
                 session = await session_of(request)
+                FRESH.set(request.headers.get("x-hedgerow-version"))
                 try:
                     data = await load(request)
                 except ValueError as exc:
@@ -196,8 +197,7 @@ def install(app: FastAPI, pages: Pages, sessions: Sessions, prefix: str = "") ->
             beat = 0
             while not await request.is_disconnected():
                 try:
-                    found = await asyncio.to_thread(store.activity)
-                    current = json.dumps([found[0], found[1]])
+                    current = await asyncio.to_thread(activity_version, store)
                 except StoreUnavailable:
                     current = last
                 if current != last:

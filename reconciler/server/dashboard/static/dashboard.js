@@ -2,10 +2,28 @@
 // without it (the filter forms have a submit button); it only saves reloads.
 "use strict";
 
-function refresh() {
+let deferred = false;
+let latest = null;  // the fleet's activity version the stream told of last
+
+// Someone typing in a filter keeps what they typed: the page is brought again once they leave
+// the field (or submit), never under their cursor.
+function editing(main) {
+  const active = document.activeElement;
+  return active && main.contains(active) && active.matches("input, select, textarea");
+}
+
+function refresh(version) {
   const main = document.getElementById("main");
   if (!main) return Promise.resolve();
-  return fetch(window.location.href, { headers: { "X-Hedgerow-Live": "1" }, credentials: "same-origin" })
+  if (version !== undefined) latest = version;
+  if (editing(main)) {
+    deferred = true;
+    return Promise.resolve();
+  }
+  deferred = false;
+  const headers = { "X-Hedgerow-Live": "1" };
+  if (latest !== null) headers["X-Hedgerow-Version"] = latest;  // rows at least that new
+  return fetch(window.location.href, { headers: headers, credentials: "same-origin" })
     .then((response) => {
       if (response.redirected || !response.ok) return null;
       return response.text();
@@ -15,13 +33,12 @@ function refresh() {
       const parsed = new DOMParser().parseFromString(html, "text/html");
       const fresh = parsed.getElementById("main");
       if (!fresh) return;
-      const active = document.activeElement && document.activeElement.id;
+      if (editing(main)) {  // they started typing while the page was on its way
+        deferred = true;
+        return;
+      }
       main.replaceChildren(...fresh.childNodes);
       wireFilters(main);
-      if (active) {
-        const again = document.getElementById(active);
-        if (again) again.focus();
-      }
     })
     .catch(() => {});
 }
@@ -33,7 +50,7 @@ function live() {
   const source = new EventSource(url);
   // each version the stream sends (the first too: the fleet may have moved since the page was
   // rendered) brings the page's main part again
-  source.onmessage = () => { refresh(); };
+  source.onmessage = (event) => { refresh(event.data); };
   source.onopen = () => { if (status) status.textContent = "Live."; };
   source.onerror = () => { if (status) status.textContent = "Reconnecting…"; };
 }
@@ -49,4 +66,7 @@ function wireFilters(root) {
 document.addEventListener("DOMContentLoaded", () => {
   wireFilters(document);
   live();
+  document.addEventListener("focusout", () => {
+    setTimeout(() => { if (deferred) refresh(); }, 0);
+  });
 });
