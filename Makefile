@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.webhook
 	$(BIN)/python -m bench.agent_memory
 	$(BIN)/python -m bench.apply
+	$(BIN)/python -m bench.dashboard
 
 # A simulated fleet against real controller processes (README "The fleet"): 10,000 devices on
 # SQLite and on PostgreSQL, then three replicas, then a rollout (README "Rollouts").
