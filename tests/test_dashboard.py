@@ -27,7 +27,7 @@ from reconciler.server.dashboard.model import (
     source_link,
 )
 from reconciler.server.dashboard.sessions import Sessions
-from reconciler.store import Store, sqlite_url
+from reconciler.store import EventIn, Store, sqlite_url
 from tests.test_api import OPERATOR, Env, env
 
 __all__ = ["env"]
@@ -249,3 +249,33 @@ def test_the_json_api_answers_what_the_pages_show(env: Env) -> None:
     releases = client.get("/v1/releases", headers=auth).json()
     assert releases["applications"][0]["releases"][0]["devices"] == ["pi-1"]
     assert client.get("/v1/overview").status_code == 401
+
+
+def test_the_session_cookie_is_secure_under_tls(env: Env) -> None:
+    env.controller.sync()
+    client = TestClient(env.app, base_url="https://hedgerow.test")
+    login = client.post("/login", data={"token": OPERATOR}, follow_redirects=False)
+    assert login.status_code == 303 and "Secure" in login.headers["set-cookie"]
+
+
+def test_events_newest_first_filtered_and_paged(env: Env) -> None:
+    env.controller.sync()
+    at = datetime.now(UTC)
+    env.store.append_events(
+        [EventIn(at, device, kind, f"{kind} on {device}", "web-lyon")
+         for device in ("pi-1", "pi-2") for kind in ("deploy", "start")]
+    )  # fmt: skip
+    auth = {"Authorization": f"Bearer {OPERATOR}"}
+    client = TestClient(env.app)
+    oldest_first = client.get("/v1/events", headers=auth).json()
+    newest = client.get("/v1/events?order=desc&limit=2", headers=auth).json()
+    assert [e["id"] for e in newest] == [e["id"] for e in oldest_first][::-1][:2]
+    older = client.get(f"/v1/events?before={newest[-1]['id']}&limit=2", headers=auth).json()
+    assert all(e["id"] < newest[-1]["id"] for e in older)
+    mine = client.get("/v1/events?order=desc&device=pi-1&event=deploy", headers=auth).json()
+    assert mine and {(e["device"], e["event"]) for e in mine} == {("pi-1", "deploy")}
+    client.post("/login", data={"token": OPERATOR})
+    page = client.get("/events?device=pi-1&event=deploy")
+    assert page.status_code == 200 and "deploy on pi-1" in page.text
+    assert "start on pi-1" not in page.text and "deploy on pi-2" not in page.text
+    assert client.get("/events?before=x").status_code == 422

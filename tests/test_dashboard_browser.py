@@ -454,3 +454,20 @@ def test_a_live_update_never_takes_what_someone_is_typing(site: Site, browser: B
     page.locator("main h1").click()  # they leave the form: the page catches up
     expect(page.locator("table.devices")).to_contain_text("docker 20.10.24", timeout=LIVE_MS)
     page.close()
+
+
+def test_the_keyboard_reaches_the_content_and_the_filters(site: Site, browser: Browser) -> None:
+    page = browser.new_page()
+    log_in(page, site.url)
+    page.goto(f"{site.url}/devices")
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Name")).to_be_focused()
+    page.keyboard.type("4")
+    page.keyboard.press("Enter")  # the form submits from the keyboard
+    expect(page.locator("table.devices tbody th[scope=row]")).to_have_text(["pi-4"])
+    page.close()

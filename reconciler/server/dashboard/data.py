@@ -299,6 +299,7 @@ class Pages:
         body["failed"] = failed
         body["targeted"] = len(devices)
         body["log"] = [event_json(e) for e in events]
+        body["link"] = self.links.to(self.backend.revision(), entry)
         return body
 
     async def releases(self) -> dict[str, Any]:
