@@ -243,6 +243,10 @@ def test_the_json_api_answers_what_the_pages_show(env: Env) -> None:
     server, _ = deployment["containers"]
     assert server["env"] == [{"name": "PORT", "value": "8080"}]
     assert [n["network"] for n in server["networks"]] == ["front"]
+    assert (server["memory"], server["cpus"]) == (64 * 1024 * 1024, None)
+    assert server["volumes"] == [
+        {"volume": "data", "target": "/data", "readOnly": False, "driver": "local"}
+    ]
     overview = client.get("/v1/overview", headers=auth).json()
     assert overview["applied"]["revision"] == env.repo.head.commit.hexsha
     assert overview["total"] == 2

@@ -390,6 +390,11 @@ def _runtime(catalog: Any, release: Checked[Any]) -> list[dict[str, Any]]:
                     {"network": n, "driver": _driver(catalog.networks, n)} for n in networks
                 ],
                 "memory": c.memory,
+                "cpus": round(c.cpu.quota / (c.cpu.period or 100_000), 3)
+                if c.cpu is not None and c.cpu.quota is not None
+                else None,
+                "devices": [d.path_on_host for d in c.device_mappings],
+                "tmpfs": [t.path for t in c.tmpfs],
                 "restartPolicy": c.restart_policy,
             }
         )
