@@ -121,19 +121,7 @@ class ControllerClient:
         return self._failover(lambda base: self._enroll(base, request))
 
     def _enroll(self, base: str, request: EnrollRequest) -> Enrolled:
-        try:
-            response = self._http.post(
-                f"{base}/v1/enroll",
-                data=msgspec.json.encode(request),
-                headers={"Content-Type": "application/json"},
-                timeout=self._timeout,
-                verify=self._verify,
-                proxies=self._proxies,
-            )
-        except requests.RequestException as exc:
-            raise ControllerUnreachable(
-                f"cannot reach the controller: {type(exc).__name__}"
-            ) from None
+        response = self._send("POST", f"{base}/v1/enroll", json_body=msgspec.json.encode(request))
         if response.status_code == 201:
             return msgspec.json.decode(response.content, type=Enrolled)
         message = f"controller answered {response.status_code}: {_detail(response)}"
@@ -142,6 +130,35 @@ class ControllerClient:
             wait = float(retry) if retry.isdigit() else None
             raise EnrollmentRefused(message, response.status_code, wait)
         raise ControllerUnreachable(message, response.status_code)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """One request with this client's CA, proxy and timeouts; ControllerUnreachable when
+        no answer comes (the error's type only: its text may hold the URL's details)."""
+        if json_body is not None:
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+        try:
+            return self._http.request(
+                method,
+                url,
+                data=json_body,
+                headers=headers,
+                params=params,
+                timeout=self._timeout,
+                verify=self._verify,
+                proxies=self._proxies,
+            )
+        except requests.RequestException as exc:
+            raise ControllerUnreachable(
+                f"cannot reach the controller: {type(exc).__name__}"
+            ) from None
 
     def _failover(self, request: Callable[[str], T]) -> T:
         """`request` on the current URL, then on the next ones while they cannot answer; the
@@ -182,19 +199,8 @@ class ControllerClient:
     def _desired(self, base: str, etag: str | None, wait: float) -> Fetched:
         headers = {"If-None-Match": etag} if etag else {}
         params = {"wait": str(int(wait))} if wait > 0 else {}
-        try:
-            response = self._http.get(
-                f"{base}/v1/devices/{self.device}/desired",
-                headers=headers,
-                params=params,
-                timeout=self._timeout,
-                verify=self._verify,
-                proxies=self._proxies,
-            )
-        except requests.RequestException as exc:
-            raise ControllerUnreachable(
-                f"cannot reach the controller: {type(exc).__name__}"
-            ) from None
+        url = f"{base}/v1/devices/{self.device}/desired"
+        response = self._send("GET", url, headers=headers, params=params)
         if response.status_code == 304:
             return Fetched(None, etag)
         if response.status_code != 200:
@@ -205,19 +211,8 @@ class ControllerClient:
         return Fetched(document, response.headers.get("etag"))
 
     def _report(self, base: str, report: StatusReport) -> int | None:
-        try:
-            response = self._http.put(
-                f"{base}/v1/devices/{self.device}/status",
-                data=msgspec.json.encode(report),
-                headers={"Content-Type": "application/json"},
-                timeout=self._timeout,
-                verify=self._verify,
-                proxies=self._proxies,
-            )
-        except requests.RequestException as exc:
-            raise ControllerUnreachable(
-                f"cannot reach the controller: {type(exc).__name__}"
-            ) from None
+        url = f"{base}/v1/devices/{self.device}/status"
+        response = self._send("PUT", url, json_body=msgspec.json.encode(report))
         if response.status_code == 409:
             raise ReportConflict(_detail(response))
         if response.status_code != 200:

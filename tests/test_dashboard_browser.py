@@ -373,9 +373,9 @@ spec:
 """
 
 
-def test_a_rollout_moves_on_its_page_as_devices_report(
-    site: Site, browser: Browser, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
+def start_rollout(site: Site) -> str:
+    """web-lyon in two waves (canary: pi-1; rest: pi-3), both devices Ready on 1.0.0, then
+    a commit of 1.1.0 that starts the rollout; that commit's sha."""
     labelled = "name: pi-1\n  labels: {site: lyon, ring: canary}"
     devices = devices_yaml(4).replace("name: pi-1\n  labels: {site: lyon}", labelled)
     first = ROLLOUT.replace("RELEASE", "1.0.0")
@@ -383,10 +383,16 @@ def test_a_rollout_moves_on_its_page_as_devices_report(
     for device in ("pi-1", "pi-3"):
         site.report(device)
     release = Path(site.repo.working_dir, "releases/1.0.0.yaml").read_text()
-    site.push("web 1.1.0", {
+    return site.push("web 1.1.0", {
         "releases/1.1.0.yaml": release.replace("1-0-0", "1-1-0").replace('"1.0.0"', '"1.1.0"'),
         "deployment.yaml": ROLLOUT.replace("RELEASE", "1.1.0"),
     })  # fmt: skip
+
+
+def test_a_rollout_moves_on_its_page_as_devices_report(
+    site: Site, browser: Browser, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    start_rollout(site)
     context = browser.new_context(bypass_csp=True)  # for axe, injected below
     watched = Watched(context.new_page())
     page = watched.page
@@ -411,17 +417,7 @@ def test_a_rollout_moves_on_its_page_as_devices_report(
 
 
 def test_a_failed_canary_halts_with_its_reason_and_log_lines(site: Site, browser: Browser) -> None:
-    labelled = "name: pi-1\n  labels: {site: lyon, ring: canary}"
-    devices = devices_yaml(4).replace("name: pi-1\n  labels: {site: lyon}", labelled)
-    first = ROLLOUT.replace("RELEASE", "1.0.0")
-    site.push("waves for web-lyon", {"device.yaml": devices, "deployment.yaml": first})
-    for device in ("pi-1", "pi-3"):
-        site.report(device)
-    release = Path(site.repo.working_dir, "releases/1.0.0.yaml").read_text()
-    sha = site.push("web 1.1.0", {
-        "releases/1.1.0.yaml": release.replace("1-0-0", "1-1-0").replace('"1.0.0"', '"1.1.0"'),
-        "deployment.yaml": ROLLOUT.replace("RELEASE", "1.1.0"),
-    })  # fmt: skip
+    sha = start_rollout(site)
     page = browser.new_page()
     log_in(page, site.url)
     page.goto(f"{site.url}/rollouts/web-lyon")

@@ -21,12 +21,14 @@ from reconciler.cli.options import (
     Db,
     LogFormatOption,
     OutputOption,
+    TokenFile,
     open_store,
     store_is_new,
     store_name,
 )
 from reconciler.cli.output import Output, console, fail, literal
 from reconciler.core.enrollment import device_manifest as manifest_text
+from reconciler.core.inventory import human_bytes as size
 from reconciler.manifests.model.fields import check_dns_label
 from reconciler.secrets import tokens
 
@@ -37,10 +39,7 @@ app = typer.Typer(help="Devices: their tokens, the enrolled and Pending ones, th
 def device_token(
     name: Annotated[str, typer.Argument(help="The Device's metadata.name.")],
     revoke: Annotated[bool, typer.Option("--revoke", help="Remove the device's token.")] = False,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", dir_okay=False, help="Write the token to this file (0600)."),
-    ] = None,
+    output: TokenFile = None,
     db: Db = None,
     data_dir: DataDir = Path(".hedgerow"),
 ) -> None:
@@ -133,18 +132,6 @@ def device_manifest(
     if found is None:
         fail(f"device {name} has not enrolled (see hedgerow device list --pending)", code=1)
     typer.echo(manifest_text(found), nl=False)
-
-
-def size(count: int | None) -> str:
-    """Bytes for people: 1.5 GiB."""
-    if count is None:
-        return "-"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def when(at: datetime | None) -> str:

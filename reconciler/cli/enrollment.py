@@ -11,7 +11,15 @@ import typer
 from rich.table import Table
 
 from reconciler.cli.device import issue_to
-from reconciler.cli.options import DataDir, Db, OutputOption, open_store, store_is_new, store_name
+from reconciler.cli.options import (
+    DataDir,
+    Db,
+    OutputOption,
+    TokenFile,
+    open_store,
+    store_is_new,
+    store_name,
+)
 from reconciler.cli.output import Output, console, fail, literal
 from reconciler.core.enrollment import EnrollmentToken, parse_labels, parse_ttl
 from reconciler.manifests.model.fields import check_dns_label
@@ -40,10 +48,7 @@ def create(
             "the old device token is revoked.",
         ),
     ] = False,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", dir_okay=False, help="Write the token to this file (0600)."),
-    ] = None,
+    output: TokenFile = None,
     db: Db = None,
     data_dir: DataDir = Path(".hedgerow"),
 ) -> None:

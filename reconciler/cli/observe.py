@@ -10,10 +10,11 @@ import typer
 from rich.table import Table
 
 from reconciler import wire
-from reconciler.cli.device import size, when
+from reconciler.cli.device import when
 from reconciler.cli.options import DataDir, Db, OutputOption, open_store
 from reconciler.cli.output import Output, console, fail, literal
 from reconciler.core import history
+from reconciler.core.inventory import human_bytes as size
 from reconciler.core.rollout_status import decoded, rollout_json, summary
 from reconciler.store import EventRecord, StatusRecord, Store
 
@@ -184,7 +185,7 @@ def events(
     with open_store(db, data_dir) as store:
         found = store.events(device=device, deployment=deployment, after_id=after, limit=limit)
     if output is Output.json:
-        typer.echo(json.dumps([_event_json(e) for e in found], indent=2))
+        typer.echo(json.dumps([e.to_json() for e in found], indent=2))
         return
     table = Table(title="Events")
     for column in ("id", "at", "device", "deployment", "event", "message"):
@@ -200,15 +201,3 @@ def events(
         )
         table.add_row(*map(literal, cells))
     console().print(table)
-
-
-def _event_json(event: EventRecord) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "at": event.at.isoformat(),
-        "device": event.device,
-        "deployment": event.deployment,
-        "event": event.kind,
-        "message": event.message,
-        "revision": event.revision,
-    }

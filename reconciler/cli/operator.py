@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from reconciler.cli.device import issue_to
-from reconciler.cli.options import DataDir, Db, open_store, store_name
+from reconciler.cli.options import DataDir, Db, TokenFile, open_store, store_name
 from reconciler.cli.output import fail
 from reconciler.manifests.model.fields import check_dns_label
 from reconciler.secrets import tokens
@@ -25,10 +25,7 @@ def operator_token(
         bool, typer.Option("--read-only", help="A viewer token: it reads, never changes.")
     ] = False,
     revoke: Annotated[bool, typer.Option("--revoke", help="Remove the token.")] = False,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", dir_okay=False, help="Write the token to this file (0600)."),
-    ] = None,
+    output: TokenFile = None,
     db: Db = None,
     data_dir: DataDir = Path(".hedgerow"),
 ) -> None:

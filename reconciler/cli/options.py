@@ -24,6 +24,10 @@ AgeKeyFile = Annotated[
         help="age identities; default: SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, ~/.config/sops/age.",
     ),
 ]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", dir_okay=False, help="Write the token to this file (0600)."),
+]
 ManifestFile = Annotated[
     Path | None,
     typer.Option("--output", "-o", dir_okay=False, help="File to write; default: stdout."),

@@ -80,3 +80,15 @@ def inventory(
 
 def _iso(at: datetime | None) -> str | None:
     return None if at is None else at.isoformat()
+
+
+def human_bytes(count: object) -> str:
+    """Bytes for people (`1.5 GiB`); `-` for a fact the device did not report."""
+    if not isinstance(count, int) or isinstance(count, bool):
+        return "-"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

@@ -63,6 +63,18 @@ class EventRecord:
     agent_seq: int | None
     agent_epoch: str | None = None
 
+    def to_json(self) -> JSONObject:
+        """As `hedgerow events -o json`, the operator API and the dashboard show it."""
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "device": self.device,
+            "deployment": self.deployment,
+            "event": self.kind,
+            "message": self.message,
+            "revision": self.revision,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class StoredReport:

@@ -19,7 +19,7 @@ from reconciler.manifests.model.base import Manifest
 from reconciler.server.backend import Backend
 from reconciler.server.dashboard.fleet import FleetRows
 from reconciler.server.dashboard.model import DeviceQuery, counts, select, source_link
-from reconciler.store import EventRecord, RevisionRecord
+from reconciler.store import RevisionRecord
 
 LAST_EVENTS = 10
 PER_WAVE = 200  # devices listed by name in a wave; the rest are counted
@@ -40,18 +40,6 @@ class Links:
 
     def file(self, sha: str | None, file: str | None, line: int | None) -> str | None:
         return source_link(self.base, self.forge, sha, file, line)
-
-
-def event_json(e: EventRecord) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "at": e.at.isoformat(),
-        "device": e.device,
-        "deployment": e.deployment,
-        "event": e.kind,
-        "message": e.message,
-        "revision": e.revision,
-    }
 
 
 class Pages:
@@ -94,7 +82,7 @@ class Pages:
             "devices": counts(rows),
             "total": len(rows),
             "rollouts": rollouts,
-            "events": [event_json(e) for e in events],
+            "events": [e.to_json() for e in events],
         }
 
     async def devices(self, query: DeviceQuery) -> dict[str, Any]:
@@ -164,7 +152,7 @@ class Pages:
             "facts": msgspec.to_builtins(info.facts) if info and info.facts else None,
             "deployments": deployments,
             "containers": containers,
-            "events": [event_json(e) for e in events],
+            "events": [e.to_json() for e in events],
         }
 
     async def deployment(self, name: str) -> dict[str, Any] | None:
@@ -236,7 +224,7 @@ class Pages:
             "releaseLink": self.links.to(sha, release),
             "containers": _runtime(catalog, release) if release else [],
             "devices": devices,
-            "events": [event_json(e) for e in events],
+            "events": [e.to_json() for e in events],
         }
 
     async def rollout(self, name: str) -> dict[str, Any] | None:
@@ -298,7 +286,7 @@ class Pages:
                            "log": list(degraded.log) if degraded else []})  # fmt: skip
         body["failed"] = failed
         body["targeted"] = len(devices)
-        body["log"] = [event_json(e) for e in events]
+        body["log"] = [e.to_json() for e in events]
         body["link"] = self.links.to(self.backend.revision(), entry)
         return body
 
@@ -345,7 +333,7 @@ class Pages:
             self.store.recent_events, device, deployment, kind, before, limit
         )
         return {
-            "events": [event_json(e) for e in found],
+            "events": [e.to_json() for e in found],
             "next": found[-1].id if len(found) == limit else None,
         }
 

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from reconciler.core.inventory import human_bytes
 from reconciler.server.dashboard.data import Pages
 from reconciler.server.dashboard.fleet import FRESH, activity_version
 from reconciler.server.dashboard.model import CONDITIONS, DeviceQuery
@@ -35,18 +36,6 @@ HEADERS = {
 }
 
 
-def _size(count: object) -> str:
-    """Bytes for people; `-` for none (a fact the device did not report is missing)."""
-    if not isinstance(count, int) or isinstance(count, bool):
-        return "-"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
 def _when(text: object) -> str:
     if not isinstance(text, str) or not text:
         return "never"
@@ -60,7 +49,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["size"] = _size
+    env.filters["size"] = human_bytes
     env.filters["when"] = _when
     return env
 
