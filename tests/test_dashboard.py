@@ -188,8 +188,11 @@ def test_a_session_never_holds_its_token_and_ends_with_it(tmp_path: Path) -> Non
         made = asyncio.run(sessions.login(OPERATOR))
         assert made is not None
         operator, cookie = made
-        sessions.end(operator)
+        other_replica = Sessions(b"k" * 32, auth, refresh=0)
+        assert asyncio.run(other_replica.session(cookie)) == operator
+        asyncio.run(sessions.end(operator))
         assert asyncio.run(sessions.session(cookie)) is None, "logged out"
+        assert asyncio.run(other_replica.session(cookie)) is None, "on every replica"
         expiring = Sessions(b"k" * 32, auth, max_age=-1)
         made = asyncio.run(expiring.login(OPERATOR))
         assert made is not None and asyncio.run(expiring.session(made[1])) is None, "expired"

@@ -45,6 +45,7 @@ EPOCH, OTHER = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba987654
 TABLES = {
     "enrollment_tokens",
     "viewer_tokens",
+    "ended_sessions",
     "device_facts",
     "revisions",
     "observed",
@@ -133,7 +134,7 @@ def test_migrations_create_the_schema_on_an_empty_database(engine: sa.Engine) ->
     migrate(engine)
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == {*TABLES, "alembic_version"}
-    assert current_revision(engine) == head() == "0012"
+    assert current_revision(engine) == head() == "0013"
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
     assert indexes["ix_events_device_id"] == ["device", "id"]
     assert indexes["ix_events_deployment_id"] == ["deployment", "id"]

@@ -230,3 +230,13 @@ class ViewerToken(Base):
     name: Mapped[str] = mapped_column(String, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EndedSession(Base):
+    """A dashboard session logged out, until its cookie would have expired anyway: every
+    replica refuses it, not only the one that ended it."""
+
+    __tablename__ = "ended_sessions"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -74,6 +74,7 @@ from reconciler.store.schema import (
     Base,
     DeviceFacts,
     DocumentRevision,
+    EndedSession,
     Event,
     Fingerprint,
     Leadership,
@@ -1162,6 +1163,20 @@ class Store:
         with self._sessions() as session:
             rows = session.execute(select(ViewerToken.name, ViewerToken.token_hash))
             return {name: value for name, value in rows}
+
+    # dashboard sessions logged out
+
+    def end_session(self, session: str, until: datetime, now: datetime) -> None:
+        """Remember a logged-out session until `until`; forget those past theirs."""
+        with self._writing() as session_:
+            session_.execute(delete(EndedSession).where(EndedSession.until < utc(now)))
+            values = {"id": session, "until": utc(until)}
+            session_.execute(self._insert(EndedSession).values(values).on_conflict_do_nothing())
+
+    def ended_sessions(self, now: datetime) -> set[str]:
+        with self._sessions() as session:
+            query = select(EndedSession.id).where(EndedSession.until >= utc(now))
+            return set(session.scalars(query))
 
     def inventory(self) -> list[DeviceInfo]:
         """Every device of the applied revision and every enrolled one (see

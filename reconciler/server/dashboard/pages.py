@@ -172,7 +172,7 @@ def install(app: FastAPI, pages: Pages, sessions: Sessions, prefix: str = "") ->
     async def logout(request: Request) -> Response:
         session = await sessions.session(request.cookies.get(COOKIE))
         if session is not None:
-            sessions.end(session)
+            await sessions.end(session)
         response = RedirectResponse(url("/login"), status_code=303, headers=HEADERS)
         response.delete_cookie(COOKIE, path=prefix or "/", httponly=True, samesite="strict")
         return response
