@@ -10,13 +10,12 @@ types, and the Device manifest to commit (`device_manifest`).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import yaml
 
-from reconciler import wire
 from reconciler.errors import HedgerowError
 from reconciler.manifests.model.fields import check_label_key, check_label_value
 
@@ -50,14 +49,14 @@ class EnrollmentToken:
 @dataclass(frozen=True, slots=True)
 class EnrolledDevice:
     """A device that joined with an enrollment token: what it said of itself, and the
-    token's labels, for the Device manifest an operator commits."""
+    token's labels, for the Device manifest an operator commits. (Its facts are stored apart,
+    with every device's: `Store.device_facts`.)"""
 
     device: str
     enrollment: str  # the enrollment token's name
     system_model: str
     labels: Mapping[str, str]
     at: datetime
-    facts: wire.Facts = field(default_factory=wire.Facts)
 
 
 class EnrollmentRefused(HedgerowError):

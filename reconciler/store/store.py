@@ -1094,18 +1094,11 @@ class Store:
             facts = {"device": name, "facts": msgspec.to_builtins(request.facts),
                      "reported_at": utc(at)}  # fmt: skip
             session.execute(self._upsert(DeviceFacts, facts, ["device"]))
-        return EnrolledDevice(
-            name, token.name, request.system_model, dict(token.labels), utc(at), request.facts
-        )
+        return EnrolledDevice(name, token.name, request.system_model, dict(token.labels), utc(at))
 
     def enrolled_devices(self) -> dict[str, EnrolledDevice]:
-        """Every device that enrolled itself (and has its token still), with its facts."""
-        query = (
-            select(Token, DeviceFacts.facts)
-            .outerjoin(DeviceFacts, DeviceFacts.device == Token.device)
-            .where(Token.enrollment.is_not(None))
-            .order_by(Token.device)
-        )
+        """Every device that enrolled itself (and has its token still)."""
+        query = select(Token).where(Token.enrollment.is_not(None)).order_by(Token.device)
         with self._sessions() as session:
             return {
                 row.device: EnrolledDevice(
@@ -1114,9 +1107,8 @@ class Store:
                     row.system_model or "",
                     dict(row.labels or {}),
                     row.enrolled_at or row.issued_at,
-                    _facts(facts),
                 )
-                for row, facts in session.execute(query)
+                for row in session.scalars(query)
             }
 
     def enrolled_names(self) -> set[str]:
