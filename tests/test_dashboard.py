@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from fastapi.testclient import TestClient
 
+from reconciler import wire
+from reconciler.core.enrollment import EnrollmentToken
 from reconciler.core.status import ConditionType, DeploymentStatus, condition
 from reconciler.secrets import tokens
 from reconciler.server.app import Dashboard, create_app
@@ -286,3 +289,28 @@ def test_events_newest_first_filtered_and_paged(env: Env) -> None:
     assert page.status_code == 200 and "deploy on pi-1" in page.text
     assert "start on pi-1" not in page.text and "deploy on pi-2" not in page.text
     assert client.get("/events?before=x").status_code == 422
+
+
+def test_the_store_reads_one_device_or_one_deployment_alone(tmp_path: Path) -> None:
+    """What a device's or a deployment's page reads: its own rows, not the fleet's."""
+    with Store.open(sqlite_url(tmp_path)) as store:
+        for device in ("pi-1", "pi-2"):
+            for deployment in ("web", "db"):
+                store.put_status(
+                    msgspec.structs.replace(status(), device=device, deployment=deployment)
+                )
+        mine = store.statuses(device="pi-2")
+        assert [(s.deployment, s.device) for s in mine] == [("db", "pi-2"), ("web", "pi-2")]
+        web = store.statuses(deployment="web")
+        assert [(s.deployment, s.device) for s in web] == [("web", "pi-1"), ("web", "pi-2")]
+        assert len(store.statuses()) == 4
+        token = EnrollmentToken("batch", {"site": "lyon"}, NOW)
+        store.create_enrollment_token(token, tokens.hash_token("hde_batch"))
+        for device in ("pi-8", "pi-9"):
+            asked = wire.EnrollRequest(device=device, system_model="rpi4",
+                                       facts=wire.Facts(kernel=device))  # fmt: skip
+            store.enroll(tokens.hash_token("hde_batch"), asked, tokens.hash_token(device), NOW)
+        (one,) = store.inventory(["pi-9"])
+        assert (one.device, one.pending, one.facts) == ("pi-9", True, wire.Facts(kernel="pi-9"))
+        assert [i.device for i in store.inventory()] == ["pi-8", "pi-9"]
+        assert store.inventory(["nobody"]) == []

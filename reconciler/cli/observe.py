@@ -40,10 +40,10 @@ def status(
 
 
 def device_status(store: Store, name: str, output: Output) -> None:
-    found = next((row for row in store.inventory() if row.device == name), None)
+    found = next(iter(store.inventory([name])), None)
     if found is None:
         fail(f"device {name} is neither in the applied revision nor enrolled", code=1)
-    statuses = [s for s in _statuses(store) if s.device == name]
+    statuses = store.statuses(device=name)  # by deployment
     if output is Output.json:
         document = found.to_json()
         document["deployments"] = [s.status.to_json() for s in statuses]

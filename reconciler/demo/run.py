@@ -366,7 +366,7 @@ def _applied(url: str) -> bool:
 def _ready(data: Path, device: str) -> bool:
     """Every deployment the device should run reports Ready=True."""
     with Store.open(sqlite_url(data)) as store:
-        found = {s.deployment: s.status for s in store.statuses() if s.device == device}
+        found = {s.deployment: s.status for s in store.statuses(device=device)}
     return all(
         name in found and found[name].condition(ConditionType.READY).true
         for name in DEVICES[device]

@@ -614,9 +614,17 @@ class Store:
         with self._sessions() as session:
             return {(kind, status): n for kind, status, n in session.execute(query)}
 
-    def statuses(self) -> list[StatusRecord]:
+    def statuses(
+        self, *, device: str | None = None, deployment: str | None = None
+    ) -> list[StatusRecord]:
+        """Every status, or one device's, or one deployment's (each an indexed lookup)."""
+        query = select(Status).order_by(Status.deployment, Status.device)
+        if device is not None:
+            query = query.where(Status.device == device)
+        if deployment is not None:
+            query = query.where(Status.deployment == deployment)
         with self._sessions() as session:
-            rows = session.scalars(select(Status).order_by(Status.deployment, Status.device))
+            rows = session.scalars(query)
             return [
                 StatusRecord(row.deployment, row.device, DeploymentStatus.from_json(row.status))
                 for row in rows
@@ -1100,16 +1108,7 @@ class Store:
         """Every device that enrolled itself (and has its token still)."""
         query = select(Token).where(Token.enrollment.is_not(None)).order_by(Token.device)
         with self._sessions() as session:
-            return {
-                row.device: EnrolledDevice(
-                    row.device,
-                    row.enrollment or "",
-                    row.system_model or "",
-                    dict(row.labels or {}),
-                    row.enrolled_at or row.issued_at,
-                )
-                for row in session.scalars(query)
-            }
+            return {row.device: _enrolled(row) for row in session.scalars(query)}
 
     def enrolled_names(self) -> set[str]:
         with self._sessions() as session:
@@ -1170,15 +1169,22 @@ class Store:
             query = select(EndedSession.id).where(EndedSession.until >= utc(now))
             return set(session.scalars(query))
 
-    def inventory(self) -> list[DeviceInfo]:
+    def inventory(self, devices: Collection[str] | None = None) -> list[DeviceInfo]:
         """Every device of the applied revision and every enrolled one (see
-        `reconciler.core.inventory`)."""
+        `reconciler.core.inventory`), or those of them in `devices`."""
+        admitted = select(DocumentRevision.device)
+        enrolled = select(Token).where(Token.enrollment.is_not(None))
+        reports = select(Observed.device, Observed.at)
+        if devices is not None:
+            names = sorted(devices)
+            admitted = admitted.where(DocumentRevision.device.in_(names))
+            enrolled = enrolled.where(Token.device.in_(names))
+            reports = reports.where(Observed.device.in_(names))
         with self._sessions() as session:
-            rows = session.execute(select(Observed.device, Observed.at))
-            reported = {device: at for device, at in rows}
-        return inventory(
-            self.document_revisions(), self.enrolled_devices(), self.device_facts(), reported
-        )
+            fleet = set(session.scalars(admitted))
+            joined = {row.device: _enrolled(row) for row in session.scalars(enrolled)}
+            reported = {device: at for device, at in session.execute(reports)}
+        return inventory(fleet, joined, self.device_facts(devices), reported)
 
     def put_poll_times(self, polls: Mapping[str, datetime]) -> None:
         """When each device last polled for its document (a replica writes them in batches)."""
@@ -1270,6 +1276,16 @@ def _enrollment_token(row: EnrollmentRow) -> EnrollmentToken:
         uses=row.uses,
         allow_reenroll=row.allow_reenroll,
         revoked_at=row.revoked_at,
+    )
+
+
+def _enrolled(row: Token) -> EnrolledDevice:
+    return EnrolledDevice(
+        row.device,
+        row.enrollment or "",
+        row.system_model or "",
+        dict(row.labels or {}),
+        row.enrolled_at or row.issued_at,
     )
 
 

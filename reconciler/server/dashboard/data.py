@@ -105,8 +105,8 @@ class Pages:
         wanted = (self.backend.fleet() or {}).get(name, {})
 
         def read() -> tuple[Any, ...]:
-            info = next((i for i in self.store.inventory() if i.device == name), None)
-            statuses = [s.status for s in self.store.statuses() if s.device == name]
+            info = next(iter(self.store.inventory([name])), None)
+            statuses = [s.status for s in self.store.statuses(device=name)]
             observed = self.store.get_observed(name)
             return info, statuses, observed, self.store.recent_events(device=name, limit=20)
 
@@ -167,7 +167,7 @@ class Pages:
                          if any(w.deployment == name for w in wanted.values()))  # fmt: skip
 
         def read() -> tuple[Any, ...]:
-            statuses = {s.device: s.status for s in self.store.statuses() if s.deployment == name}
+            statuses = {s.device: s.status for s in self.store.statuses(deployment=name)}
             observed = self.store.observed_of(targets)
             events = self.store.recent_events(deployment=name, limit=30)
             return statuses, observed, events
@@ -243,7 +243,7 @@ class Pages:
         devices = [d for wave in plan for d in wave.devices]
 
         def read() -> tuple[Any, ...]:
-            statuses = {s.device: s.status for s in self.store.statuses() if s.deployment == name}
+            statuses = {s.device: s.status for s in self.store.statuses(deployment=name)}
             observed = self.store.observed_of(sorted(record.state.failed))
             return statuses, observed, self.store.recent_events(None, name, None, None, 20)
 
