@@ -5,6 +5,7 @@ revocation, never holding a token), a prefix, and pages readable without JavaScr
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from reconciler.secrets import tokens
 from reconciler.server.app import Dashboard, create_app
 from reconciler.server.auth import OperatorAuth
 from reconciler.server.dashboard.data import Links
+from reconciler.server.dashboard.fleet import Activity
 from reconciler.server.dashboard.model import (
     DeviceQuery,
     DeviceRow,
@@ -314,3 +316,31 @@ def test_the_store_reads_one_device_or_one_deployment_alone(tmp_path: Path) -> N
         assert (one.device, one.pending, one.facts) == ("pi-9", True, wire.Facts(kernel="pi-9"))
         assert [i.device for i in store.inventory()] == ["pi-8", "pi-9"]
         assert store.inventory(["nobody"]) == []
+
+
+def test_every_open_page_shares_one_read_of_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [0.0]
+    with Store.open(sqlite_url(tmp_path)) as store:
+        reads: list[int] = []
+        real = store.activity
+
+        def counted() -> tuple[object, ...]:
+            reads.append(1)
+            return real()
+
+        monkeypatch.setattr(store, "activity", counted)
+        activity = Activity(store, 0.5, clock=lambda: clock[0])
+
+        async def pages(count: int) -> set[str]:
+            return set(await asyncio.gather(*(activity.version() for _ in range(count))))
+
+        assert len(asyncio.run(pages(20))) == 1 and len(reads) == 1
+        clock[0] = 0.4
+        asyncio.run(pages(5))
+        assert len(reads) == 1, "read less than every 0.5 s"
+        store.append_events([EventIn(NOW, "pi-1", "deploy", "new", "web")])
+        clock[0] = 0.5
+        (moved,) = asyncio.run(pages(5))
+        assert len(reads) == 2 and json.loads(moved)[0] == 1

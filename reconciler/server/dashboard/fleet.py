@@ -27,6 +27,36 @@ def activity_version(store: Store) -> str:
     return json.dumps(store.activity())
 
 
+class Activity:
+    """The store's activity version for every open page at once: each page's stream asks
+    every half second, and one read of the store (at most one every `every` seconds, shared
+    by all who ask meanwhile) answers them all."""
+
+    def __init__(
+        self, store: Store, every: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.every = every
+        self.clock = clock
+        self._version: str | None = None
+        self._read_at = float("-inf")
+        self._reading: asyncio.Task[str] | None = None
+
+    async def version(self) -> str:
+        """Raises StoreUnavailable when the store does not answer."""
+        if self._version is not None and self.clock() - self._read_at < self.every:
+            return self._version
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read())
+        return await asyncio.shield(self._reading)
+
+    async def _read(self) -> str:
+        started = self.clock()
+        version = await asyncio.to_thread(activity_version, self.store)
+        self._version, self._read_at = version, started
+        return version
+
+
 class FleetRows:
     def __init__(
         self,

@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from reconciler.core.inventory import human_bytes
 from reconciler.server.dashboard.data import Pages
-from reconciler.server.dashboard.fleet import FRESH, activity_version
+from reconciler.server.dashboard.fleet import FRESH, Activity
 from reconciler.server.dashboard.model import CONDITIONS, DeviceQuery
 from reconciler.server.dashboard.sessions import COOKIE, Session, Sessions
 from reconciler.store import StoreUnavailable
@@ -177,16 +177,17 @@ def install(app: FastAPI, pages: Pages, sessions: Sessions, prefix: str = "") ->
         response.delete_cookie(COOKIE, path=prefix or "/", httponly=True, samesite="strict")
         return response
 
+    activity = Activity(pages.store, LIVE_EVERY)
+
     async def live(request: Request) -> Response:
         await session_of(request)
-        store = pages.store
 
         async def stream() -> AsyncIterator[bytes]:
             last = ""
             beat = 0
             while not await request.is_disconnected():
                 try:
-                    current = await asyncio.to_thread(activity_version, store)
+                    current = await activity.version()
                 except StoreUnavailable:
                     current = last
                 if current != last:
