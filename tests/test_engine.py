@@ -41,6 +41,7 @@ from reconciler.wire import (
     Network,
     RegistryAuth,
 )
+from tests.support.agent import HEALTH_PROBE, healthchecked
 from tests.support.docker import DockerEngine, Images, Registry
 
 # -- translation of the wire contract, without an engine ----------------------------------------
@@ -698,25 +699,10 @@ def test_a_healthcheck_reaches_the_engine_in_nanoseconds() -> None:
 
 
 def test_docker_runs_the_release_healthcheck(engine: Engine, images: Images) -> None:
-    probe = ["CMD", "busybox", "wget", "-q", "-O-", "http://127.0.0.1:8080/VERSION"]
-    checked: dict[str, Any] = {"name": "checked", "image": images.v1}
-    checked["healthcheck"] = {"test": probe, "interval": "1s", "timeout": "2s", "retries": 1}
-    failing: dict[str, Any] = {"name": "failing", "image": images.v1}
-    failing["healthcheck"] = {"test": ["CMD-SHELL", "exit 1"], "interval": "1s", "retries": 1}
-    deployment = msgspec.convert(
-        {
-            "deployment": "checked",
-            "application": "checked",
-            "release": "1.0.0",
-            "state": "Running",
-            "digest": "d",
-            "containers": [checked, failing],
-        },
-        Deployment,
-    )
+    deployment = healthchecked(images.v1)
     run(engine, doc(deployment))
     config = inspect(engine, "hedgerow-pi-1-checked-1-0-0-checked")["Config"]["Healthcheck"]
-    assert config == {"Test": probe, "Interval": 10**9, "Timeout": 2 * 10**9, "Retries": 1}
+    assert config == {"Test": HEALTH_PROBE, "Interval": 10**9, "Timeout": 2 * 10**9, "Retries": 1}
 
     def health(name: str) -> str:
         status: str = inspect(engine, f"hedgerow-pi-1-checked-1-0-0-{name}")["State"]["Health"][

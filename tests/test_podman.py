@@ -10,8 +10,6 @@ restart loop on Podman) switched back. Podman is started by the tests, as docker
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 import pytest
 
@@ -19,6 +17,7 @@ from agent.converge import converge
 from agent.engine import Engine
 from agent.podman import dependents, docker_state, is_podman
 from reconciler.wire import Deployment, DesiredDocument
+from tests.support.agent import healthchecked
 from tests.support.docker import DockerEngine, Images, Registry
 from tests.support.e2e import wait
 from tests.test_e2e import (  # the scenarios, collected here a second time, on Podman
@@ -78,22 +77,7 @@ def test_the_agent_runs_podmans_healthchecks(podman_engine: DockerEngine, images
     """Podman leaves healthchecks to systemd timers (none here, nor on many devices): the agent's
     engine runs each when due, and reads the result as Docker's health."""
     engine = Engine(podman_engine.client, device="pi-1", start_grace=0.5)
-    probe = ["CMD", "busybox", "wget", "-q", "-O-", "http://127.0.0.1:8080/VERSION"]
-    checked: dict[str, Any] = {"name": "checked", "image": images.v1}
-    checked["healthcheck"] = {"test": probe, "interval": "1s", "timeout": "2s", "retries": 1}
-    failing: dict[str, Any] = {"name": "failing", "image": images.v1}
-    failing["healthcheck"] = {"test": ["CMD-SHELL", "exit 1"], "interval": "1s", "retries": 1}
-    deployment = msgspec.convert(
-        {
-            "deployment": "checked",
-            "application": "checked",
-            "release": "1.0.0",
-            "state": "Running",
-            "digest": "d",
-            "containers": [checked, failing],
-        },
-        Deployment,
-    )
+    deployment = healthchecked(images.v1)
     desired = DesiredDocument(device="pi-1", revision="r", deployments=[deployment])
     try:
         assert converge(engine, desired).ok

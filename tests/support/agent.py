@@ -7,6 +7,8 @@ other.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from agent.errors import ContainerFailed, EngineError
@@ -142,3 +144,27 @@ class ModelEngine:
 
     def next_check(self) -> float | None:
         return 0.0 if self.watched else None
+
+
+HEALTH_PROBE = ["CMD", "busybox", "wget", "-q", "-O-", "http://127.0.0.1:8080/VERSION"]
+
+
+def healthchecked(image: str) -> Deployment:
+    """Deployment `checked` of two containers of `image` with 1 s healthchecks: `checked`
+    passes (the image serves /VERSION), `failing` never does."""
+    checked: dict[str, Any] = {"name": "checked", "image": image}
+    checked["healthcheck"] = {"test": HEALTH_PROBE, "interval": "1s", "timeout": "2s",
+                              "retries": 1}  # fmt: skip
+    failing: dict[str, Any] = {"name": "failing", "image": image}
+    failing["healthcheck"] = {"test": ["CMD-SHELL", "exit 1"], "interval": "1s", "retries": 1}
+    return msgspec.convert(
+        {
+            "deployment": "checked",
+            "application": "checked",
+            "release": "1.0.0",
+            "state": "Running",
+            "digest": "d",
+            "containers": [checked, failing],
+        },
+        Deployment,
+    )
