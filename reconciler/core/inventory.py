@@ -42,11 +42,11 @@ class DeviceInfo:
             "enrollment": self.enrollment,
             "systemModel": self.system_model,
             "labels": dict(self.labels),
-            "enrolledAt": _iso(self.enrolled_at),
+            "enrolledAt": iso(self.enrolled_at),
             "facts": None if self.facts is None else msgspec.to_builtins(self.facts),
-            "factsAt": _iso(self.facts_at),
-            "lastReport": _iso(self.reported_at),
-            "lastPoll": _iso(self.polled_at),
+            "factsAt": iso(self.facts_at),
+            "lastReport": iso(self.reported_at),
+            "lastPoll": iso(self.polled_at),
         }
 
 
@@ -78,7 +78,8 @@ def inventory(
     return rows
 
 
-def _iso(at: datetime | None) -> str | None:
+def iso(at: datetime | None) -> str | None:
+    """A time as JSON shows it (RFC 3339), or None."""
     return None if at is None else at.isoformat()
 
 

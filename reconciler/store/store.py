@@ -53,7 +53,7 @@ from reconciler.core.enrollment import (
     EnrollmentToken,
     refusal,
 )
-from reconciler.core.inventory import DeviceInfo, inventory
+from reconciler.core.inventory import DeviceInfo, inventory, iso
 from reconciler.core.reports import SequenceConflict
 from reconciler.core.status import DeploymentStatus
 from reconciler.store.errors import NotLeader, StoreError, StoreUnavailable
@@ -1130,9 +1130,9 @@ class Store:
         return (
             int(last),
             attempt[0] if attempt else None,
-            _iso(attempt[1]) if attempt else None,
-            _iso(observed),
-            _iso(facts),
+            iso(attempt[1]) if attempt else None,
+            iso(observed),
+            iso(facts),
         )
 
     # viewer tokens: read-only access to the operator API and the dashboard
@@ -1260,10 +1260,6 @@ def _rowcount(result: object) -> int:
     """Rows touched by an UPDATE or DELETE (the ORM types its result as a plain Result)."""
     assert isinstance(result, CursorResult)
     return result.rowcount
-
-
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat()
 
 
 def _enrollment_token(row: EnrollmentRow) -> EnrollmentToken:

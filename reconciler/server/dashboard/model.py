@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Literal, get_args
 from urllib.parse import quote
 
+from reconciler.core.inventory import iso
 from reconciler.core.status import ConditionType, DeploymentStatus
 
 Condition = Literal["Ready", "Progressing", "Degraded", "Offline", "Pending"]
@@ -65,8 +66,8 @@ class DeviceRow:
             "applications": list(self.applications),
             "engine": self.engine,
             "diskFreeBytes": self.disk_free,
-            "lastSeen": _iso(self.last_seen),
-            "lastPoll": _iso(self.last_poll),
+            "lastSeen": iso(self.last_seen),
+            "lastPoll": iso(self.last_poll),
             "file": self.file,
         }
 
@@ -234,7 +235,3 @@ def source_link(
     if base is None or sha is None or not file:
         return None
     return _PATTERNS[forge].format(base=base.rstrip("/"), sha=sha, file=quote(file), line=line or 1)
-
-
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat()
